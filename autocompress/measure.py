@@ -1,0 +1,171 @@
+"""Latency and memory of a deployed candidate, measured the same way for baseline and candidates.
+
+Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes on a batch of
+``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
+deployed model's parameters and buffers (int8 packed weights included), plus the growth of the
+process's resident memory while running inference (activations and scratch space), sampled
+by a background thread from before the first warm-up run until the last timed run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import psutil
+import torch
+from torch import nn
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    batch_size: int = 1
+    seq_len: int = 64
+    threads: int = 2
+    warmup: int = 5
+    repeats: int = 20
+
+    def __post_init__(self):
+        for name in ("batch_size", "seq_len", "threads", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    latency_ms: float  # median
+    latency_p90_ms: float
+    memory_mb: float  # model_mb + activation_mb
+    model_mb: float
+    activation_mb: float
+    parameters: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Target(ABC):
+    """A hardware/runtime target that measures a deployed candidate."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def measure(self, model: nn.Module, settings: MeasureSettings) -> Measurement:
+        """Latency and memory of ``model`` (already in its deployed form)."""
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of everything the model's state holds (int8 packed linears unpack to int8 tensors)."""
+    return sum(_tensor_bytes(v) for v in model.state_dict().values())
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of weights, counting int8 packed linears' weights and biases too."""
+    total = 0
+    for value in model.state_dict().values():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        total += sum(v.numel() for v in values if isinstance(v, torch.Tensor) and v.dtype != torch.long)
+    return total
+
+
+def dummy_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    # Token ids >= 1000 avoid special tokens; latency does not depend on the values.
+    low = min(1000, vocab_size - 1)
+    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, interval_s: float = 0.002):
+        super().__init__(daemon=True)
+        self._process = psutil.Process()
+        self._stop_event = threading.Event()
+        self.interval_s = interval_s
+        self.start_rss = self._process.memory_info().rss
+        self.peak_rss = self.start_rss
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+        return self.peak_rss - self.start_rss
+
+
+def vocab_size_of(model: nn.Module) -> int:
+    return model.get_input_embeddings().num_embeddings
+
+
+def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` forward passes after ``warmup`` untimed ones."""
+    timings = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(**inputs)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(**inputs)
+            timings.append((time.perf_counter() - start) * 1000.0)
+    return timings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
+    """Measure a PyTorch eager-mode model in this process (the CPU target's method)."""
+    model.eval()
+    inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
+    with thread_count(settings.threads):
+        sampler = _RssSampler()
+        sampler.start()
+        try:
+            timings = time_forward(model, inputs, settings.warmup, settings.repeats)
+        finally:
+            activation = sampler.stop()
+    weights = model_bytes(model)
+    return Measurement(
+        latency_ms=statistics.median(timings),
+        latency_p90_ms=percentile(timings, 0.9),
+        memory_mb=(weights + activation) / MB,
+        model_mb=weights / MB,
+        activation_mb=activation / MB,
+        parameters=parameter_count(model),
+    )

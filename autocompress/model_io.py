@@ -1,0 +1,105 @@
+"""Save and reload compressed candidates.
+
+What is saved is the float model before post-training steps (quantization), as
+``model.safetensors`` with one tensor per module path, its ``config.json``, the tokenizer, and
+``autocompress.json`` (the plan, the post steps, measured numbers). Reloading builds the model
+from its config, resizes every linear whose saved shape differs (pruned heads and FFN widths
+may differ per layer), loads the weights strictly, then re-applies the post steps, which are
+deterministic functions of the float weights. Nothing is unpickled.
+
+When the structure matches what the config describes (e.g. uniform FFN pruning, dropped layers,
+trimmed vocabulary) and no post step is recorded, plain
+``AutoModelForSequenceClassification.from_pretrained(dir)`` loads the directory too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from autocompress import __version__
+from autocompress.arch import set_module
+from autocompress.errors import InputError
+
+MANIFEST = "autocompress.json"
+WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_candidate(
+    directory: str | Path,
+    float_model: nn.Module,
+    tokenizer: Any,
+    post_steps: list[dict[str, Any]],
+    info: dict[str, Any] | None = None,
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in float_model.state_dict().items()}
+    # Tied weights share storage; safetensors refuses shared tensors, hence the clone above.
+    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
+    float_model.config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "autocompress_version": __version__,
+        "model_class": type(float_model).__name__,
+        "post_steps": post_steps,
+        **(info or {}),
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return directory
+
+
+def _resize_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for path, module in list(model.named_modules()):
+        weight = state.get(f"{path}.weight")
+        if isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
+            has_bias = f"{path}.bias" in state
+            set_module(model, path, nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias))
+
+
+def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module, Any]:
+    """Reload a directory written by autocompress (``best/`` or an export): returns (model, tokenizer).
+
+    The model is in eval mode and in its deployed form (quantized when the plan quantized it).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{directory}: no {MANIFEST}; not a directory written by autocompress")
+    manifest = json.loads(manifest_path.read_text())
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_config(config)
+    state = load_file(str(directory / WEIGHTS))
+    _resize_linears(model, state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied/derived buffers (e.g. position_ids) may be absent; any missing weight is an error.
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise InputError(f"{directory}: weights do not match the model: missing {missing}, unexpected {unexpected}")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    if manifest.get("post_steps"):
+        model = apply_post_steps(model, tokenizer, manifest["post_steps"], host)
+    return model, tokenizer
+
+
+def apply_post_steps(model: nn.Module, tokenizer: Any, steps: list[dict[str, Any]], host: Any = None) -> nn.Module:
+    from autocompress.arch import adapter_for
+    from autocompress.plugin_manager import build_host
+    from autocompress.technique import ApplyContext
+
+    host = host or build_host()
+    context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer)
+    for step in steps:
+        technique = host.techniques[step["technique"]]
+        model = technique().apply(model, technique.make_config(step["config"]), context)
+    return model.eval()

@@ -1,0 +1,168 @@
+"""Builds the plugin host: built-ins first, then the ``autocompress`` entry-point group.
+
+Built-in plugins are plain modules listed in ``BUILTIN_PLUGINS`` and registered through the
+same call as third-party ones. ``check_pending()`` runs right after loading so a misspelled
+hook fails loudly with the plugin's name. Set ``AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD=1`` to
+load only the built-ins (clean tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from autocompress import hookspecs
+from autocompress.errors import PluginError
+from autocompress.registry import Provenance, Registry
+from autocompress.technique import validate_technique_class
+
+ENTRY_POINT_GROUP = "autocompress"
+DISABLE_AUTOLOAD_ENV = "AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN = "built-in"
+
+BUILTIN_PLUGINS = (
+    "autocompress.plugins.architectures",
+    "autocompress.plugins.cpu_target",
+    "autocompress.plugins.demo_task",
+    "autocompress.plugins.local_task",
+    "autocompress.plugins.ffn_pruning",
+    "autocompress.plugins.quantization",
+)
+
+
+@dataclass
+class PluginInfo:
+    """One plugin: where it came from and, when it could not be loaded, why."""
+
+    name: str
+    distribution: str
+    module: str
+    error: str | None = None
+
+
+@dataclass
+class Host:
+    """The loaded plugins and what they registered."""
+
+    pm: pluggy.PluginManager
+    plugins: list[PluginInfo] = field(default_factory=list)
+    techniques: Registry = field(default_factory=lambda: Registry("technique"))
+    targets: Registry = field(default_factory=lambda: Registry("target"))
+    tasks: Registry = field(default_factory=lambda: Registry("task"))
+    architectures: Registry = field(default_factory=lambda: Registry("architecture"))
+
+    def plugin(self, name: str) -> PluginInfo | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+    @property
+    def broken(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.error]
+
+    def trial_finished(self, trial_number: int, outcome: dict[str, Any]) -> list[str]:
+        """Tell every observer; an observer that raises is reported, never fatal. Returns the errors."""
+        errors = []
+        for impl in self.pm.hook.autocompress_trial_finished.get_hookimpls():
+            try:
+                impl.function(**_kwargs(impl, trial_number=trial_number, outcome=outcome))
+            except Exception as exc:
+                errors.append(f"observer plugin '{impl.plugin_name}' failed: {exc!r}")
+        return errors
+
+
+def _kwargs(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
+    # pluggy lets an implementation accept a subset of the spec's arguments.
+    return {name: available[name] for name in impl.argnames}
+
+
+def _distribution_label(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+
+
+def _register(host: Host, plugin: ModuleType | object, info: PluginInfo) -> None:
+    host.plugins.append(info)
+    try:
+        host.pm.register(plugin, name=info.name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin '{info.name}' ({info.distribution}): {exc}") from None
+
+
+def build_host(
+    disabled: Iterable[str] = (),
+    autoload: bool | None = None,
+    extra_plugins: Iterable[tuple[str, ModuleType | object]] = (),
+) -> Host:
+    """Create the plugin manager, load built-ins and entry points, and collect registrations.
+
+    ``disabled`` names plugins (built-in module or entry-point names) to skip. ``extra_plugins``
+    registers (name, object) pairs directly, as tests and embedding applications do.
+    """
+    disabled = set(disabled)
+    if autoload is None:
+        autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes")
+    pm = pluggy.PluginManager("autocompress")
+    pm.add_hookspecs(hookspecs)
+    host = Host(pm)
+
+    for module_name in BUILTIN_PLUGINS:
+        short = module_name.rsplit(".", 1)[-1]
+        if short in disabled or module_name in disabled:
+            continue
+        info = PluginInfo(short, BUILTIN, module_name)
+        _register(host, importlib.import_module(module_name), info)
+
+    if autoload:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled or pm.get_plugin(ep.name) is not None:
+                continue
+            info = PluginInfo(ep.name, _distribution_label(ep), ep.value)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # one broken plugin must not take the others down
+                info.error = f"import failed: {type(exc).__name__}: {exc}"
+                host.plugins.append(info)
+                continue
+            _register(host, plugin, info)
+
+    for name, plugin in extra_plugins:
+        info = PluginInfo(name, "registered in code", getattr(plugin, "__name__", repr(plugin)))
+        _register(host, plugin, info)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+        info = host.plugin(plugin_name)
+        where = f" ({info.distribution})" if info else ""
+        raise PluginError(f"plugin '{plugin_name}'{where}: {exc}") from None
+
+    _collect(host)
+    return host
+
+
+def _collect(host: Host) -> None:
+    hooks = (
+        (host.pm.hook.autocompress_register_architectures, host.architectures, None),
+        (host.pm.hook.autocompress_register_targets, host.targets, None),
+        (host.pm.hook.autocompress_register_tasks, host.tasks, None),
+        (host.pm.hook.autocompress_register_techniques, host.techniques, validate_technique_class),
+    )
+    for hook, registry, validate in hooks:
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            info = host.plugin(impl.plugin_name)
+            provenance = Provenance(info.name, info.distribution)
+            before = set(registry.names())
+            impl.function(**_kwargs(impl, register=registry.scoped(provenance)))
+            if validate is not None:
+                for name in set(registry.names()) - before:
+                    try:
+                        validate(registry[name], info.name)
+                    except PluginError as exc:
+                        raise PluginError(f"{exc} ({info.distribution})") from None

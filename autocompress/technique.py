@@ -1,0 +1,163 @@
+"""The contract every compression technique implements, and the plan that orders them.
+
+A technique is one class: a ``name``, a typed ``Config`` dataclass (defaults, and
+``__post_init__`` checks that raise ``ValueError`` with a readable message), a ``stage``, a
+``search_space()`` (Optuna distributions; by default read from ``search_spaces/<name>.yaml``)
+and ``apply(model, config, context) -> model``. Techniques may declare ``conflicts`` and
+``requires`` (other technique names); a plan that breaks them is rejected before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autocompress.errors import InputError, PluginError
+from autocompress.search_space import SearchSpace, builtin_space_file, parse_space, read_yaml
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autocompress.arch import ArchitectureAdapter
+    from autocompress.data import TaskData
+
+
+class Stage(enum.IntEnum):
+    """Where a technique runs in a plan. Plans are ordered by stage, whatever the registration order."""
+
+    STRUCTURE = 1  # changes shapes: what is measured for latency and memory
+    RECOVER = 2  # trains the compressed student (does not change latency or memory)
+    POST = 3  # post-training transforms such as quantization; always last
+
+
+@dataclass
+class ApplyContext:
+    """What a technique may use besides the model. Tokenizer may be replaced (vocabulary trimming)."""
+
+    adapter: ArchitectureAdapter
+    tokenizer: Any
+    data: TaskData | None = None
+    teacher: nn.Module | None = None
+    max_length: int = 64
+    seed: int = 0
+    #: Recovery techniques call ``report(step, validation_accuracy)``; it may raise
+    #: ``optuna.TrialPruned`` to stop a weak trial early.
+    report: Callable[[int, float], None] = lambda step, value: None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Technique(ABC):
+    """Base class of every technique. Subclasses set the class attributes and implement ``apply``."""
+
+    name: ClassVar[str]
+    stage: ClassVar[Stage]
+    Config: ClassVar[type]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    conflicts: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """Default search space: the packaged ``search_spaces/<name>.yaml``. Override to declare in code."""
+        path = builtin_space_file(cls.name)
+        if path is None:
+            raise PluginError(
+                f"technique '{cls.name}' declares no search space: add search_spaces/{cls.name}.yaml "
+                f"or override {cls.__name__}.search_space()"
+            )
+        return parse_space(read_yaml(path) or {}, cls, str(path))
+
+    @classmethod
+    def make_config(cls, values: Mapping[str, Any]) -> Any:
+        """Build a Config from sampled or user values; bad values raise InputError naming the technique."""
+        known = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = set(values) - known
+        if unknown:
+            raise InputError(
+                f"technique '{cls.name}': unknown field(s) {', '.join(sorted(unknown))} "
+                f"(fields: {', '.join(sorted(known))})"
+            )
+        try:
+            return cls.Config(**values)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"technique '{cls.name}': {exc}") from None
+
+    @classmethod
+    def unsupported_reason(cls, adapter: ArchitectureAdapter) -> str | None:
+        """Why this technique cannot run on the adapter's model family, or None when it can."""
+        return None
+
+    @abstractmethod
+    def apply(self, model: nn.Module, config: Any, context: ApplyContext) -> nn.Module:
+        """Return the transformed model (may modify ``model`` in place and return it)."""
+
+
+def validate_technique_class(cls: type, plugin: str) -> None:
+    """Check a class against the contract; raise PluginError naming the plugin on the first problem."""
+    who = f"plugin '{plugin}': technique {cls.__name__}"
+    if not (isinstance(cls, type) and issubclass(cls, Technique)):
+        raise PluginError(f"{who} does not subclass autocompress.technique.Technique")
+    if not isinstance(getattr(cls, "stage", None), Stage):
+        raise PluginError(f"{who} has no 'stage' (one of {', '.join(s.name.lower() for s in Stage)})")
+    config = getattr(cls, "Config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise PluginError(f"{who} has no dataclass 'Config'")
+    try:
+        config()
+    except Exception as exc:  # a default Config must exist so a technique can run with no tuning
+        raise PluginError(f"{who}: Config() with defaults fails: {exc}") from None
+    cls.search_space()  # raises a PluginError/SearchSpaceError naming the technique and file
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    technique: type[Technique]
+    config: Any
+
+    def describe(self) -> str:
+        values = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.config).items())
+        return f"{self.technique.name}({values})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Techniques of one trial, ordered by stage then name."""
+
+    steps: tuple[PlanStep, ...]
+
+    @classmethod
+    def build(cls, steps: Sequence[PlanStep]) -> Plan:
+        names = [s.technique.name for s in steps]
+        if len(set(names)) != len(names):
+            raise InputError(f"a plan lists a technique twice: {names}")
+        chosen = set(names)
+        for step in steps:
+            clash = step.technique.conflicts & chosen
+            if clash:
+                raise InputError(
+                    f"technique '{step.technique.name}' conflicts with {', '.join(sorted(clash))}"
+                )
+            missing = step.technique.requires - chosen
+            if missing:
+                raise InputError(
+                    f"technique '{step.technique.name}' requires {', '.join(sorted(missing))}"
+                )
+        ordered = sorted(steps, key=lambda s: (s.technique.stage, s.technique.name))
+        return cls(tuple(ordered))
+
+    def at(self, stage: Stage) -> list[PlanStep]:
+        return [s for s in self.steps if s.technique.stage == stage]
+
+    def describe(self) -> str:
+        return " -> ".join(s.describe() for s in self.steps) or "no compression"
+
+    def to_manifest(self) -> list[dict[str, Any]]:
+        return [
+            {"technique": s.technique.name, "version": s.technique.version, "config": dataclasses.asdict(s.config)}
+            for s in self.steps
+        ]

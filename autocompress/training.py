@@ -1,0 +1,133 @@
+"""Tokenising, fine-tuning and evaluating sequence classifiers (shared by tasks and techniques)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from autocompress.data import TextDataset
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised dataset: unpadded id lists (padded per batch) and labels."""
+
+    input_ids: list[list[int]]
+    labels: torch.Tensor
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batches(self, batch_size: int, order: list[int] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
+        order = order if order is not None else list(range(len(self)))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            rows = [self.input_ids[i] for i in index]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+                mask[i, : len(row)] = 1
+            yield {"input_ids": ids, "attention_mask": mask}, self.labels[index]
+
+
+def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
+    ids = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)["input_ids"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Encoded(ids, torch.tensor(dataset.labels, dtype=torch.long), pad)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def logits_of(model: nn.Module, inputs: dict) -> torch.Tensor:
+    out = model(**inputs)
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits.float()
+
+
+def predict(model: nn.Module, data: Encoded, batch_size: int = 64) -> torch.Tensor:
+    """Predicted class of every example, in order."""
+    model.eval()
+    predictions = []
+    with torch.inference_mode():
+        for inputs, _ in data.batches(batch_size):
+            predictions.append(logits_of(model, inputs).argmax(dim=-1))
+    return torch.cat(predictions)
+
+
+def accuracy(model: nn.Module, data: Encoded, batch_size: int = 64) -> float:
+    return float((predict(model, data, batch_size) == data.labels).float().mean())
+
+
+def fine_tune(
+    model: nn.Module,
+    train: Encoded,
+    *,
+    epochs: float = 2.0,
+    learning_rate: float = 5e-5,
+    batch_size: int = 32,
+    seed: int = 0,
+    loss_fn: Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    progress: str | None = None,
+    parameters: list[nn.Parameter] | None = None,
+) -> nn.Module:
+    """Train ``model`` with AdamW and linear decay after 6% warm-up.
+
+    ``loss_fn(inputs, labels, student_logits)`` replaces cross-entropy (distillation uses it).
+    ``on_step(step, total_steps)`` is called after every optimiser step (intermediate evaluation,
+    pruning). A non-finite loss raises ``FloatingPointError`` instead of training on garbage.
+    """
+    seed_everything(seed)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total = max(1, round(epochs * steps_per_epoch))
+    params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, int(0.06 * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    generator = random.Random(seed)
+    model.train()
+    bar = tqdm(total=total, desc=progress, unit="step", leave=False, disable=progress is None)
+    step = 0
+    while step < total:
+        order = list(range(len(train)))
+        generator.shuffle(order)
+        for inputs, labels in train.batches(batch_size, order):
+            logits = logits_of(model, inputs)
+            if loss_fn is None:
+                loss = nn.functional.cross_entropy(logits, labels)
+            else:
+                loss = loss_fn(inputs, labels, logits)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if on_step is not None:
+                model.eval()
+                on_step(step, total)
+                model.train()
+            if step >= total:
+                break
+    bar.close()
+    model.eval()
+    return model

@@ -1,0 +1,69 @@
+"""L1-norm structured pruning of FFN neurons.
+
+Neuron i of layer l scores ``s_l(i) = sum_j |W_l(i, j)|`` over the rows of the FFN input
+linear (``intermediate.dense`` in BERT). The top ``keep_fraction`` neurons of each layer are
+kept and both linears are physically sliced: rows of the FFN input, columns of the FFN output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from autocompress import hookimpl
+from autocompress.arch import set_module, slice_linear
+from autocompress.technique import ApplyContext, Stage, Technique
+
+
+@dataclass(frozen=True)
+class FfnPruningConfig:
+    #: Fraction of FFN neurons kept in every layer.
+    keep_fraction: float = 0.5
+    #: Kept width is rounded up to a multiple of this (SIMD-friendly shapes run faster).
+    multiple_of: int = 8
+
+    def __post_init__(self):
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.multiple_of < 1:
+            raise ValueError(f"multiple_of must be >= 1, got {self.multiple_of}")
+
+
+def l1_neuron_scores(weight: torch.Tensor) -> torch.Tensor:
+    """``s(i) = sum_j |W(i, j)|`` for an (out, in) weight: one score per output neuron."""
+    return weight.detach().abs().sum(dim=1)
+
+
+def kept_width(total: int, keep_fraction: float, multiple_of: int) -> int:
+    width = math.ceil(total * keep_fraction / multiple_of) * multiple_of
+    return max(1, min(total, width))
+
+
+class FfnPruning(Technique):
+    name = "ffn_pruning"
+    stage = Stage.STRUCTURE
+    Config = FfnPruningConfig
+    description = "L1-norm structured pruning of FFN neurons (weights physically removed)"
+
+    def apply(self, model, config: FfnPruningConfig, context: ApplyContext):
+        adapter = context.adapter
+        widths = set()
+        for paths in adapter.all_layer_paths():
+            ffn_in, ffn_out = adapter.linear(paths.ffn_in), adapter.linear(paths.ffn_out)
+            scores = l1_neuron_scores(ffn_in.weight)
+            width = kept_width(scores.numel(), config.keep_fraction, config.multiple_of)
+            # Keep the original neuron order: only which neurons survive changes.
+            keep = torch.topk(scores, width).indices.sort().values
+            set_module(model, paths.ffn_in, slice_linear(ffn_in, keep_out=keep))
+            set_module(model, paths.ffn_out, slice_linear(ffn_out, keep_in=keep))
+            widths.add(width)
+        if len(widths) == 1:  # keeps the config true, so plain transformers can reload the model
+            setattr(model.config, adapter.ffn_size_attribute, widths.pop())
+        return model
+
+
+@hookimpl
+def autocompress_register_techniques(register):
+    register.add(FfnPruning)

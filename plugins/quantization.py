@@ -1,0 +1,56 @@
+"""Post-training quantization of linear layers: int8 dynamic (real int8 CPU kernels) or bf16 weights.
+
+int8 uses ``torch.ao.quantization.quantize_dynamic``: weights stored as int8, activations
+quantized per batch, matrix products run in int8 kernels (fbgemm/qnnpack). The API is
+deprecated in favour of torchao, whose int8 path gives no speed-up without ``torch.compile``
+(see DESIGN.md section 5), so the backend stays a detail of this one plugin.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocompress import hookimpl
+from autocompress.technique import ApplyContext, Stage, Technique
+
+DTYPES = ("int8", "bf16")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    #: ``int8``: dynamic int8 linears; ``bf16``: all weights and activations in bfloat16.
+    dtype: str = "int8"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+def quantize_int8_dynamic(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
+
+
+class Quantization(Technique):
+    name = "quantization"
+    stage = Stage.POST
+    Config = QuantizationConfig
+    description = "int8 dynamic quantization of linear layers, or bf16 weights"
+
+    def apply(self, model, config: QuantizationConfig, context: ApplyContext):
+        if config.dtype == "bf16":
+            return model.to(torch.bfloat16)
+        return quantize_int8_dynamic(model)
+
+
+@hookimpl
+def autocompress_register_techniques(register):
+    register.add(Quantization)
