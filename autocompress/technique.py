@@ -156,8 +156,10 @@ class Plan:
     def describe(self) -> str:
         return " -> ".join(s.describe() for s in self.steps) or "no compression"
 
-    def to_manifest(self) -> list[dict[str, Any]]:
+    def to_manifest(self, stage: Stage | None = None) -> list[dict[str, Any]]:
+        """The steps (of one stage, or all) as JSON-ready dicts: technique, version, config."""
         return [
             {"technique": s.technique.name, "version": s.technique.version, "config": dataclasses.asdict(s.config)}
             for s in self.steps
+            if stage is None or s.technique.stage == stage
         ]

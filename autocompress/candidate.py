@@ -1,0 +1,52 @@
+"""Turning a plan into a candidate: structure -> (measure) -> recover -> post-training steps."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import torch
+from torch import nn
+
+from autocompress.errors import TechniqueError
+from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
+
+
+def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) -> nn.Module:
+    """Apply steps in order; any failure is re-raised as TechniqueError naming the technique."""
+    for step in steps:
+        try:
+            model = step.technique().apply(model, step.config, context)
+        except TechniqueError:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "TrialPruned":
+                raise
+            raise TechniqueError(step.technique.name, f"{type(exc).__name__}: {exc}") from exc
+        if model is None:
+            raise TechniqueError(step.technique.name, "apply() returned None instead of the model")
+    return model
+
+
+def deploy(model: nn.Module, plan: Plan, context: ApplyContext) -> nn.Module:
+    """The deployed form: a copy of ``model`` with the plan's post-training steps applied."""
+    return apply_steps(copy.deepcopy(model), plan.at(Stage.POST), context).eval()
+
+
+def structure_key(model: nn.Module, plan: Plan, extra: str = "") -> str:
+    """Identifies what latency and memory depend on: module types, tensor shapes/dtypes, post steps.
+
+    Weight values are deliberately left out: they do not change latency or memory.
+    """
+    digest = hashlib.sha256(extra.encode())
+    for name, module in model.named_modules():
+        digest.update(f"{name}:{type(module).__name__};".encode())
+    for name, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
+    for step in plan.at(Stage.POST):
+        digest.update(step.describe().encode())
+        digest.update(step.technique.version.encode())
+    return digest.hexdigest()

@@ -1,0 +1,127 @@
+"""Command line: ``autocompress search | plugins``. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from autocompress.errors import AutocompressError
+
+EXIT_OK = 0
+EXIT_NOTHING_FEASIBLE = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = """exit codes: 0 done (a model meets the limits) | 1 internal error | 2 bad input |
+3 broken plugin | 4 demo data unavailable | 5 no candidate met the limits (nearest shown) |
+130 interrupted (results so far written)"""
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    from autocompress.config import OPTIONS
+
+    parser.add_argument("--config", type=Path, help="YAML file with any of the options below")
+    for name, (kind, help_text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text,
+                                type=str if kind in (list, Path) else kind)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocompress",
+        description="Search combinations of compression techniques for a transformer classifier and "
+        "a target machine; report the Pareto front and export the best model.",
+        epilog=EXIT_CODES,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="run (or resume) a search; no options = the default demo",
+                                 epilog=EXIT_CODES)
+    _add_search_options(search)
+    plugins = commands.add_parser("plugins", help="list techniques, targets, tasks and where they came from")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("--disable", default="", help="comma-separated plugin names to block")
+    return parser
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from autocompress.config import OPTIONS, merge_options, settings_from_options
+
+    options = merge_options(args.config, {name: getattr(args, name) for name in OPTIONS})
+    settings = settings_from_options(options)
+    from autocompress.search.study import run_search
+
+    try:
+        outcome = run_search(settings)
+    except KeyboardInterrupt:
+        print(f"interrupted; results so far are in {settings.out_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary(outcome))
+    return EXIT_OK if outcome.found else EXIT_NOTHING_FEASIBLE
+
+
+def summary(outcome) -> str:
+    doc = outcome.document
+    base = doc["baseline"]
+    lines = [
+        f"study '{outcome.study_name}': {outcome.trials} trials; results in {outcome.out_dir}",
+        f"teacher: accuracy {base['accuracy']:.4f} (test), {base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB",
+        "Pareto front (feasible):",
+    ]
+    for row in doc["front"]:
+        lines.append(
+            f"  #{row['trial']:>3}  acc {row['accuracy']:.4f}  {row['latency_ms']:7.2f} ms "
+            f"({base['latency_ms'] / row['latency_ms']:.2f}x)  {row['memory_mb']:7.1f} MB "
+            f"({base['memory_mb'] / row['memory_mb']:.2f}x)  {row['plan']}"
+        )
+    if not doc["front"]:
+        lines.append("  (none)")
+    if doc["recommended"] is not None:
+        lines.append(f"recommended: trial #{doc['recommended']} -> {outcome.out_dir / 'best'}")
+    else:
+        lines.append("no candidate met the limits; nearest candidates:")
+        for near in doc.get("nearest", []):
+            missed = ", ".join(f"{k} by {v:g}" for k, v in near["missed_by"].items()) or "accuracy not measured"
+            lines.append(f"  #{near['trial']}: {near['plan']} (missed {missed})")
+    return "\n".join(lines)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from autocompress.plugin_manager import build_host
+
+    host = build_host(disabled=[d for d in args.disable.split(",") if d])
+    rows = []
+    for kind, registry in (("technique", host.techniques), ("target", host.targets), ("task", host.tasks),
+                           ("architecture", host.architectures)):
+        for entry in registry:
+            rows.append({"kind": kind, "name": entry.name, "plugin": entry.provenance.plugin,
+                         "distribution": entry.provenance.distribution,
+                         "version": getattr(entry.cls, "version", ""),
+                         "description": getattr(entry.cls, "description", "")})
+    broken = [{"plugin": p.name, "distribution": p.distribution, "error": p.error} for p in host.broken]
+    if args.json:
+        print(json.dumps({"registered": rows, "broken": broken}, indent=2))
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['kind']:<12} {row['name']:<16} {row['distribution']:<24} {row['description']}")
+    for row in broken:
+        print(f"BROKEN       {row['plugin']:<16} {row['distribution']:<24} {row['error']}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"search": cmd_search, "plugins": cmd_plugins}
+    try:
+        return handlers[args.command](args)
+    except AutocompressError as exc:
+        print(f"autocompress: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

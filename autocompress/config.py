@@ -1,0 +1,160 @@
+"""Run options from a YAML config file and the command line, validated into SearchSettings.
+
+Every option has one name (``max_latency_ms`` in YAML, ``--max-latency-ms`` on the command
+line); command-line values override the file. Unknown keys and wrong types are errors naming
+the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autocompress.errors import InputError
+
+# option -> (python type, help). Lists are comma-separated on the command line.
+OPTIONS: dict[str, tuple[type, str]] = {
+    "task": (str, "task provider (default: demo, or local when --model/--data are given)"),
+    "model": (Path, "your fine-tuned Hugging Face sequence-classification checkpoint directory"),
+    "data": (Path, "your data file: CSV, TSV, JSONL or Parquet with text and label columns"),
+    "text_column": (str, "name of the text column (default: text)"),
+    "label_column": (str, "name of the label column (default: label)"),
+    "drop_missing": (bool, "drop rows with an empty text or label instead of failing"),
+    "target": (str, "measurement target (default: cpu)"),
+    "max_latency_ms": (float, "limit: median latency in ms"),
+    "max_memory_mb": (float, "limit: memory in MB (weights + inference working memory)"),
+    "max_accuracy_drop": (float, "limit: accuracy drop vs the teacher as a fraction (default 0.01 = 1 point)"),
+    "trials": (int, "trial budget of the study (default: 20); re-running continues up to it"),
+    "timeout": (float, "wall-time budget in seconds for this run"),
+    "seed": (int, "random seed for splits, sampler and training (default: 0)"),
+    "sampler": (str, "tpe (default, multi-objective, constraint-aware), nsga2 or random"),
+    "prefer": (str, "which feasible model to recommend: latency (default), memory or accuracy"),
+    "techniques": (list, "comma-separated techniques to search (default: all registered)"),
+    "search_space": (Path, "YAML file overriding search spaces: {technique: {field: distribution}}"),
+    "out": (Path, "run directory (default: runs/<study>)"),
+    "storage": (str, "Optuna storage URL (default: sqlite file in the run directory)"),
+    "study": (str, "study name (default: <task>-search)"),
+    "batch_size": (int, "latency measurement batch size (default: 1)"),
+    "seq_len": (int, "latency measurement sequence length (default: 64)"),
+    "threads": (int, "threads for measurement (default: 2)"),
+    "repeats": (int, "timed runs per measurement (default: 20)"),
+    "warmup": (int, "untimed warm-up runs per measurement (default: 5)"),
+    "max_length": (int, "tokenizer max length for training and evaluation (default: 64)"),
+    "allow_pickle": (bool, "allow loading pickle-based weights (can run code: only for files you trust)"),
+    "trust_remote_code": (bool, "allow the checkpoint's own Python code to run"),
+    "disable": (list, "comma-separated plugin names to block"),
+    "teacher_epochs": (float, "demo: epochs of the one-time teacher fine-tuning (default: 2)"),
+    "train_limit": (int, "demo: use at most this many training examples"),
+    "eval_limit": (int, "evaluate on at most this many validation/test examples"),
+    "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
+    "no_progress": (bool, "hide progress bars"),
+}
+
+
+def _convert(key: str, value: Any, kind: type, source: str) -> Any:
+    where = f"{source}: '{key}'"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value)
+            raise InputError(f"{where} must be a whole number, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool):
+            raise InputError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{where} must be a number, got {value!r}") from None
+    if kind is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{where} must be a list of names, got {value!r}")
+        return value
+    if kind is Path:
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{where} must be a path, got {value!r}")
+        return Path(value)
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    from autocompress.search_space import read_yaml
+
+    try:
+        doc = read_yaml(path)
+    except InputError as exc:
+        raise InputError(f"--config {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{path}: expected a mapping of options, got {type(doc).__name__}")
+    options = {}
+    for key, value in doc.items():
+        name = str(key).replace("-", "_")
+        if name not in OPTIONS:
+            raise InputError(f"{path}: unknown option '{key}' (valid: {', '.join(OPTIONS)})")
+        options[name] = _convert(name, value, OPTIONS[name][0], str(path))
+    # Relative paths in a config file are relative to the file, not to the working directory.
+    for name, value in options.items():
+        if isinstance(value, Path) and not value.is_absolute():
+            options[name] = path.parent / value
+    return options
+
+
+def merge_options(config_file: Path | None, cli: Mapping[str, Any]) -> dict[str, Any]:
+    options = load_config_file(config_file) if config_file is not None else {}
+    for key, value in cli.items():
+        if value is not None:
+            options[key] = _convert(key, value, OPTIONS[key][0], "command line")
+    return options
+
+
+def settings_from_options(options: Mapping[str, Any]):
+    """Build validated SearchSettings (imports stay light: no torch here)."""
+    from autocompress.measure import MeasureSettings
+    from autocompress.search.settings import Limits, SearchSettings
+    from autocompress.task import TaskOptions
+
+    o = dict(options)
+    task = o.get("task") or ("local" if o.get("model") or o.get("data") else "demo")
+    task_fields = dict(
+        model=o.get("model"), data=o.get("data"), text_column=o.get("text_column", "text"),
+        label_column=o.get("label_column", "label"), drop_missing=o.get("drop_missing", False),
+        seed=o.get("seed", 0), max_length=o.get("max_length", 64), cache_dir=o.get("cache_dir"),
+        allow_pickle=o.get("allow_pickle", False), trust_remote_code=o.get("trust_remote_code", False),
+        teacher_epochs=o.get("teacher_epochs", 2.0), train_limit=o.get("train_limit"),
+    )
+    for name in ("max_length", "train_limit", "eval_limit"):
+        if o.get(name) is not None and o[name] < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {o[name]}")
+    try:
+        measure = MeasureSettings(
+            batch_size=o.get("batch_size", 1), seq_len=o.get("seq_len", 64), threads=o.get("threads", 2),
+            repeats=o.get("repeats", 20), warmup=o.get("warmup", 5),
+        )
+    except ValueError as exc:
+        raise InputError(f"measurement setting: {exc}") from None
+    limits = Limits(
+        max_latency_ms=o.get("max_latency_ms"), max_memory_mb=o.get("max_memory_mb"),
+        max_accuracy_drop=o.get("max_accuracy_drop", 0.01),
+    )
+    techniques = o.get("techniques")
+    return SearchSettings(
+        task=task, task_options=TaskOptions(**task_fields), target=o.get("target", "cpu"), measure=measure,
+        limits=limits, trials=o.get("trials", 20), timeout_s=o.get("timeout"), seed=o.get("seed", 0),
+        sampler=o.get("sampler", "tpe"), prefer=o.get("prefer", "latency"),
+        techniques=tuple(techniques) if techniques else None, search_space_file=o.get("search_space"),
+        out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
+        disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),
+        progress=not o.get("no_progress", False),
+    )

@@ -1,0 +1,1 @@
+"""The Optuna search: settings, the trial objective, the study and its outputs."""

@@ -1,0 +1,221 @@
+"""One trial: sample a plan, build the structure, measure, gate on the limits, recover, evaluate.
+
+Latency and memory do not depend on weight values, so a candidate is measured right after its
+structure and post-training steps are built, before any training. A candidate that cannot meet
+the latency or memory limit ends there ("infeasible before training") in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from torch import nn
+
+from autocompress.arch import adapter_for
+from autocompress.candidate import apply_steps, deploy, structure_key
+from autocompress.measure import Measurement, MeasureSettings, Target
+from autocompress.model_io import save_candidate
+from autocompress.registry import Registry
+from autocompress.search.settings import Limits
+from autocompress.search_space import SearchSpace
+from autocompress.task import LoadedTask
+from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
+from autocompress.training import Encoded, accuracy
+
+# Why a trial ended; stored as the user attribute "ended" and shown in trials.csv.
+COMPLETE = "complete"
+INFEASIBLE = "infeasible-before-training"
+PRUNED = "pruned"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+
+CONSTRAINTS = ("latency_ms", "memory_mb", "accuracy_drop")
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high,
+                                 step=distribution.step, log=distribution.log)
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high,
+                                   step=distribution.step, log=distribution.log)
+    raise TypeError(f"unsupported distribution {distribution!r} for {name}")
+
+
+def sample_plan(trial: optuna.Trial, techniques: list[type[Technique]], spaces: Mapping[str, SearchSpace]) -> Plan:
+    """Choose which techniques are on and their parameters; conflicting ones are never asked for."""
+    steps: list[PlanStep] = []
+    chosen: set[str] = set()
+    for cls in sorted(techniques, key=lambda c: (c.stage, c.name)):
+        if cls.conflicts & chosen or not cls.requires <= chosen:
+            continue
+        if not trial.suggest_categorical(f"use.{cls.name}", [True, False]):
+            continue
+        values = {f: suggest(trial, f"{cls.name}.{f}", d) for f, d in spaces[cls.name].items()}
+        steps.append(PlanStep(cls, cls.make_config(values)))
+        chosen.add(cls.name)
+    return Plan.build(steps)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    val_accuracy: float
+    test_accuracy: float
+    measurement: Measurement
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"val_accuracy": self.val_accuracy, "accuracy": self.test_accuracy, **self.measurement.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
+        fields = {k: data[k] for k in Measurement.__dataclass_fields__}
+        return cls(data["val_accuracy"], data["accuracy"], Measurement(**fields))
+
+
+@dataclass
+class TrialEnvironment:
+    """What every trial of one run shares (read-only apart from the measurement cache)."""
+
+    task: LoadedTask
+    validation: Encoded
+    test: Encoded
+    baseline: Baseline
+    target: Target
+    measure_settings: MeasureSettings
+    limits: Limits
+    techniques: list[type[Technique]]
+    spaces: Mapping[str, SearchSpace]
+    architectures: Registry
+    candidates_dir: Path
+    seed: int = 0
+    max_length: int = 64
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+
+    def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
+        def report(step: int, value: float) -> None:
+            if trial is None:
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
+
+        return ApplyContext(
+            adapter=adapter_for(model, self.architectures),
+            tokenizer=self.task.tokenizer,
+            data=self.task.data,
+            teacher=self.task.teacher,
+            max_length=self.max_length,
+            seed=self.seed,
+            report=report,
+        )
+
+    def measure(self, deployed: nn.Module, plan: Plan, structure: nn.Module) -> Measurement:
+        key = structure_key(structure, plan, f"{self.target.name}:{self.measure_settings}")
+        if key not in self.measurements:
+            self.measurements[key] = self.target.measure(deployed, self.measure_settings)
+        return self.measurements[key]
+
+
+def limit_gaps(limits: Limits, measurement: Measurement, accuracy_drop: float | None) -> dict[str, float]:
+    """Constraint values (<= 0 means the limit is met) for every limit the user set."""
+    gaps = {}
+    if limits.max_latency_ms is not None:
+        gaps["latency_ms"] = measurement.latency_ms - limits.max_latency_ms
+    if limits.max_memory_mb is not None:
+        gaps["memory_mb"] = measurement.memory_mb - limits.max_memory_mb
+    if limits.max_accuracy_drop is not None and accuracy_drop is not None:
+        gaps["accuracy_drop"] = accuracy_drop - limits.max_accuracy_drop
+    return gaps
+
+
+def describe_gaps(gaps: Mapping[str, float]) -> str:
+    missed = [f"{name} over its limit by {value:.4g}" for name, value in gaps.items() if value > 0]
+    return "; ".join(missed)
+
+
+class Objective:
+    """The function Optuna calls for each trial; returns (accuracy, latency_ms, memory_mb)."""
+
+    def __init__(self, env: TrialEnvironment):
+        self.env = env
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        started = time.perf_counter()
+        try:
+            plan = sample_plan(trial, self.env.techniques, self.env.spaces)
+            trial.set_user_attr("plan", plan.describe())
+            trial.set_user_attr("manifest", plan.to_manifest())
+            return self._run(trial, plan)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("ended", PRUNED)
+            trial.set_user_attr("reason", str(exc) or "pruned")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("ended", INTERRUPTED)
+            trial.set_user_attr("reason", "interrupted by the user")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("ended", FAILED)
+            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+
+    def _run(self, trial: optuna.Trial, plan: Plan) -> tuple[float, float, float]:
+        env = self.env
+        student = copy.deepcopy(env.task.teacher)
+        context = env.context(student, trial)
+        student = apply_steps(student, plan.at(Stage.STRUCTURE), context)
+        deployed = deploy(student, plan, context)
+        measurement = env.measure(deployed, plan, student)
+        for key, value in measurement.as_dict().items():
+            trial.set_user_attr(key, value)
+
+        gaps = limit_gaps(env.limits, measurement, None)
+        if any(v > 0 for v in gaps.values()):
+            for key, value in gaps.items():
+                trial.set_constraint(key, value)
+            trial.set_user_attr("ended", INFEASIBLE)
+            trial.set_user_attr("reason", describe_gaps(gaps))
+            # Accuracy was not measured: 0.0 only tells the sampler this region is useless.
+            return 0.0, measurement.latency_ms, measurement.memory_mb
+
+        recover = plan.at(Stage.RECOVER)
+        if recover:
+            context.adapter = adapter_for(student, env.architectures)
+            student = apply_steps(student, recover, context)
+            deployed = deploy(student, plan, context)
+        val_accuracy = accuracy(deployed, env.validation)
+        test_accuracy = accuracy(deployed, env.test)
+        drop = env.baseline.val_accuracy - val_accuracy
+        gaps = limit_gaps(env.limits, measurement, drop)
+        for key, value in gaps.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("val_accuracy", val_accuracy)
+        trial.set_user_attr("accuracy", test_accuracy)
+        trial.set_user_attr("ended", COMPLETE)
+        if any(v > 0 for v in gaps.values()):
+            trial.set_user_attr("reason", describe_gaps(gaps))
+        else:
+            save_candidate(
+                env.candidates_dir / f"trial-{trial.number:05d}", student, context.tokenizer,
+                post_steps=plan.to_manifest(Stage.POST),
+                info={"trial": trial.number, "plan": plan.to_manifest(), "measurement": measurement.as_dict(),
+                      "val_accuracy": val_accuracy, "accuracy": test_accuracy},
+            )
+        return val_accuracy, measurement.latency_ms, measurement.memory_mb
+

@@ -1,0 +1,157 @@
+"""Results computed from the stored study (data only; rendering lives elsewhere).
+
+Everything here reads the Optuna storage, so it works the same for a finished, interrupted
+or multi-worker search: ``trials.csv``, ``pareto.json`` and the recommended trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from autocompress.search.settings import Limits
+
+MEASURED = ("latency_ms", "latency_p90_ms", "memory_mb", "model_mb", "activation_mb", "parameters")
+OBJECTIVES = {"val_accuracy": "max", "latency_ms": "min", "memory_mb": "min"}
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial as one trials.csv row: number, state, how it ended, plan, accuracy, measurements, params."""
+    attrs = trial.user_attrs
+    complete = trial.state == optuna.trial.TrialState.COMPLETE and attrs.get("ended") == "complete"
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "ended": attrs.get("ended", trial.state.name.lower()),
+        "plan": attrs.get("plan", ""),
+        "accuracy": attrs.get("accuracy"),
+        "val_accuracy": attrs.get("val_accuracy"),
+        **{key: attrs.get(key) for key in MEASURED},
+        "feasible": bool(complete and all(v <= 0 for v in trial.constraints.values())),
+        "reason": attrs.get("reason", ""),
+        "duration_s": attrs.get("duration_s"),
+    }
+    row.update({f"param.{k}": v for k, v in trial.params.items()})
+    return row
+
+
+COLUMNS = ["number", "state", "ended", "plan", "accuracy", "val_accuracy", *MEASURED, "feasible", "reason",
+           "duration_s"]
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial (see ``trial_row``), ordered by trial number."""
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.DataFrame(rows).sort_values("number").reset_index(drop=True)
+
+
+def _dominates(a: pd.Series, b: pd.Series) -> bool:
+    not_worse = all(
+        (a[c] >= b[c]) if d == "max" else (a[c] <= b[c]) for c, d in OBJECTIVES.items()
+    )
+    better = any((a[c] > b[c]) if d == "max" else (a[c] < b[c]) for c, d in OBJECTIVES.items())
+    return not_worse and better
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """Feasible trials that no other feasible trial dominates (validation accuracy, latency, memory)."""
+    feasible = frame[frame["feasible"]]
+    keep = [
+        i for i, row in feasible.iterrows()
+        if not any(_dominates(other, row) for j, other in feasible.iterrows() if j != i)
+    ]
+    return feasible.loc[keep]
+
+
+def recommend(frame: pd.DataFrame, prefer: str) -> pd.Series | None:
+    """The feasible trial to ship: the fastest (or smallest, or most accurate) one; ties by accuracy."""
+    feasible = frame[frame["feasible"]]
+    if feasible.empty:
+        return None
+    if prefer == "accuracy":
+        order = feasible.sort_values(["val_accuracy", "latency_ms"], ascending=[False, True])
+    else:
+        key = "latency_ms" if prefer == "latency" else "memory_mb"
+        order = feasible.sort_values([key, "val_accuracy"], ascending=[True, False])
+    return order.iloc[0]
+
+
+def limit_misses(row: pd.Series, limits: Limits, baseline_val_accuracy: float) -> dict[str, float]:
+    """How far a trial is from each limit (positive = missed by that much)."""
+    misses = {}
+    if limits.max_latency_ms is not None and _number(row.get("latency_ms")):
+        misses["latency_ms"] = row["latency_ms"] - limits.max_latency_ms
+    if limits.max_memory_mb is not None and _number(row.get("memory_mb")):
+        misses["memory_mb"] = row["memory_mb"] - limits.max_memory_mb
+    if limits.max_accuracy_drop is not None and _number(row.get("val_accuracy")):
+        misses["accuracy_drop"] = (baseline_val_accuracy - row["val_accuracy"]) - limits.max_accuracy_drop
+    return misses
+
+
+def _number(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def nearest_candidates(frame: pd.DataFrame, limits: Limits, baseline: dict[str, Any], k: int = 3) -> list[dict]:
+    """When nothing is feasible: the trials closest to the limits, with each limit's gap."""
+    scored = []
+    scales = {"latency_ms": baseline["latency_ms"], "memory_mb": baseline["memory_mb"], "accuracy_drop": 0.01}
+    for _, row in frame[frame["latency_ms"].notna()].iterrows():
+        misses = limit_misses(row, limits, baseline["val_accuracy"])
+        if "val_accuracy" not in row or not _number(row.get("val_accuracy")):
+            misses.setdefault("accuracy_drop", float("nan"))
+        distance = sum(max(0.0, v) / scales[key] for key, v in misses.items() if not math.isnan(v))
+        scored.append((distance, int(row["number"]), row, misses))
+    scored.sort(key=lambda item: (item[0], item[1]))
+    return [
+        {"trial": number, "plan": row["plan"], "accuracy": _clean(row.get("accuracy")),
+         "latency_ms": _clean(row["latency_ms"]), "memory_mb": _clean(row["memory_mb"]),
+         "missed_by": {key: round(v, 4) for key, v in misses.items() if not math.isnan(v) and v > 0}}
+        for _, number, row, misses in scored[:k]
+    ]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _params(row: pd.Series) -> dict[str, Any]:
+    return {k[len("param."):]: _clean(v) for k, v in row.items() if k.startswith("param.") and _number(v)}
+
+
+def pareto_document(frame: pd.DataFrame, baseline: dict[str, Any], limits: Limits, prefer: str) -> dict[str, Any]:
+    front = pareto_front(frame).sort_values("latency_ms")
+    best = recommend(frame, prefer)
+    document: dict[str, Any] = {
+        "baseline": baseline,
+        "limits": {"max_latency_ms": limits.max_latency_ms, "max_memory_mb": limits.max_memory_mb,
+                   "max_accuracy_drop": limits.max_accuracy_drop},
+        "front": [
+            {"trial": int(row["number"]), "plan": row["plan"], "params": _params(row),
+             "accuracy": _clean(row["accuracy"]), "val_accuracy": _clean(row["val_accuracy"]),
+             "latency_ms": _clean(row["latency_ms"]), "latency_p90_ms": _clean(row["latency_p90_ms"]),
+             "memory_mb": _clean(row["memory_mb"]), "parameters": _clean(row["parameters"]),
+             "feasible": bool(row["feasible"])}
+            for _, row in front.iterrows()
+        ],
+        "recommended": None if best is None else int(best["number"]),
+    }
+    if best is None:
+        document["nearest"] = nearest_candidates(frame, limits, baseline)
+    return document
+
+
+def write_tables(frame: pd.DataFrame, document: dict[str, Any], out_dir: Path) -> None:
+    frame.to_csv(out_dir / "trials.csv", index=False)
+    (out_dir / "pareto.json").write_text(json.dumps(document, indent=2))

@@ -1,0 +1,320 @@
+"""Running a search: validate, load the task, measure the baseline, optimise, write the outputs.
+
+Storage is Optuna's RDB storage: a SQLite file in the run directory by default, any Optuna URL
+with ``--storage``. Re-running the same command loads the same study and runs only the trials
+still missing from the budget; a trial left RUNNING by a killed process is marked FAIL
+("interrupted") and its parameters are queued again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tqdm.auto import tqdm
+
+from autocompress import __version__
+from autocompress.arch import adapter_for
+from autocompress.errors import InputError
+from autocompress.plugin_manager import Host, build_host
+from autocompress.search import results
+from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
+from autocompress.search.settings import SearchSettings
+from autocompress.search_space import load_overrides
+from autocompress.training import accuracy, encode
+
+DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
+
+
+@dataclass
+class SearchOutcome:
+    out_dir: Path
+    study_name: str
+    trials: int
+    recommended: int | None
+    document: dict[str, Any]
+
+    @property
+    def found(self) -> bool:
+        return self.recommended is not None
+
+
+def resolve_techniques(host: Host, names: tuple[str, ...] | None) -> list[type]:
+    if names is None:
+        return [entry.cls for entry in host.techniques]
+    unknown = [n for n in names if n not in host.techniques]
+    if unknown:
+        raise InputError(
+            f"unknown technique(s) {', '.join(unknown)} (valid: {', '.join(host.techniques.names())})"
+        )
+    return [host.techniques[n] for n in names]
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    # Constraints reach the sampler through trial.set_constraint (Optuna 5's core API).
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    if "://" not in url:
+        raise InputError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db, "
+                         "postgresql://user@127.0.0.1/db)")
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=120,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
+    except Exception as exc:  # sqlalchemy and driver errors: bad URL, server down, missing driver
+        raise InputError(f"--storage {url!r}: cannot open: {type(exc).__name__}: {exc}") from None
+
+
+class RunLock:
+    """An exclusive lock on the run directory: one process owns the default SQLite study."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / ".lock"
+        self.handle = None
+
+    def __enter__(self) -> RunLock:
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{self.path.parent}: another autocompress search is using this run directory; "
+                             "use --storage with a database server to run several workers") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def fail_interrupted_trials(study: optuna.Study) -> int:
+    """Mark trials a killed process left RUNNING as FAIL and queue their parameters again."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage = study._storage
+        storage.set_trial_user_attr(trial._trial_id, "ended", INTERRUPTED)
+        storage.set_trial_user_attr(trial._trial_id, "reason", "the search process ended during this trial")
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        count += 1
+    return count
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that use up the budget: finished ones, except interrupted ones (those are retried)."""
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return sum(
+        1 for t in study.get_trials(deepcopy=False, states=finished)
+        if t.user_attrs.get("ended") != INTERRUPTED and "heartbeat" not in str(t.user_attrs.get("reason", ""))
+    )
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    import transformers
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "optuna": optuna.__version__, "autocompress": __version__,
+    }
+
+
+def check_run_dir(out_dir: Path, study_name: str, fingerprint: str | None) -> None:
+    """Refuse a run directory that holds a different study (never mix two searches)."""
+    run_json = out_dir / "run.json"
+    if not run_json.is_file():
+        return
+    previous = json.loads(run_json.read_text())
+    if previous.get("study") != study_name:
+        raise InputError(f"{out_dir} holds study '{previous.get('study')}', not '{study_name}'; "
+                         "choose another --out or the same --study")
+    if fingerprint is not None and previous.get("task_fingerprint") not in (None, fingerprint):
+        raise InputError(f"{out_dir} holds a search of a different model/data "
+                         f"({previous.get('task_fingerprint')} vs {fingerprint}); choose another --out")
+
+
+def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutcome:
+    host = host or build_host(disabled=settings.disabled_plugins)
+    # Cheap validation first: every mistake below costs seconds, not a teacher fine-tuning.
+    if settings.task not in host.tasks:
+        raise InputError(f"unknown task '{settings.task}' (valid: {', '.join(host.tasks.names())})")
+    if settings.target not in host.targets:
+        raise InputError(f"unknown target '{settings.target}' (valid: {', '.join(host.targets.names())})")
+    techniques = resolve_techniques(host, settings.techniques)
+    spaces = {cls.name: cls.search_space() for cls in techniques}
+    if settings.search_space_file is not None:
+        overrides = load_overrides(settings.search_space_file, {c.name: c for c in techniques})
+        for name, fields in overrides.items():
+            spaces[name] = {**spaces[name], **fields}
+    provider = host.tasks[settings.task](settings.task_options)
+    provider.validate()
+    out_dir = settings.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_run_dir(out_dir, settings.study_name, None)
+    storage = make_storage(settings.storage_url)
+
+    with RunLock(out_dir):
+        study = optuna.create_study(
+            study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS),
+            sampler=make_sampler(settings.sampler, settings.seed), load_if_exists=True,
+        )
+        study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
+        task = provider.load()
+        check_run_dir(out_dir, settings.study_name, task.fingerprint)
+        adapter = adapter_for(task.teacher, host.architectures)
+        for cls in techniques:
+            reason = cls.unsupported_reason(adapter)
+            if reason:
+                raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
+        target = host.targets[settings.target]()
+        max_length = settings.task_options.max_length
+        data = task.data
+        validation = encode(task.tokenizer, _limit(data.validation, settings.eval_limit), max_length)
+        test = encode(task.tokenizer, _limit(data.test, settings.eval_limit), max_length)
+        baseline = _baseline(study, task.teacher, target, settings, validation, test)
+        write_run_json(out_dir, settings, task, baseline)
+        if settings.owns_storage:
+            fail_interrupted_trials(study)
+        env = TrialEnvironment(
+            task=task, validation=validation, test=test, baseline=baseline, target=target,
+            measure_settings=settings.measure, limits=settings.limits, techniques=techniques, spaces=spaces,
+            architectures=host.architectures, candidates_dir=out_dir / "candidates", seed=settings.seed,
+            max_length=max_length,
+        )
+        remaining = settings.trials - counted_trials(study)
+        interrupted = False
+        if remaining > 0:
+            interrupted = _optimize(study, env, settings, host, remaining)
+        outcome = write_outputs(study, settings, baseline.as_dict(), out_dir)
+        if interrupted:
+            raise KeyboardInterrupt
+        return outcome
+
+
+def _limit(dataset, limit: int | None):
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    return type(dataset)(dataset.texts[:limit], dataset.labels[:limit])
+
+
+def _baseline(study, teacher, target, settings, validation, test) -> Baseline:
+    stored = study.user_attrs.get("baseline")
+    if stored is not None:
+        return Baseline.from_dict(stored)
+    baseline = Baseline(accuracy(teacher, validation), accuracy(teacher, test),
+                        target.measure(teacher, settings.measure))
+    study.set_user_attr("baseline", baseline.as_dict())
+    return baseline
+
+
+def _optimize(study, env, settings, host, remaining) -> bool:
+    """Run the trials; returns True when the user interrupted (results are still written)."""
+    bar = tqdm(total=remaining, desc="trials", unit="trial", disable=not settings.progress)
+    best: dict[str, Any] = {}
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        row = results.trial_row(trial)
+        for error in host.trial_finished(trial.number, row):
+            tqdm.write(error)
+        if row["feasible"] and (not best or row["latency_ms"] < best["latency_ms"]):
+            best.update(row)
+        prune_candidates(study, settings, env.candidates_dir)
+        bar.update(1)
+        postfix = f"#{trial.number} {row['ended']}"
+        if best:
+            postfix += f" | best feasible: {best['latency_ms']:.1f} ms, acc {best['accuracy']:.3f}"
+        bar.set_postfix_str(postfix)
+
+    started = time.monotonic()
+    try:
+        study.optimize(
+            Objective(env), n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
+            callbacks=[after_trial], gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        tqdm.write("interrupted: writing the results so far (Ctrl-C again to quit at once)")
+        return True
+    finally:
+        bar.close()
+        study.set_user_attr("last_run_seconds", round(time.monotonic() - started, 1))
+    return False
+
+
+def prune_candidates(study: optuna.Study, settings: SearchSettings, candidates_dir: Path) -> None:
+    """Keep saved candidates only for the Pareto front and the recommended trial (bounded disk)."""
+    if not candidates_dir.is_dir():
+        return
+    frame = results.trials_frame(study)
+    keep = set(results.pareto_front(frame)["number"].astype(int))
+    best = results.recommend(frame, settings.prefer)
+    if best is not None:
+        keep.add(int(best["number"]))
+    for path in candidates_dir.glob("trial-*"):
+        if int(path.name.split("-")[1]) not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_outputs(study: optuna.Study, settings: SearchSettings, baseline: dict[str, Any], out_dir: Path
+                  ) -> SearchOutcome:
+    frame = results.trials_frame(study)
+    document = results.pareto_document(frame, baseline, settings.limits, settings.prefer)
+    results.write_tables(frame, document, out_dir)
+    recommended = document["recommended"]
+    best_dir = out_dir / "best"
+    source = out_dir / "candidates" / f"trial-{recommended:05d}" if recommended is not None else None
+    if source is not None and source.is_dir():
+        staging = out_dir / ".best-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        staging.rename(best_dir)
+    return SearchOutcome(out_dir, settings.study_name, len(frame), recommended, document)
+
+
+def write_run_json(out_dir: Path, settings: SearchSettings, task, baseline: Baseline) -> None:
+    record = {
+        "study": settings.study_name,
+        "storage": settings.storage_url if settings.storage else "sqlite (study.db in this directory)",
+        "task": settings.task,
+        "task_description": task.description,
+        "task_fingerprint": task.fingerprint,
+        "target": settings.target,
+        "seed": settings.seed,
+        "sampler": settings.sampler,
+        "limits": asdict(settings.limits),
+        "measure": asdict(settings.measure),
+        "trials": settings.trials,
+        "timeout_s": settings.timeout_s,
+        "command": sys.argv,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(settings.measure.threads),
+        "baseline": baseline.as_dict(),
+    }
+    (out_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))
