@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from autocompress import hookspecs
-from autocompress.errors import PluginError
+from autocompress.errors import InputError, PluginError
 from autocompress.registry import Provenance, Registry
 from autocompress.technique import validate_technique_class
 
@@ -163,6 +163,6 @@ def _collect(host: Host) -> None:
             if validate is not None:
                 for name in set(registry.names()) - before:
                     try:
-                        validate(registry[name], info.name)
-                    except PluginError as exc:
-                        raise PluginError(f"{exc} ({info.distribution})") from None
+                        validate(registry[name])
+                    except (PluginError, InputError) as exc:
+                        raise PluginError(f"plugin '{info.name}' ({info.distribution}): {exc}") from None

@@ -97,9 +97,9 @@ class Technique(ABC):
         """Return the transformed model (may modify ``model`` in place and return it)."""
 
 
-def validate_technique_class(cls: type, plugin: str) -> None:
-    """Check a class against the contract; raise PluginError naming the plugin on the first problem."""
-    who = f"plugin '{plugin}': technique {cls.__name__}"
+def validate_technique_class(cls: type) -> None:
+    """Check a class against the contract; raise PluginError on the first problem."""
+    who = f"technique {cls.__name__}"
     if not (isinstance(cls, type) and issubclass(cls, Technique)):
         raise PluginError(f"{who} does not subclass autocompress.technique.Technique")
     if not isinstance(getattr(cls, "stage", None), Stage):

@@ -1,0 +1,184 @@
+"""Loading a user's classification data: CSV/TSV, JSON lines or Parquet, validated, split.
+
+Every problem is a ``DataError`` naming the file and the column or rows at fault, raised
+before any model is loaded or trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autocompress.errors import DataError
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    train: TextDataset
+    validation: TextDataset
+    test: TextDataset
+    label_names: list[str]  # index i -> the original label value as a string
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every split's content and the label names (stable across runs)."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.validation, self.test):
+            digest.update(json.dumps([split.texts, split.labels], ensure_ascii=False).encode())
+        digest.update(json.dumps(self.label_names).encode())
+        return digest.hexdigest()
+
+
+def _read_frame(path: Path):
+    import pandas as pd
+
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}' "
+                        f"(supported: {', '.join(sorted(SUFFIXES))})")
+    if kind == "parquet":
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at byte {exc.start}, "
+                        f"line {line}); re-save the file as UTF-8") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=object, keep_default_na=True)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot parse as {kind.upper()}: {exc}") from None
+
+
+def read_table(path: str | Path, text_column: str = "text", label_column: str = "label",
+               drop_missing: bool = False) -> tuple[list[str], list[object]]:
+    """Texts and raw labels from a data file; see the module docstring for the formats."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    frame = _read_frame(path)
+    columns = [str(c) for c in frame.columns]
+    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if column not in columns:
+            raise DataError(f"{path}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
+                            f"set {option}")
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
+    texts, labels = frame[text_column], frame[label_column]
+    missing = texts.isna() | labels.isna() | (texts.astype(str).str.strip() == "")
+    if missing.any():
+        rows = [int(i) + 2 if SUFFIXES[path.suffix.lower()] in ("csv", "tsv") else int(i) + 1
+                for i in np.flatnonzero(missing.to_numpy())]
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        if not drop_missing:
+            raise DataError(f"{path}: {len(rows)} rows have an empty text or label (rows {shown}); "
+                            "fix them or pass --drop-missing")
+        texts, labels = texts[~missing], labels[~missing]
+        if texts.empty:
+            raise DataError(f"{path}: every row has an empty text or label")
+    return [str(t) for t in texts], list(labels)
+
+
+def _label_key(value: object) -> object:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number) and number.is_integer():
+        return int(number)
+    raise ValueError(value)
+
+
+def encode_labels(raw_labels: Sequence[object], source: str) -> tuple[list[int], list[str]]:
+    """Map distinct label values to 0..K-1 in sorted order (numbers numerically, strings lexically)."""
+    keys = []
+    for value in raw_labels:
+        try:
+            keys.append(_label_key(value))
+        except ValueError:
+            raise DataError(f"{source}: label {value!r} is not a class: labels must be whole numbers or "
+                            "names (for a score, bin it into classes first)") from None
+    distinct = set(keys)
+    if len(distinct) < 2:
+        only = next(iter(distinct), None)
+        raise DataError(f"{source}: only one class ({only!r}): a classifier needs at least 2")
+    if any(isinstance(k, str) for k in distinct) and any(isinstance(k, int) for k in distinct):
+        ordered = sorted(distinct, key=str)
+    else:
+        ordered = sorted(distinct)
+    index = {k: i for i, k in enumerate(ordered)}
+    return [index[k] for k in keys], [str(k) for k in ordered]
+
+
+def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> TaskData:
+    """Per-class seeded shuffle and cut: every split gets every class; deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    labels_array = np.asarray(labels)
+    for cls in range(len(label_names)):
+        members = np.flatnonzero(labels_array == cls)
+        if len(members) < 3:
+            raise DataError(f"class '{label_names[cls]}' has {len(members)} example(s); each class needs at "
+                            "least 3 (one per train/validation/test split)")
+        members = rng.permutation(members)
+        n_val = max(1, round(len(members) * fractions[1]))
+        n_test = max(1, round(len(members) * fractions[2]))
+        n_train = len(members) - n_val - n_test
+        parts[0] += members[:n_train].tolist()
+        parts[1] += members[n_train:n_train + n_val].tolist()
+        parts[2] += members[n_train + n_val:].tolist()
+    splits = []
+    for part in parts:
+        order = rng.permutation(np.asarray(sorted(part)))  # mix classes within a split
+        splits.append(TextDataset([texts[i] for i in order], [int(labels[i]) for i in order]))
+    return TaskData(*splits, label_names=list(label_names))
+
+
+def load_task_data(path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
+                   drop_missing: bool = False) -> TaskData:
+    texts, raw = read_table(path, text_column, label_column, drop_missing)
+    labels, names = encode_labels(raw, str(path))
+    try:
+        return stratified_split(texts, labels, names, seed=seed)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None

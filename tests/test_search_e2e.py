@@ -1,0 +1,115 @@
+"""A tiny end-to-end search through the CLI: outputs, resume, reload of best/, failure isolation."""
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution
+
+from autocompress import hookimpl
+from autocompress.cli import main
+from autocompress.config import settings_from_options
+from autocompress.plugin_manager import build_host
+from autocompress.search.study import run_search
+from autocompress.technique import Stage, Technique
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(300, seed=5)
+    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    return root
+
+
+def _args(tiny_task, out, trials):
+    return ["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "reviews.csv"),
+            "--text-column", "sentence", "--label-column", "polarity", "--trials", str(trials),
+            "--out", str(out), "--repeats", "5", "--warmup", "1", "--no-progress",
+            "--max-accuracy-drop", "0.2", "--seed", "3"]
+
+
+def test_tiny_search_writes_every_output_and_resumes(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(tiny_task, out, 5)) == 0
+    for name in ("study.db", "trials.csv", "pareto.json", "run.json", "best/model.safetensors",
+                 "best/autocompress.json", "best/tokenizer.json"):
+        assert (out / name).exists(), name
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["number"]) == [0, 1, 2, 3, 4]
+    for column in ("state", "plan", "accuracy", "latency_ms", "memory_mb", "feasible", "reason"):
+        assert column in trials.columns
+    pareto = json.loads((out / "pareto.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    assert pareto["baseline"]["accuracy"] == run["baseline"]["accuracy"] > 0.8
+    assert pareto["front"] and all(row["feasible"] for row in pareto["front"])
+    assert set(pareto["front"][0]) >= {"trial", "params", "accuracy", "latency_ms", "memory_mb", "feasible"}
+    assert pareto["recommended"] in {row["trial"] for row in pareto["front"]}
+    assert run["seed"] == 3 and run["machine"]["threads"] == 2
+
+    # The same command again: nothing is redone.
+    finished = trials[["number", "plan", "latency_ms"]]
+    assert main(_args(tiny_task, out, 5)) == 0
+    again = pd.read_csv(out / "trials.csv")
+    pd.testing.assert_frame_equal(again[["number", "plan", "latency_ms"]], finished)
+    # A bigger budget continues the same study.
+    assert main(_args(tiny_task, out, 7)) == 0
+    assert list(pd.read_csv(out / "trials.csv")["number"]) == list(range(7))
+
+
+def test_best_reloads_in_a_fresh_process_with_the_same_predictions(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(tiny_task, out, 4)) == 0
+    script = (
+        "import sys, json, torch, autocompress\n"
+        "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+        "batch = tok(['the film was good', 'a dull boring plot'], return_tensors='pt', padding=True)\n"
+        "print(json.dumps(model(**batch).logits.argmax(-1).tolist()))\n"
+    )
+    fresh = [json.loads(subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True,
+                                       text=True, check=True).stdout) for _ in range(2)]
+    assert fresh[0] == fresh[1] == [1, 0]
+
+
+@dataclass(frozen=True)
+class _ExplodingConfig:
+    explode: bool = False
+
+
+class Exploding(Technique):
+    name = "exploding"
+    stage = Stage.STRUCTURE
+    Config = _ExplodingConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"explode": CategoricalDistribution([True, False])}
+
+    def apply(self, model, config, context):
+        if config.explode:
+            raise RuntimeError("kaboom")
+        return model
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def autocompress_register_techniques(self, register):
+        register.add(Exploding)
+
+
+def test_a_failing_technique_fails_its_trial_and_the_search_goes_on(tiny_task, tmp_path):
+    options = {"model": tiny_task / "model", "data": tiny_task / "reviews.csv", "text_column": "sentence",
+               "label_column": "polarity", "trials": 8, "out": tmp_path / "run", "repeats": 3, "warmup": 1,
+               "no_progress": True, "techniques": ["exploding", "quantization"], "sampler": "random"}
+    host = build_host(autoload=False, extra_plugins=[("exploding-plugin", ExplodingPlugin())])
+    outcome = run_search(settings_from_options(options), host)
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    failed = trials[trials["state"] == "FAIL"]
+    assert outcome.trials == 8 and len(failed) >= 1
+    assert all("exploding" in reason and "kaboom" in reason for reason in failed["reason"])
+    assert (trials["state"] == "COMPLETE").any()

@@ -1,0 +1,84 @@
+"""Built-in techniques against the contract kit, plus what each one specifically promises."""
+
+import copy
+
+import torch
+from torch import nn
+
+from autocompress.measure import dummy_inputs
+from autocompress.plugins.ffn_pruning import FfnPruning, l1_neuron_scores
+from autocompress.plugins.quantization import Quantization
+from autocompress.testing import TechniqueContract, tiny_model
+
+
+class TestFfnPruningContract(TechniqueContract):
+    technique = FfnPruning
+    mild_config = {"keep_fraction": 0.9}
+    strong_config = {"keep_fraction": 0.25}
+    bad_configs = [{"keep_fraction": 0.0}, {"keep_fraction": 1.5}, {"multiple_of": 0}, {"keep": 0.5}]
+    mild_tolerance = 0.25
+
+
+class TestQuantizationContract(TechniqueContract):
+    technique = Quantization
+    mild_config = {"dtype": "int8"}
+    strong_config = {"dtype": "int8"}
+    bad_configs = [{"dtype": "int4"}, {"dtype": 8}]
+    reduces_parameters = False
+
+
+def _apply(technique, model, **values):
+    contract = TechniqueContract()
+    contract.technique = technique
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result, _ = contract.apply(model, values, Path(tmp))
+    return result
+
+
+def test_ffn_pruning_keeps_the_highest_l1_neurons_and_slices_both_linears():
+    model = tiny_model("bert", ffn=128)
+    layer = model.bert.encoder.layer[0]
+    scores = l1_neuron_scores(layer.intermediate.dense.weight)
+    expected = torch.topk(scores, 64).indices.sort().values
+    original_in = layer.intermediate.dense.weight.detach().clone()
+    original_out = layer.output.dense.weight.detach().clone()
+    pruned = _apply(FfnPruning, model, keep_fraction=0.5)
+    layer = pruned.bert.encoder.layer[0]
+    assert layer.intermediate.dense.weight.shape == (64, 64)
+    assert layer.output.dense.weight.shape == (64, 64)
+    assert torch.equal(layer.intermediate.dense.weight, original_in[expected])
+    assert torch.equal(layer.output.dense.weight, original_out[:, expected])
+    assert pruned.config.intermediate_size == 64
+
+
+def test_ffn_pruning_removing_zero_neurons_changes_nothing():
+    model = tiny_model("bert", ffn=128)
+    for layer in model.bert.encoder.layer:  # make half the neurons dead: pruning them is exact
+        with torch.no_grad():
+            layer.intermediate.dense.weight[64:] = 0
+            layer.intermediate.dense.bias[64:] = -10.0  # GELU(-10) ~ 0
+    inputs = dummy_inputs(2, 8, 128)
+    with torch.inference_mode():
+        before = model(**inputs).logits
+    pruned = _apply(FfnPruning, copy.deepcopy(model), keep_fraction=0.5)
+    with torch.inference_mode():
+        assert torch.allclose(pruned(**inputs).logits, before, atol=1e-5)
+
+
+def test_int8_uses_real_quantized_kernels():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    quantized = _apply(Quantization, tiny_model("bert"), dtype="int8")
+    kinds = [type(m) for m in quantized.modules()]
+    assert DynamicQuantizedLinear in kinds
+    assert nn.Linear not in kinds
+    weight = quantized.bert.encoder.layer[0].intermediate.dense.weight()
+    assert weight.dtype == torch.qint8
+
+
+def test_bf16_converts_weights():
+    converted = _apply(Quantization, tiny_model("bert"), dtype="bf16")
+    assert {p.dtype for p in converted.parameters()} == {torch.bfloat16}
