@@ -56,12 +56,26 @@ def save_candidate(
     return directory
 
 
-def _resize_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _linear_like(state: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
+    weight = state[f"{prefix}.weight"]
+    return nn.Linear(weight.shape[1], weight.shape[0], bias=f"{prefix}.bias" in state, dtype=weight.dtype)
+
+
+def _rebuild_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every linear the shape its saved weights have.
+
+    A linear saved with a different shape (pruned heads or FFN neurons, per layer) is rebuilt at
+    that shape; one saved as ``path.0.weight`` + ``path.1.weight`` (a low-rank factorisation) is
+    rebuilt as ``nn.Sequential`` of the two thin linears.
+    """
     for path, module in list(model.named_modules()):
-        weight = state.get(f"{path}.weight")
-        if isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
-            has_bias = f"{path}.bias" in state
-            set_module(model, path, nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias))
+        if not isinstance(module, nn.Linear):
+            continue
+        if f"{path}.weight" in state:
+            if state[f"{path}.weight"].shape != module.weight.shape:
+                set_module(model, path, _linear_like(state, path))
+        elif f"{path}.0.weight" in state and f"{path}.1.weight" in state:
+            set_module(model, path, nn.Sequential(_linear_like(state, f"{path}.0"), _linear_like(state, f"{path}.1")))
 
 
 def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module, Any]:
@@ -79,7 +93,7 @@ def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module,
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     model = AutoModelForSequenceClassification.from_config(config)
     state = load_file(str(directory / WEIGHTS))
-    _resize_linears(model, state)
+    _rebuild_linears(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied/derived buffers (e.g. position_ids) may be absent; any missing weight is an error.
     missing = [k for k in missing if not k.endswith("position_ids")]

@@ -88,7 +88,7 @@ class Exploding(Technique):
 
     @classmethod
     def search_space(cls):
-        return {"explode": CategoricalDistribution([True, False])}
+        return {"explode": CategoricalDistribution([True])}
 
     def apply(self, model, config, context):
         if config.explode:

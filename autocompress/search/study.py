@@ -15,6 +15,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,15 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         raise InputError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db, "
                          "postgresql://user@127.0.0.1/db)")
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=120,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=30,
+                grace_period=120,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except Exception as exc:  # sqlalchemy and driver errors: bad URL, server down, missing driver
         raise InputError(f"--storage {url!r}: cannot open: {type(exc).__name__}: {exc}") from None
 
@@ -161,6 +164,7 @@ def check_run_dir(out_dir: Path, study_name: str, fingerprint: str | None) -> No
 
 
 def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutcome:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and trials.csv say it better
     host = host or build_host(disabled=settings.disabled_plugins)
     # Cheap validation first: every mistake below costs seconds, not a teacher fine-tuning.
     if settings.task not in host.tasks:
@@ -185,7 +189,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS),
             sampler=make_sampler(settings.sampler, settings.seed), load_if_exists=True,
         )
-        study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
         task = provider.load()
         check_run_dir(out_dir, settings.study_name, task.fingerprint)
         adapter = adapter_for(task.teacher, host.architectures)

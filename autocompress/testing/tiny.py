@@ -17,12 +17,13 @@ WORDS = POSITIVE + NEGATIVE + NEUTRAL
 
 def tiny_tokenizer(directory: Path):
     """A BERT WordPiece tokenizer over a small fixed vocabulary, written to ``directory``."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + WORDS + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokens = SPECIALS + WORDS + [f"w{i}" for i in range(40)]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
 
 
 def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128, layers: int = 2,
