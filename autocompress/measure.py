@@ -2,13 +2,14 @@
 
 Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes on a batch of
 ``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
-deployed model's parameters and buffers (int8 packed weights included), plus the growth of the
-process's resident memory while running inference (activations and scratch space), sampled
-by a background thread from before the first warm-up run until the last timed run.
+deployed model's parameters and buffers (int8 packed weights included), plus the peak growth of
+the process's resident memory during a few more forward passes after warm-up (activations and
+scratch space), sampled by a background thread.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import threading
 import time
@@ -143,6 +144,21 @@ def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int,
     return timings
 
 
+def inference_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 3) -> int:
+    """Peak growth of resident memory over a few forward passes, after warm-up (separately from
+    the timed runs, so the sampling thread does not disturb the latency figures)."""
+    gc.collect()
+    sampler = _RssSampler()
+    sampler.start()
+    try:
+        with torch.inference_mode():
+            for _ in range(runs):
+                model(**inputs)
+    finally:
+        growth = sampler.stop()
+    return max(0, growth)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -154,12 +170,8 @@ def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     model.eval()
     inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
     with thread_count(settings.threads):
-        sampler = _RssSampler()
-        sampler.start()
-        try:
-            timings = time_forward(model, inputs, settings.warmup, settings.repeats)
-        finally:
-            activation = sampler.stop()
+        timings = time_forward(model, inputs, settings.warmup, settings.repeats)
+        activation = inference_memory_growth(model, inputs)
     weights = model_bytes(model)
     return Measurement(
         latency_ms=statistics.median(timings),
