@@ -107,11 +107,12 @@ class TrialEnvironment:
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
         def report(step: int, value: float) -> None:
-            if trial is None:
-                return
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
+            # Optuna's report()/should_prune() exist only for single-objective studies; the
+            # intermediate curve is kept with the trial (trials.csv, report) for every study.
+            if trial is not None:
+                curve = dict(trial.user_attrs.get("intermediate", {}))
+                curve[str(step)] = value
+                trial.set_user_attr("intermediate", curve)
 
         return ApplyContext(
             adapter=adapter_for(model, self.architectures),
