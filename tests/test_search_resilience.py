@@ -1,0 +1,114 @@
+"""A search users can trust: kill -9 and resume, impossible limits, and nothing lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(200, seed=9)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    return root
+
+
+def _command(task, out, trials, *extra):
+    return ["search", "--model", str(task / "model"), "--data", str(task / "data.csv"), "--out", str(out),
+            "--trials", str(trials), "--no-progress", "--max-accuracy-drop", "0.3", *extra]
+
+
+def _finished(study):
+    return {t.number: (t.params, t.values) for t in study.get_trials()
+            if t.state == optuna.trial.TrialState.COMPLETE}
+
+
+def test_sigkill_mid_trial_then_the_same_command_resumes(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    # Many timed repeats make each trial last long enough to be killed in the middle of one.
+    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 6, "--repeats", "600", "--threads", "1")]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.monotonic() + 240
+    study = None
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="local-search", storage=storage)
+        except Exception:
+            continue
+        states = [t.state for t in study.get_trials()]
+        if states.count(optuna.trial.TrialState.COMPLETE) >= 2 and states[-1] == optuna.trial.TrialState.RUNNING:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert study is not None
+    before = _finished(study)
+    running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(before) >= 2 and running
+
+    assert main(_command(tiny_task, out, 6, "--repeats", "5")) == 0
+    study = optuna.load_study(study_name="local-search", storage=storage)
+    after = _finished(study)
+    assert {n: after[n] for n in before} == before  # finished trials untouched
+    interrupted = [t for t in study.get_trials() if t.number in running]
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["ended"] == "interrupted"
+               for t in interrupted)
+    retried = [t for t in study.get_trials() if t.user_attrs.get("retry_of") in running]
+    assert retried and retried[0].params == interrupted[0].params
+    trials = pd.read_csv(out / "trials.csv")
+    assert (trials["ended"] != "interrupted").sum() == 6  # the budget counts only real outcomes
+
+
+def test_impossible_limits_end_with_the_nearest_candidates_and_their_gaps(tiny_task, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(_command(tiny_task, out, 4, "--max-latency-ms", "0.0001", "--repeats", "5"))
+    assert code == EXIT_NOTHING_FEASIBLE
+    printed = capsys.readouterr().out
+    assert "no candidate met the limits; nearest candidates:" in printed and "latency_ms by" in printed
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["recommended"] is None and pareto["front"] == []
+    assert pareto["nearest"] and all(n["missed_by"]["latency_ms"] > 0 for n in pareto["nearest"])
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(trials["ended"]) == {"infeasible-before-training"}
+    assert trials["reason"].str.contains("latency_ms over its limit").all()
+    assert not (out / "best").exists()
+
+
+def test_a_run_directory_of_another_study_is_refused(tiny_task, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_command(tiny_task, out, 1, "--repeats", "3")) == 0
+    assert main(_command(tiny_task, out, 1, "--repeats", "3", "--study", "other")) == 2
+    assert "holds study 'local-search', not 'other'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="POSIX signals")
+def test_ctrl_c_writes_the_results_so_far(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 50, "--repeats", "400")]
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if len(optuna.load_study(study_name="local-search", storage=storage).get_trials()) >= 3:
+                break
+        except Exception:
+            continue
+    os.kill(worker.pid, signal.SIGINT)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 130, stderr
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) >= 2 and (out / "pareto.json").is_file()
