@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
 
 @dataclass(frozen=True)
 class TextDataset:
+    """One split: texts and their label indices (0..K-1), aligned by position."""
+
     texts: list[str]
     labels: list[int]
 
@@ -31,6 +34,8 @@ class TextDataset:
 
 @dataclass(frozen=True)
 class TaskData:
+    """A classification task's three splits and the names behind the label indices."""
+
     train: TextDataset
     validation: TextDataset
     test: TextDataset
@@ -49,18 +54,43 @@ class TaskData:
         return digest.hexdigest()
 
 
+def _read_jsonl(path: Path, text: str):
+    import pandas as pd
+
+    records, line_numbers = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); "
+                            "JSON lines need one object per line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object; "
+                            "JSON lines need one object per line") from None
+        records.append(record)
+        line_numbers.append(number)
+    return pd.DataFrame(records, index=line_numbers)
+
+
 def _read_frame(path: Path):
+    """The file as a DataFrame whose index is the row number a user sees in the file."""
     import pandas as pd
 
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type '{path.suffix}' "
                         f"(supported: {', '.join(sorted(SUFFIXES))})")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
     if kind == "parquet":
         try:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
         except Exception as exc:
             raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+        frame.index = range(1, len(frame) + 1)
+        return frame
     raw = path.read_bytes()
     try:
         raw.decode("utf-8")
@@ -70,17 +100,30 @@ def _read_frame(path: Path):
                         f"line {line}); re-save the file as UTF-8") from None
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
+    if kind == "jsonl":
+        return _read_jsonl(path, raw.decode("utf-8"))
+    separator = "\t" if kind == "tsv" else ","
     try:
-        if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=object, keep_default_na=True)
+        # A row longer than the header would otherwise silently become the index and shift every
+        # column; index_col=False plus this warning as an error turns that into a clear message.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, sep=separator, dtype=object, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: a row has more fields than the header line; quote texts that contain "
+                        f"{separator!r}") from None
     except Exception as exc:
-        raise DataError(f"{path}: cannot parse as {kind.upper()}: {exc}") from None
+        raise DataError(f"{path}: cannot parse as {kind.upper()}: {str(exc).strip()}") from None
+    frame.index = range(2, len(frame) + 2)  # row numbers as a spreadsheet shows them (header is row 1)
+    return frame
 
 
 def read_table(path: str | Path, text_column: str = "text", label_column: str = "label",
                drop_missing: bool = False) -> tuple[list[str], list[object]]:
-    """Texts and raw labels from a data file; see the module docstring for the formats."""
+    """Texts and raw labels from a CSV/TSV, JSON lines or Parquet file (chosen by suffix).
+
+    Rows with an empty text or label are an error naming them, or are dropped with ``drop_missing``.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found")
@@ -95,13 +138,15 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
     if frame.empty:
         raise DataError(f"{path}: no rows")
     texts, labels = frame[text_column], frame[label_column]
-    missing = texts.isna() | labels.isna() | (texts.astype(str).str.strip() == "")
+    missing = texts.isna() | labels.isna()
+    for column in (texts, labels):
+        missing |= column.astype(str).str.strip() == ""
     if missing.any():
-        rows = [int(i) + 2 if SUFFIXES[path.suffix.lower()] in ("csv", "tsv") else int(i) + 1
-                for i in np.flatnonzero(missing.to_numpy())]
+        rows = [int(i) for i in frame.index[missing.to_numpy()]]
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         if not drop_missing:
-            raise DataError(f"{path}: {len(rows)} rows have an empty text or label (rows {shown}); "
+            which = "1 row has" if len(rows) == 1 else f"{len(rows)} rows have"
+            raise DataError(f"{path}: {which} an empty text or label (row{'s' * (len(rows) > 1)} {shown}); "
                             "fix them or pass --drop-missing")
         texts, labels = texts[~missing], labels[~missing]
         if texts.empty:
@@ -110,8 +155,9 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
 
 
 def _label_key(value: object) -> object:
+    """A sortable key for one raw label; numeric strings (as CSV gives them) become ints."""
     if isinstance(value, (bool, np.bool_)):
-        return int(value)
+        return bool(value)  # stays a bool so the label names read "False"/"True"; sorts as 0/1
     if isinstance(value, (float, np.floating)):
         if not float(value).is_integer():
             raise ValueError(value)
@@ -151,7 +197,15 @@ def encode_labels(raw_labels: Sequence[object], source: str) -> tuple[list[int],
 
 def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> TaskData:
-    """Per-class seeded shuffle and cut: every split gets every class; deterministic for a seed."""
+    """Per-class seeded shuffle and cut: every split gets every class; deterministic for a seed.
+
+    Validation and test take their fractions of each class (at least one example each); train
+    takes the rest.
+    """
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    if any(not 0 <= label < len(label_names) for label in labels):
+        raise ValueError(f"labels must be indices 0..{len(label_names) - 1} into label_names")
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[], [], []]
     labels_array = np.asarray(labels)
@@ -176,6 +230,7 @@ def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: S
 
 def load_task_data(path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
                    drop_missing: bool = False) -> TaskData:
+    """A data file read, its labels encoded and split 0.8/0.1/0.1 by class (``read_table`` and friends)."""
     texts, raw = read_table(path, text_column, label_column, drop_missing)
     labels, names = encode_labels(raw, str(path))
     try:

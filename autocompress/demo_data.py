@@ -30,10 +30,12 @@ EXPECTED_ROWS, EXPECTED_POSITIVE = 10_568, 5_242
 
 
 def default_cache_dir() -> Path:
+    """``$AUTOCOMPRESS_CACHE``, or ``~/.cache/autocompress``."""
     return Path(os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress")
 
 
 def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -65,11 +67,13 @@ def fetch_vader_sdist(cache_dir: Path) -> Path:
         _download(Path(tmp))
         fetched = Path(tmp) / VADER_SDIST
         if not fetched.is_file():
-            raise DemoDataUnavailable(f"pip did not produce {VADER_SDIST}; fetch it by hand: {MANUAL_FETCH_COMMAND}")
+            raise DemoDataUnavailable(f"pip did not produce {VADER_SDIST}; "
+                                      f"fetch it by hand: {MANUAL_FETCH_COMMAND}")
         actual = sha256_of(fetched)
         if actual != VADER_SHA256:
-            raise DemoDataUnavailable(f"{VADER_SDIST}: SHA-256 mismatch (expected {VADER_SHA256}, got {actual}); "
-                                      f"refusing to use it. Fetch it by hand: {MANUAL_FETCH_COMMAND}")
+            raise DemoDataUnavailable(f"{VADER_SDIST}: SHA-256 mismatch (expected {VADER_SHA256}, "
+                                      f"got {actual}); refusing to use it. "
+                                      f"Fetch it by hand: {MANUAL_FETCH_COMMAND}")
         fetched.replace(target)  # atomic: a half-written archive never sits under the final name
     return target
 
@@ -80,7 +84,11 @@ class UnsafeArchiveMember(DemoDataUnavailable):
 
 def safe_extract_member(tar: tarfile.TarFile, member_name: str, dest_dir: Path) -> Path:
     """Extract one regular-file member into ``dest_dir``; refuse anything that could escape it."""
-    member = tar.getmember(member_name)
+    try:
+        member = tar.getmember(member_name)
+    except KeyError:
+        raise DemoDataUnavailable(f"{tar.name}: no member {member_name!r}: "
+                                  "not the expected archive") from None
     parts = Path(member.name).parts
     if member.name.startswith(("/", "\\")) or Path(member.name).is_absolute() or ".." in parts:
         raise UnsafeArchiveMember(f"refusing tar member {member.name!r}: absolute or '..' path")
@@ -98,11 +106,15 @@ def safe_extract_member(tar: tarfile.TarFile, member_name: str, dest_dir: Path) 
 def parse_ground_truth(text: str) -> tuple[list[str], list[int]]:
     """Tab-separated id, mean rating, sentence -> (sentences, 1 if rating > 0 else 0); zeros dropped."""
     texts, labels = [], []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        _, rating, sentence = line.split("\t", 2)
-        value = float(rating)
+        try:
+            _, rating, sentence = line.split("\t", 2)
+            value = float(rating)
+        except ValueError:
+            raise DemoDataUnavailable(f"line {number} is not 'id<TAB>rating<TAB>text': "
+                                      "not the expected file") from None
         if value == 0:
             continue
         texts.append(sentence.strip())
@@ -110,20 +122,37 @@ def parse_ground_truth(text: str) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+def _read_parsed_cache(parsed: Path) -> tuple[list[str], list[int]] | None:
+    """The cached sentences and labels, or None when absent or not intact (then they are rebuilt)."""
+    try:
+        record = json.loads(parsed.read_text(encoding="utf-8"))
+        texts, labels = record["texts"], record["labels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(texts) != EXPECTED_ROWS or len(labels) != EXPECTED_ROWS or sum(labels) != EXPECTED_POSITIVE:
+        return None
+    return texts, labels
+
+
 def load_movie_reviews(cache_dir: Path | None = None) -> tuple[list[str], list[int]]:
     """All 10,568 non-neutral sentences and their polarity (cached after the first extraction)."""
     cache_dir = cache_dir or default_cache_dir()
     parsed = cache_dir / "vader" / "movie_reviews.json"
-    if parsed.is_file():
-        record = json.loads(parsed.read_text(encoding="utf-8"))
-        return record["texts"], record["labels"]
+    cached = _read_parsed_cache(parsed)
+    if cached is not None:
+        return cached
     sdist = fetch_vader_sdist(cache_dir)
     work = cache_dir / "vader"
     with tarfile.open(sdist, "r:gz") as outer:
         inner_path = safe_extract_member(outer, INNER_ARCHIVE, work)
     with tarfile.open(inner_path, "r:gz") as inner:
         reviews_path = safe_extract_member(inner, REVIEWS_FILE, work)
-    texts, labels = parse_ground_truth(reviews_path.read_text(encoding="utf-8"))
+    # The file is valid UTF-8 (accented names such as "Almodóvar", en dashes) with CRLF line ends,
+    # which read_text's universal newlines drop; strict decoding, since the archive's hash is checked.
+    try:
+        texts, labels = parse_ground_truth(reviews_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, DemoDataUnavailable) as exc:
+        raise DemoDataUnavailable(f"{reviews_path}: {exc}") from None
     if len(texts) != EXPECTED_ROWS or sum(labels) != EXPECTED_POSITIVE:
         raise DemoDataUnavailable(f"{reviews_path}: {len(texts)} rows / {sum(labels)} positive, expected "
                                   f"{EXPECTED_ROWS} / {EXPECTED_POSITIVE}: not the expected file")
@@ -135,5 +164,6 @@ def load_movie_reviews(cache_dir: Path | None = None) -> tuple[list[str], list[i
 
 
 def load_demo_task_data(seed: int = 0, cache_dir: Path | None = None) -> TaskData:
+    """The movie reviews split 0.8/0.1/0.1 by class with ``seed``; labels "negative"/"positive"."""
     texts, labels = load_movie_reviews(cache_dir)
     return stratified_split(texts, labels, ["negative", "positive"], seed=seed)
