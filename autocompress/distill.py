@@ -1,0 +1,334 @@
+"""Knowledge-distillation losses and the recovery training loop shared by ``distillation`` and ``lora``.
+
+Loss of one batch (``s``/``t``: student/teacher logits, ``T``: temperature)::
+
+    (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, y)
+    + attention_weight * sum over mapped layers of the attention-map loss (KL or MSE)
+    + hidden_weight * sum over mapped layers of MSE(project(h_s), h_t)
+
+Student layer ``i`` of ``n_s`` is matched with teacher layer ``floor((i+1) * n_t / n_s + 1/2) - 1``
+(uniform, half rounded up so the last layers always meet), unless a structure step recorded which
+teacher layers the student kept (``context.extras[KEPT_LAYERS_KEY]``). When widths differ a
+learned linear projection per layer maps student states to the teacher's width; it is trained
+with the student and thrown away afterwards. When heads differ (head pruning) the attention maps
+are averaged over heads before they are compared. Padding positions never count.
+
+The teacher's logits on the training split are computed once and kept in ``TEACHER_LOGITS``,
+keyed by ``(id(teacher), data.fingerprint(), max_length)``; inside an entry each example is found
+by its teacher-side token ids, so a student with a trimmed vocabulary (its ids translated back
+through ``context.extras["vocab_trim.old_ids"]``) still hits the cache. Hidden states and
+attention maps are too big to keep for a whole training split: they are computed per batch under
+``torch.no_grad`` and only when their loss is on.
+
+Attention probabilities need the eager attention implementation (transformers' default, sdpa,
+returns none); student and teacher are switched to eager for the run and switched back afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocompress.data import TextDataset
+from autocompress.technique import ApplyContext
+from autocompress.training import Encoded, accuracy, encode, fine_tune
+
+#: ``context.extras`` key of the vocabulary trimmer's new-id -> old-id tensor (plugins/vocab_trim.py).
+OLD_IDS_KEY = "vocab_trim.old_ids"
+#: ``context.extras`` key where a layer-dropping step may record the teacher layer each student layer came from.
+KEPT_LAYERS_KEY = "layer_drop.kept_layers"
+#: Validation examples scored for intermediate reports (a fixed, seeded subset).
+EVAL_SUBSET = 512
+ATTENTION_LOSSES = ("kl", "mse")
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """Everything one recovery run needs; both recovery techniques build one from their Config."""
+
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    eval_every: int = 0
+    #: False: plain cross-entropy on the labels, no teacher.
+    use_teacher: bool = True
+    temperature: float = 2.0
+    alpha: float = 0.5
+    attention_weight: float = 0.0
+    attention_loss: str = "kl"
+    hidden_weight: float = 0.0
+
+
+def check_training_fields(config) -> None:
+    """The training fields both recovery techniques share; ValueError with a readable message."""
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
+    if not config.epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {config.epochs}")
+    for name in ("batch_size", "eval_every"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0 (0: once per epoch), got {config.eval_every}")
+    if not config.temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {config.temperature}")
+
+
+# -- losses -----------------------------------------------------------------------------------
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch (T^2 keeps gradients in scale)."""
+    log_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = nn.functional.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return temperature**2 * kl
+
+
+def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                            temperature: float, alpha: float) -> torch.Tensor:
+    """``(1 - alpha) * soft-label loss + alpha * cross-entropy on the labels``."""
+    hard = nn.functional.cross_entropy(student_logits, labels)
+    return (1.0 - alpha) * soft_label_loss(student_logits, teacher_logits, temperature) + alpha * hard
+
+
+def attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss between attention probabilities (batch, heads, query, key) over real (non-padding) query rows.
+
+    Different head counts (pruned heads) are compared as head-averaged maps. ``kind`` is ``kl``
+    (teacher || student, per query row) or ``mse``.
+    """
+    if student.shape[1] != teacher.shape[1]:
+        student, teacher = student.mean(dim=1, keepdim=True), teacher.mean(dim=1, keepdim=True)
+    rows = mask[:, None, :, None].to(student.dtype)  # (batch, 1, query, 1)
+    count = rows.sum() * student.shape[1]
+    if kind == "kl":
+        # Padded keys have probability 0 in both maps; xlogy makes 0 * log 0 = 0.
+        per_row = (torch.special.xlogy(teacher, teacher) - teacher * torch.log(student.clamp_min(1e-12))).sum(-1)
+        return (per_row * rows[..., 0]).sum() / count
+    squared = (student - teacher).pow(2).sum(-1, keepdim=True)
+    return (squared * rows).sum() / (count * student.shape[-1])
+
+
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                      projection: nn.Module | None = None) -> torch.Tensor:
+    """Mean squared error between (projected) student and teacher states over real tokens."""
+    if projection is not None:
+        student = projection(student)
+    weights = mask[..., None].to(student.dtype)
+    return ((student - teacher).pow(2) * weights).sum() / (weights.sum() * teacher.shape[-1])
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer matched with each student layer: ``floor((i+1) * n_t / n_s + 1/2) - 1``."""
+    return [max(1, min(teacher_layers, math.floor((i + 1) * teacher_layers / student_layers + 0.5))) - 1
+            for i in range(student_layers)]
+
+
+# -- the teacher's side -----------------------------------------------------------------------
+@dataclass
+class _LogitCacheEntry:
+    teacher: weakref.ref
+    logits: dict[tuple[int, ...], torch.Tensor]
+
+
+#: Teacher logits on training splits: ``(id(teacher), data fingerprint, max_length)`` -> per-example logits.
+TEACHER_LOGITS: dict[tuple[int, str, int], _LogitCacheEntry] = {}
+
+
+def _logit_cache(teacher: nn.Module, fingerprint: str, max_length: int) -> dict[tuple[int, ...], torch.Tensor]:
+    for key in [k for k, entry in TEACHER_LOGITS.items() if entry.teacher() is None]:
+        del TEACHER_LOGITS[key]  # the teacher is gone; its id may be reused by another model
+    key = (id(teacher), fingerprint, max_length)
+    entry = TEACHER_LOGITS.get(key)
+    if entry is None or entry.teacher() is not teacher:
+        entry = TEACHER_LOGITS[key] = _LogitCacheEntry(weakref.ref(teacher), {})
+    return entry.logits
+
+
+def _rows(inputs: dict[str, torch.Tensor]) -> Iterator[tuple[int, ...]]:
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
+        yield tuple(ids[mask.bool()].tolist())
+
+
+class TeacherSignals:
+    """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions."""
+
+    def __init__(self, teacher: nn.Module, context: ApplyContext, train: Encoded):
+        self.teacher = teacher
+        self.old_ids = context.extras.get(OLD_IDS_KEY)
+        self.cache = _logit_cache(teacher, context.data.fingerprint(), context.max_length)
+        self._fill(train)
+
+    def teacher_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Student inputs in the teacher's vocabulary (they differ only after vocabulary trimming)."""
+        if self.old_ids is None:
+            return inputs
+        return {**inputs, "input_ids": self.old_ids[inputs["input_ids"]]}
+
+    def _fill(self, train: Encoded) -> None:
+        missing, offset = [], 0
+        for inputs, _ in train.batches(256):
+            rows = list(_rows(self.teacher_inputs(inputs)))
+            missing += [offset + i for i, row in enumerate(rows) if row not in self.cache]
+            offset += len(rows)
+        if not missing:
+            return
+        missing_rows = Encoded([train.input_ids[i] for i in missing], train.labels[missing], train.pad_id)
+        with torch.inference_mode():
+            for inputs, _ in missing_rows.batches(64):
+                inputs = self.teacher_inputs(inputs)
+                logits = self.teacher(**inputs).logits.float()
+                for row, value in zip(_rows(inputs), logits, strict=True):
+                    self.cache[row] = value.clone()
+
+    def logits(self, teacher_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([self.cache[row] for row in _rows(teacher_inputs)])
+
+    def internals(self, teacher_inputs: dict[str, torch.Tensor], hidden: bool, attention: bool):
+        with torch.no_grad():
+            return self.teacher(**teacher_inputs, output_hidden_states=hidden, output_attentions=attention)
+
+
+class StudentWithOutputs(nn.Module):
+    """Wraps the student for training: asks for hidden states/attentions, keeps the last outputs.
+
+    Also owns the width projections, so one optimiser trains them with the student.
+    """
+
+    def __init__(self, student: nn.Module, hidden: bool, attention: bool, projections: nn.ModuleList | None):
+        super().__init__()
+        self.student = student
+        self.hidden, self.attention = hidden, attention
+        self.projections = projections
+        self.last_outputs = None
+
+    def forward(self, **inputs):
+        outputs = self.student(**inputs, output_hidden_states=self.hidden or None,
+                               output_attentions=self.attention or None)
+        self.last_outputs = outputs
+        return outputs
+
+
+@contextmanager
+def eager_attention(*models: nn.Module) -> Iterator[None]:
+    """Switch models to eager attention (the only one that returns attention maps), then back."""
+    previous = [model.config._attn_implementation for model in models]
+    try:
+        for model in models:
+            model.set_attn_implementation("eager")
+        yield
+    finally:
+        for model, implementation in zip(models, previous, strict=True):
+            model.set_attn_implementation(implementation)
+
+
+def _hidden_width(model: nn.Module) -> int:
+    return model.get_input_embeddings().embedding_dim
+
+
+def _num_layers(model: nn.Module) -> int:
+    config = model.config
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    raise ValueError(f"cannot tell the layer count of {type(config).__name__}")
+
+
+def layer_map(teacher: nn.Module, context: ApplyContext) -> list[int]:
+    """Teacher layer index for each student layer (recorded by a structure step, or uniform)."""
+    n_student, n_teacher = context.adapter.num_layers(), _num_layers(teacher)
+    kept = context.extras.get(KEPT_LAYERS_KEY)
+    if kept is not None and len(kept) == n_student and all(0 <= i < n_teacher for i in kept):
+        return list(kept)
+    return uniform_layer_map(n_student, n_teacher)
+
+
+# -- training ---------------------------------------------------------------------------------
+def evaluation_subset(context: ApplyContext) -> Encoded:
+    """A fixed, seeded subset (at most ``EVAL_SUBSET``) of the validation split, encoded."""
+    validation = context.data.validation
+    index = list(range(len(validation)))
+    if len(index) > EVAL_SUBSET:
+        index = sorted(random.Random(context.seed).sample(index, EVAL_SUBSET))
+    subset = TextDataset([validation.texts[i] for i in index], [validation.labels[i] for i in index])
+    return encode(context.tokenizer, subset, context.max_length)
+
+
+def _report_callback(model: nn.Module, context: ApplyContext, settings: RecoverySettings,
+                     steps_per_epoch: int) -> Callable[[int, int], None]:
+    validation = evaluation_subset(context)
+    every = settings.eval_every or steps_per_epoch
+
+    def on_step(step: int, total: int) -> None:
+        if step % every == 0 or step == total:
+            context.report(step, accuracy(model, validation))  # may raise optuna.TrialPruned
+
+    return on_step
+
+
+def train_student(student: nn.Module, context: ApplyContext, settings: RecoverySettings,
+                  label: str = "recovery") -> nn.Module:
+    """Train ``student`` in place on ``context.data.train`` with the distillation loss (or plain CE).
+
+    ``label`` names the calling technique in error messages. Returns the student.
+    """
+    if context.data is None:
+        raise ValueError(f"{label} needs the task's data (context.data is None)")
+    if settings.use_teacher and context.teacher is None:
+        raise ValueError(f"{label} needs a teacher model (context.teacher is None)")
+    train = encode(context.tokenizer, context.data.train, context.max_length)
+    if len(train) == 0:
+        raise ValueError(f"{label}: the training split is empty")
+    on_step = _report_callback(student, context, settings, math.ceil(len(train) / settings.batch_size))
+    common = dict(epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
+                  seed=context.seed, on_step=on_step)
+    if not settings.use_teacher:
+        return fine_tune(student, train, **common)
+
+    teacher = context.teacher
+    teacher_was_training = teacher.training
+    teacher.eval()
+    try:
+        signals = TeacherSignals(teacher, context, train)
+        hidden, attention = settings.hidden_weight > 0, settings.attention_weight > 0
+        mapping = layer_map(teacher, context) if hidden or attention else []
+        projections = None
+        if hidden and _hidden_width(student) != _hidden_width(teacher):
+            projections = nn.ModuleList(nn.Linear(_hidden_width(student), _hidden_width(teacher))
+                                        for _ in mapping)
+        wrapper = StudentWithOutputs(student, hidden, attention, projections)
+
+        def loss_fn(inputs: dict, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            teacher_inputs = signals.teacher_inputs(inputs)
+            loss = logit_distillation_loss(logits, signals.logits(teacher_inputs), labels,
+                                           settings.temperature, settings.alpha)
+            if not (hidden or attention):
+                return loss
+            mask = inputs["attention_mask"]
+            theirs, ours = signals.internals(teacher_inputs, hidden, attention), wrapper.last_outputs
+            for i, j in enumerate(mapping):
+                if hidden:  # hidden_states[0] is the embedding output; layer i's output is i + 1
+                    projection = projections[i] if projections is not None else None
+                    loss = loss + settings.hidden_weight * hidden_state_loss(
+                        ours.hidden_states[i + 1], theirs.hidden_states[j + 1], mask, projection)
+                if attention:
+                    loss = loss + settings.attention_weight * attention_map_loss(
+                        ours.attentions[i], theirs.attentions[j], mask, settings.attention_loss)
+            return loss
+
+        models = (student, teacher) if attention else ()
+        with eager_attention(*models):
+            fine_tune(wrapper, train, loss_fn=loss_fn, **common)
+    finally:
+        teacher.train(teacher_was_training)
+    student.eval()
+    return student
