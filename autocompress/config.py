@@ -50,6 +50,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "eval_limit": (int, "evaluate on at most this many validation/test examples"),
     "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
     "no_progress": (bool, "hide progress bars"),
+    "heartbeat": (float, "seconds between worker heartbeats; a trial silent for 4x this is failed and retried"),
 }
 
 
@@ -156,5 +157,5 @@ def settings_from_options(options: Mapping[str, Any]):
         techniques=tuple(techniques) if techniques else None, search_space_file=o.get("search_space"),
         out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
         disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),
-        progress=not o.get("no_progress", False),
+        progress=not o.get("no_progress", False), heartbeat_s=o.get("heartbeat", 30.0),
     )

@@ -34,7 +34,7 @@ def _search(task, tmp_path, *extra):
         (["--max-memory-mb", "0"], "--max-memory-mb must be greater than 0"),
         (["--max-accuracy-drop", "1.5"], "--max-accuracy-drop must be a fraction"),
         (["--trials", "0"], "--trials must be a whole number >= 1"),
-        (["--techniques", "pruning"], "unknown technique(s) pruning (valid: ffn_pruning"),
+        (["--techniques", "pruning"], "unknown technique(s) pruning (valid: distillation, ffn_pruning"),
         (["--sampler", "grid"], "--sampler must be one of tpe, nsga2, random"),
         (["--target", "tpu"], "unknown target 'tpu' (valid: cpu)"),
         (["--storage", "not-a-url"], "is not a database URL"),

@@ -26,7 +26,8 @@ def tiny_task(tmp_path_factory):
 
 def _command(task, out, trials, *extra):
     return ["search", "--model", str(task / "model"), "--data", str(task / "data.csv"), "--out", str(out),
-            "--trials", str(trials), "--no-progress", "--max-accuracy-drop", "0.3", *extra]
+            "--trials", str(trials), "--no-progress", "--max-accuracy-drop", "0.3",
+            "--techniques", "ffn_pruning,quantization", *extra]
 
 
 def _finished(study):

@@ -39,7 +39,7 @@ def test_override_file_replaces_fields(tmp_path, techniques):
     "document, expected",
     [
         ("pruning:\n  keep_fraction: {type: float, low: 0.1, high: 0.2}\n",
-         r"unknown technique 'pruning' \(valid: ffn_pruning, quantization"),
+         r"unknown technique 'pruning' \(valid: .*ffn_pruning, .*quantization"),
         ("ffn_pruning:\n  keep: {type: float, low: 0.1, high: 0.2}\n",
          r"unknown field 'keep' for technique 'ffn_pruning' \(fields: keep_fraction, multiple_of\)"),
         ("ffn_pruning:\n  keep_fraction: {type: float, low: 0.9, high: 0.2}\n", r"low \(0.9\) is greater than high"),

@@ -27,7 +27,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "ended": attrs.get("ended", trial.state.name.lower()),
+        "ended": ended_reason(trial),
         "plan": attrs.get("plan", ""),
         "accuracy": attrs.get("accuracy"),
         "val_accuracy": attrs.get("val_accuracy"),
@@ -38,6 +38,16 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     }
     row.update({f"param.{k}": v for k, v in trial.params.items()})
     return row
+
+
+def ended_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """How a trial ended; a FAIL without a recorded reason is one whose process died mid-trial."""
+    ended = trial.user_attrs.get("ended")
+    if ended:
+        return ended
+    if trial.state == optuna.trial.TrialState.FAIL:
+        return "interrupted"
+    return trial.state.name.lower()
 
 
 COLUMNS = ["number", "state", "ended", "plan", "accuracy", "val_accuracy", *MEASURED, "feasible", "reason",

@@ -69,7 +69,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise InputError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db, "
                          "postgresql://user@127.0.0.1/db)")
@@ -78,8 +78,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=30,
-                grace_period=120,
+                heartbeat_interval=max(1, round(heartbeat_s)),
+                grace_period=max(2, round(4 * heartbeat_s)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
@@ -121,13 +121,13 @@ def fail_interrupted_trials(study: optuna.Study) -> int:
     return count
 
 
+COUNTED = ("complete", "infeasible-before-training", "pruned", "failed")
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that use up the budget: finished ones, except interrupted ones (those are retried)."""
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return sum(
-        1 for t in study.get_trials(deepcopy=False, states=finished)
-        if t.user_attrs.get("ended") != INTERRUPTED and "heartbeat" not in str(t.user_attrs.get("reason", ""))
-    )
+    """Trials that used up the budget: those that ended on their own (complete, infeasible, pruned,
+    failed). Trials cut short by a dead process are retried instead, so they do not count."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("ended") in COUNTED)
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     out_dir = settings.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(out_dir, settings.study_name, None)
-    storage = make_storage(settings.storage_url)
+    storage = make_storage(settings.storage_url, settings.heartbeat_s)
 
     with RunLock(out_dir):
         study = optuna.create_study(
@@ -246,6 +246,8 @@ def _optimize(study, env, settings, host, remaining) -> bool:
     best: dict[str, Any] = {}
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if counted_trials(study) >= settings.trials:  # other workers may have filled the budget
+            study.stop()
         row = results.trial_row(trial)
         for error in host.trial_finished(trial.number, row):
             tqdm.write(error)

@@ -1,0 +1,100 @@
+"""Many workers on one PostgreSQL study: nothing lost, nothing duplicated, dead workers' trials retried.
+
+Needs a PostgreSQL server: set AUTOCOMPRESS_TEST_POSTGRES_URL (``.ci/run`` starts one on
+127.0.0.1 and sets it, together with AUTOCOMPRESS_REQUIRE_POSTGRES=1 so these tests cannot be
+skipped in CI).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pandas as pd
+import pytest
+
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+URL = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES_URL")
+if not URL:
+    if os.environ.get("AUTOCOMPRESS_REQUIRE_POSTGRES") == "1":
+        raise RuntimeError("AUTOCOMPRESS_REQUIRE_POSTGRES=1 but AUTOCOMPRESS_TEST_POSTGRES_URL is not set")
+    pytest.skip("no PostgreSQL server (set AUTOCOMPRESS_TEST_POSTGRES_URL)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(160, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def study_name():
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=URL)
+    except KeyError:
+        pass
+
+
+def _worker(task, out, study, trials, *extra):
+    command = [sys.executable, "-m", "autocompress.cli", "search", "--model", str(task / "model"),
+               "--data", str(task / "data.csv"), "--storage", URL, "--study", study, "--out", str(out),
+               "--trials", str(trials), "--no-progress", "--threads", "1", "--max-accuracy-drop", "0.3",
+               "--techniques", "ffn_pruning,quantization", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_three_workers_share_one_study_without_losing_or_duplicating_trials(tiny_task, tmp_path, study_name):
+    workers = [_worker(tiny_task, tmp_path / f"w{i}", study_name, 12, "--repeats", "5", "--seed", str(i))
+               for i in range(3)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name=study_name, storage=URL)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # every number exactly once
+    assert len(trials) >= 12 and not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    # Each worker's report is built from the database: it lists every trial, whoever ran it.
+    for i in range(3):
+        csv = pd.read_csv(tmp_path / f"w{i}" / "trials.csv")
+        assert sorted(csv["number"]) == sorted(numbers)
+
+
+def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_name):
+    slow = ("--repeats", "400", "--heartbeat", "1")
+    victim = _worker(tiny_task, tmp_path / "victim", study_name, 8, *slow)
+    deadline = time.monotonic() + 240
+    running = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=URL)
+        except KeyError:
+            continue
+        running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert running, "the victim never started a trial"
+    time.sleep(5)  # longer than the grace period (4 heartbeats)
+    survivor = _worker(tiny_task, tmp_path / "survivor", study_name, 8, "--repeats", "5", "--heartbeat", "1")
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name=study_name, storage=URL)
+    by_number = {t.number: t for t in study.get_trials()}
+    killed = by_number[running[0]]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in by_number.values() if t.system_attrs.get("failed_trial") == killed.number]
+    # The retry replays what the killed trial had sampled (it may have died before sampling it all).
+    assert retries and retries[0].params.items() >= killed.params.items() and retries[0].state.is_finished()
+    assert not [t for t in by_number.values() if t.state == optuna.trial.TrialState.RUNNING]
+    csv = pd.read_csv(tmp_path / "survivor" / "trials.csv")
+    assert csv.loc[csv["number"] == killed.number, "ended"].item() == "interrupted"
