@@ -113,3 +113,24 @@ def test_a_failing_technique_fails_its_trial_and_the_search_goes_on(tiny_task, t
     assert outcome.trials == 8 and len(failed) >= 1
     assert all("exploding" in reason and "kaboom" in reason for reason in failed["reason"])
     assert (trials["state"] == "COMPLETE").any()
+
+
+def test_conflicting_techniques_are_one_choice_and_never_sampled_together():
+    import optuna
+
+    from autocompress.search.objective import conflict_groups, sample_plan
+
+    host = build_host(autoload=False)
+    techniques = [entry.cls for entry in host.techniques]
+    groups = {tuple(c.name for c in g) for g in conflict_groups(techniques)}
+    assert ("distillation", "lora") in groups
+    spaces = {cls.name: cls.search_space() for cls in techniques}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        names = {step.technique.name for step in sample_plan(trial, techniques, spaces).steps}
+        assert not {"distillation", "lora"} <= names
+        seen |= names & {"distillation", "lora"}
+        study.tell(trial, 0.0)
+    assert seen == {"distillation", "lora"}

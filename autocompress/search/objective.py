@@ -56,18 +56,41 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
     raise TypeError(f"unsupported distribution {distribution!r} for {name}")
 
 
+def conflict_groups(techniques: list[type[Technique]]) -> list[list[type[Technique]]]:
+    """Techniques linked by declared conflicts (either direction), each group ordered by stage, name."""
+    names = {cls.name: cls for cls in techniques}
+    group_of = {name: {name} for name in names}
+    for cls in techniques:
+        for other in cls.conflicts & names.keys():
+            merged = group_of[cls.name] | group_of[other]
+            for name in merged:
+                group_of[name] = merged
+    groups = {frozenset(g) for g in group_of.values()}
+    ordered = [sorted((names[n] for n in g), key=lambda c: (c.stage, c.name)) for g in groups]
+    return sorted(ordered, key=lambda g: (g[0].stage, g[0].name))
+
+
 def sample_plan(trial: optuna.Trial, techniques: list[type[Technique]], spaces: Mapping[str, SearchSpace]) -> Plan:
-    """Choose which techniques are on and their parameters; conflicting ones are never asked for."""
+    """Choose which techniques are on and their parameters.
+
+    A technique alone is switched by ``use.<name>`` (true/false). Techniques that conflict are
+    one choice, ``use.<a>|<b>`` in {none, a, b}, so each gets an equal share of trials and a
+    conflicting pair is never even sampled.
+    """
     steps: list[PlanStep] = []
     chosen: set[str] = set()
-    for cls in sorted(techniques, key=lambda c: (c.stage, c.name)):
-        if cls.conflicts & chosen or not cls.requires <= chosen:
+    for group in conflict_groups(techniques):
+        if len(group) == 1:
+            picked = group[0] if trial.suggest_categorical(f"use.{group[0].name}", [True, False]) else None
+        else:
+            names = [cls.name for cls in group]
+            choice = trial.suggest_categorical(f"use.{'|'.join(names)}", ["none", *names])
+            picked = next((cls for cls in group if cls.name == choice), None)
+        if picked is None or not picked.requires <= chosen:
             continue
-        if not trial.suggest_categorical(f"use.{cls.name}", [True, False]):
-            continue
-        values = {f: suggest(trial, f"{cls.name}.{f}", d) for f, d in spaces[cls.name].items()}
-        steps.append(PlanStep(cls, cls.make_config(values)))
-        chosen.add(cls.name)
+        values = {f: suggest(trial, f"{picked.name}.{f}", d) for f, d in spaces[picked.name].items()}
+        steps.append(PlanStep(picked, picked.make_config(values)))
+        chosen.add(picked.name)
     return Plan.build(steps)
 
 
