@@ -1,0 +1,167 @@
+"""Layer dropping: keep ``k`` of the ``n`` encoder layers, DistilBERT-style.
+
+The student is the teacher with some encoder layers removed; the kept layers keep the teacher's
+weights (DistilBERT initialises its student from every other teacher layer). Which layers:
+
+- ``every_other``: evenly spaced, always including the last layer (6 -> 3 keeps 1, 3, 5);
+- ``top`` / ``bottom``: the last / first ``k``;
+- ``importance``: greedily removes, one at a time, the layer whose removal changes the final
+  [CLS] hidden state the least on a sample of the training texts (relative squared change,
+  measured against the full model's output).
+
+The layer list is replaced by the kept layers and the config's layer count is updated, so plain
+``AutoModelForSequenceClassification.from_pretrained`` reloads the result. The kept teacher indices
+go to ``context.extras[KEPT_LAYERS_KEY]`` so distillation can match each student layer to its source.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocompress import hookimpl
+from autocompress.arch import ArchitectureAdapter, get_module, set_module
+from autocompress.technique import ApplyContext, Stage, Technique
+
+STRATEGIES = ("every_other", "top", "bottom", "importance")
+#: Config attribute holding the layer count, per adapter name; other families are detected.
+LAYER_COUNT_ATTRIBUTE = {"bert": "num_hidden_layers", "distilbert": "n_layers"}
+#: ``context.extras`` key of the teacher layer index each student layer came from (read by distillation).
+KEPT_LAYERS_KEY = "layer_drop.kept_layers"
+#: Texts of the training split used to score layers for ``importance``.
+IMPORTANCE_SAMPLE = 64
+
+
+@dataclass(frozen=True)
+class LayerDropConfig:
+    #: Encoder layers kept; when >= the model's layer count nothing is dropped.
+    keep_layers: int = 3
+    #: Which layers are kept: every_other, top, bottom or importance (see the module docstring).
+    strategy: str = "every_other"
+
+    def __post_init__(self):
+        if isinstance(self.keep_layers, bool) or not isinstance(self.keep_layers, int):
+            raise ValueError(f"keep_layers must be an integer, got {self.keep_layers!r}")
+        if self.keep_layers < 1:
+            raise ValueError(f"keep_layers must be >= 1, got {self.keep_layers}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+
+def positional_layers(num_layers: int, keep: int, strategy: str) -> list[int]:
+    """Indices kept by the strategies that need no data: every_other, top, bottom."""
+    if strategy == "top":
+        return list(range(num_layers - keep, num_layers))
+    if strategy == "bottom":
+        return list(range(keep))
+    if strategy == "every_other":
+        # Steps of n/k counted back from the last layer; floors differ by >= 1 since n >= k.
+        return sorted(num_layers - 1 - (j * num_layers) // keep for j in range(keep))
+    raise ValueError(f"strategy {strategy!r} needs data; use importance_layers")
+
+
+def layer_count_attribute(adapter: ArchitectureAdapter) -> str:
+    if adapter.name in LAYER_COUNT_ATTRIBUTE:
+        return LAYER_COUNT_ATTRIBUTE[adapter.name]
+    config = adapter.model.config
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if name in config.to_dict():
+            return name
+    raise ValueError(f"cannot tell which config attribute of {type(config).__name__} holds the layer count; "
+                     f"add adapter '{adapter.name}' to LAYER_COUNT_ATTRIBUTE in {__name__}")
+
+
+def keep_layers(model: nn.Module, adapter: ArchitectureAdapter, indices: Sequence[int]) -> nn.Module:
+    """Replace the encoder layer list by the layers at ``indices`` (in order) and fix the config."""
+    path = adapter.layer_list_path()
+    layers = get_module(model, path)
+    count_attribute = layer_count_attribute(adapter)
+    num_layers = len(layers)
+    set_module(model, path, nn.ModuleList([layers[i] for i in indices]))
+    for position, layer in enumerate(get_module(model, path)):
+        for module in layer.modules():  # cache indices (BERT attention's layer_idx) follow the new order
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
+    config = model.config
+    setattr(config, count_attribute, len(indices))
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == num_layers:
+        config.layer_types = [layer_types[i] for i in indices]
+    parent_path = path.rpartition(".")[0]
+    parent = get_module(model, parent_path) if parent_path else model
+    if getattr(parent, "n_layers", None) == num_layers:  # DistilBERT's Transformer keeps its own count
+        parent.n_layers = len(indices)
+    return model
+
+
+def _sample_inputs(context: ApplyContext) -> list[dict[str, torch.Tensor]]:
+    from autocompress.data import TextDataset
+    from autocompress.training import encode
+
+    texts = list(context.data.train.texts)
+    sample = random.Random(context.seed).sample(texts, min(IMPORTANCE_SAMPLE, len(texts)))
+    encoded = encode(context.tokenizer, TextDataset(sample, [0] * len(sample)), context.max_length)
+    return [inputs for inputs, _ in encoded.batches(32)]
+
+
+def _cls_states(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    outputs = [model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0] for inputs in batches]
+    return torch.cat(outputs).float()
+
+
+def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
+                      batches: list[dict[str, torch.Tensor]]) -> list[int]:
+    """Greedy backward elimination: drop the layer whose removal moves the final [CLS] state least."""
+    path = adapter.layer_list_path()
+    layers = get_module(model, path)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            reference = _cls_states(model, batches)
+            scale = reference.pow(2).sum(dim=-1).mean()
+            kept = list(range(len(layers)))
+            while len(kept) > keep:
+                changes = {}
+                for candidate in kept:
+                    set_module(model, path, nn.ModuleList([layers[i] for i in kept if i != candidate]))
+                    changes[candidate] = float((_cls_states(model, batches) - reference).pow(2).sum(-1).mean() / scale)
+                kept.remove(min(changes, key=changes.get))
+    finally:
+        set_module(model, path, layers)
+        model.train(was_training)
+    return kept
+
+
+class LayerDrop(Technique):
+    name = "layer_drop"
+    stage = Stage.STRUCTURE
+    Config = LayerDropConfig
+    description = "keep k of the n encoder layers (DistilBERT-style student initialised from the teacher)"
+
+    def apply(self, model, config: LayerDropConfig, context: ApplyContext):
+        adapter = context.adapter
+        num_layers = adapter.num_layers()
+        if config.keep_layers >= num_layers:
+            return model
+        strategy = config.strategy
+        if strategy == "importance" and context.data is None:
+            warnings.warn("layer_drop: strategy 'importance' needs the task's training texts and none were given; "
+                          "using 'every_other'", stacklevel=2)
+            strategy = "every_other"
+        if strategy == "importance":
+            indices = importance_layers(model, adapter, config.keep_layers, _sample_inputs(context))
+        else:
+            indices = positional_layers(num_layers, config.keep_layers, strategy)
+        context.extras[KEPT_LAYERS_KEY] = list(indices)
+        return keep_layers(model, adapter, indices)
+
+
+@hookimpl
+def autocompress_register_techniques(register):
+    register.add(LayerDrop)

@@ -1,0 +1,200 @@
+"""Vocabulary trimming: keep only the token embeddings the task's training texts use.
+
+In a small encoder the token embedding matrix is a large share of all weights (about half in
+MiniLM-L6), yet one task's texts use a few thousand of its 30k tokens. Kept: every token the
+training texts produce at least ``min_count`` times, every special/added token of the
+tokenizer, and the ids the model config names (pad/bos/eos...). Rows are kept in old-id order.
+
+The tokenizer is rewritten to match: its WordPiece vocabulary maps each kept token to its new
+index, and the ids in its post-processor ([CLS]/[SEP]), added tokens and padding are remapped.
+WordPiece is greedy longest-match-first over the vocabulary, and the trimmed vocabulary is a
+subset of the old one, so a word whose pieces all survived tokenizes exactly as before: text
+made of such words gives the same outputs before and after. A word that needs a dropped piece
+falls back to shorter surviving pieces or becomes [UNK].
+
+Token counts come from the training texts without truncation: a token seen only past
+``max_length`` in training can still occur early in another input, and counting whole texts
+keeps the trimmed model independent of the max length used at deployment.
+
+The new tokenizer replaces ``context.tokenizer``. ``context.extras[OLD_IDS_KEY]`` receives a
+tensor mapping each new id to its old id, so a later step that feeds the untrimmed teacher
+(distillation) can translate student inputs with ``old_ids[input_ids]``.
+
+Only WordPiece fast tokenizers (BERT, DistilBERT, ELECTRA, MiniLM) are supported: a BPE or
+Unigram vocabulary cannot be cut without also rewriting its merges/scores.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress import hookimpl
+from autocompress.arch import ArchitectureAdapter, get_module, set_module
+from autocompress.technique import ApplyContext, Stage, Technique
+
+#: ``context.extras`` key of the new-id -> old-id tensor.
+OLD_IDS_KEY = "vocab_trim.old_ids"
+#: Model families whose tokenizers are not WordPiece (checked before the search starts).
+NON_WORDPIECE_MODEL_TYPES = {"roberta": "byte-level BPE", "xlm-roberta": "SentencePiece Unigram"}
+#: Config attributes holding token ids, remapped with the vocabulary.
+CONFIG_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
+
+
+@dataclass(frozen=True)
+class VocabTrimConfig:
+    #: A token is kept when the training texts contain it at least this many times (specials always).
+    min_count: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int):
+            raise ValueError(f"min_count must be an integer, got {self.min_count!r}")
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
+
+
+def wordpiece_json(tokenizer: Any) -> dict[str, Any]:
+    """The backend tokenizer's JSON; ValueError naming the class unless it is a WordPiece fast tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"vocab_trim needs a fast (tokenizers-backed) WordPiece tokenizer; "
+                         f"{type(tokenizer).__name__} has no backend tokenizer")
+    state = json.loads(backend.to_str())
+    kind = state["model"].get("type")
+    if kind != "WordPiece":
+        raise ValueError(f"vocab_trim supports WordPiece tokenizers only; {type(tokenizer).__name__} "
+                         f"uses a {kind or 'unknown'} model (its merges/scores would need rewriting too)")
+    return state
+
+
+def token_counts(tokenizer: Any, texts: Iterable[str]) -> Counter[int]:
+    """How often each token id occurs in ``texts`` (no special tokens added, no truncation)."""
+    counts: Counter[int] = Counter()
+    for ids in tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]:
+        counts.update(ids)
+    return counts
+
+
+def kept_token_ids(tokenizer: Any, model_config: Any, texts: Iterable[str], min_count: int,
+                   vocab_size: int) -> list[int]:
+    """Old ids to keep, sorted: tokens used often enough, special/added tokens, ids the config names."""
+    counts = token_counts(tokenizer, texts)
+    keep = {token_id for token_id, count in counts.items() if count >= min_count}
+    keep.update(tokenizer.all_special_ids)
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    keep.update(token["id"] for token in state.get("added_tokens") or [])
+    keep.update(getattr(model_config, name) for name in CONFIG_TOKEN_IDS
+                if isinstance(getattr(model_config, name, None), int))
+    beyond = sorted(i for i in keep if not 0 <= i < vocab_size)
+    if beyond:
+        raise ValueError(f"token ids {beyond[:5]} are outside the model's embedding matrix ({vocab_size} rows): "
+                         "the tokenizer does not belong to this model")
+    return sorted(keep)
+
+
+def _remap_post_processor(processor: dict[str, Any] | None, old_to_new: dict[int, int]) -> None:
+    if not processor:
+        return
+    kind = processor.get("type")
+    if kind == "Sequence":
+        for inner in processor.get("processors", []):
+            _remap_post_processor(inner, old_to_new)
+    elif kind == "TemplateProcessing":
+        for special in processor.get("special_tokens", {}).values():
+            special["ids"] = [old_to_new[i] for i in special["ids"]]
+    elif kind in ("BertProcessing", "RobertaProcessing"):
+        for key in ("sep", "cls"):
+            token, token_id = processor[key]
+            processor[key] = [token, old_to_new[token_id]]
+
+
+def trimmed_tokenizer(tokenizer: Any, kept: Sequence[int]) -> Any:
+    """A tokenizer of the same class whose vocabulary is the tokens at ``kept`` old ids, renumbered 0..n-1.
+
+    Written with ``save_pretrained`` and reloaded with ``from_pretrained``, so the object returned
+    is exactly what a saved candidate reloads to.
+    """
+    state = wordpiece_json(tokenizer)
+    old_to_new = {old: new for new, old in enumerate(kept)}
+    old_vocab: dict[str, int] = state["model"]["vocab"]
+    new_vocab = {token: old_to_new[old] for token, old in old_vocab.items() if old in old_to_new}
+    state["model"]["vocab"] = dict(sorted(new_vocab.items(), key=lambda item: item[1]))
+    for token in state.get("added_tokens") or []:
+        token["id"] = old_to_new[token["id"]]
+    _remap_post_processor(state.get("post_processor"), old_to_new)
+    if state.get("padding"):
+        state["padding"]["pad_id"] = old_to_new[state["padding"]["pad_id"]]
+    with tempfile.TemporaryDirectory(prefix="vocab_trim-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        directory = Path(tmp)
+        (directory / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False))
+        vocab_file = directory / "vocab.txt"
+        if vocab_file.exists():  # only written by some versions; keep it consistent with tokenizer.json
+            vocab_file.write_text("".join(f"{token}\n" for token in state["model"]["vocab"]), encoding="utf-8")
+        return type(tokenizer).from_pretrained(tmp, local_files_only=True)
+
+
+def trim_embeddings(model: nn.Module, adapter: ArchitectureAdapter, kept: Sequence[int]) -> nn.Module:
+    """Keep the embedding rows at ``kept`` (old ids) and remap the token ids the config names."""
+    path = adapter.word_embeddings_path()
+    old: nn.Embedding = get_module(model, path)
+    index = torch.as_tensor(list(kept), dtype=torch.long, device=old.weight.device)
+    old_to_new = {old_id: new_id for new_id, old_id in enumerate(kept)}
+    config = model.config
+    # A model rebuilt from the config takes its padding index from pad_token_id: match that.
+    pad = getattr(config, "pad_token_id", None)
+    padding_idx = old_to_new[pad] if isinstance(pad, int) else old_to_new.get(old.padding_idx)
+    new = nn.Embedding(len(kept), old.embedding_dim, padding_idx=padding_idx,
+                       device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight.detach().index_select(0, index))
+    new.weight.requires_grad_(old.weight.requires_grad)
+    set_module(model, path, new)
+    config.vocab_size = len(kept)
+    for name in CONFIG_TOKEN_IDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            setattr(config, name, old_to_new[value])
+    return model
+
+
+class VocabTrim(Technique):
+    name = "vocab_trim"
+    stage = Stage.STRUCTURE
+    Config = VocabTrimConfig
+    description = "keep only the token embeddings the training texts use; rewrites the WordPiece tokenizer"
+
+    @classmethod
+    def unsupported_reason(cls, adapter: ArchitectureAdapter) -> str | None:
+        model_type = getattr(adapter.model.config, "model_type", None)
+        if model_type in NON_WORDPIECE_MODEL_TYPES:
+            return (f"{model_type} models use a {NON_WORDPIECE_MODEL_TYPES[model_type]} tokenizer; "
+                    "vocab_trim supports WordPiece tokenizers only")
+        return None
+
+    def apply(self, model, config: VocabTrimConfig, context: ApplyContext):
+        if context.data is None:
+            raise ValueError("vocab_trim needs the task's training texts")
+        tokenizer = context.tokenizer
+        wordpiece_json(tokenizer)  # fail before any work when the tokenizer is not WordPiece
+        embeddings = get_module(model, context.adapter.word_embeddings_path())
+        kept = kept_token_ids(tokenizer, model.config, context.data.train.texts, config.min_count,
+                              embeddings.num_embeddings)
+        new_tokenizer = trimmed_tokenizer(tokenizer, kept)
+        model = trim_embeddings(model, context.adapter, kept)
+        context.tokenizer = new_tokenizer
+        context.extras[OLD_IDS_KEY] = torch.as_tensor(kept, dtype=torch.long)
+        return model
+
+
+@hookimpl
+def autocompress_register_techniques(register):
+    register.add(VocabTrim)

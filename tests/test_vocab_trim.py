@@ -1,0 +1,190 @@
+"""vocab_trim against the contract kit, plus exact outputs, tokenizer remapping and round trips."""
+
+import copy
+
+import pytest
+import torch
+
+from autocompress.arch import adapter_for
+from autocompress.data import TaskData, TextDataset
+from autocompress.measure import parameter_count, thread_count
+from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.plugin_manager import build_host
+from autocompress.plugins.vocab_trim import OLD_IDS_KEY, VocabTrim
+from autocompress.technique import ApplyContext
+from autocompress.testing import TechniqueContract, tiny_model, tiny_tokenizer
+
+# Leaves gaps in the tiny vocabulary (e.g. "good", "fine", "w0".."w39" unused) so ids really move.
+TRAIN = ["the film was great", "a boring plot and a dull cast", "really superb music", "the ending was awful",
+         "the cast was great"]
+IN_VOCAB = ["the plot was great and the music superb", "a dull film", "awful ending"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from a second thread, and on a busy 2-core machine it makes them far slower.
+    with thread_count(1):
+        yield
+
+
+class TestVocabTrimContract(TechniqueContract):
+    technique = VocabTrim
+    mild_config = {"min_count": 1}
+    strong_config = {"min_count": 3}
+    bad_configs = [{"min_count": 0}, {"min_count": 1.5}, {"min_count": True}, {"keep_extra": 10}]
+    # The embedding lookup is a gather whose cost does not depend on the vocabulary size, and the
+    # matrix products (all of the latency) are untouched: only parameters and memory go down.
+    reduces_latency = False
+
+    # The kit's generic inputs are random ids below 128, which a trimmed vocabulary no longer has:
+    # these two checks feed each model the training texts tokenized by its own tokenizer instead.
+    def _train_inputs(self, tokenizer, context):
+        return tokenizer(list(context.data.train.texts)[:8], padding=True, return_tensors="pt")
+
+    def test_output_shape_kept(self, tmp_path):
+        for family in self.families:
+            compressed, context = self.apply(tiny_model(family), self.strong_config, tmp_path)
+            with torch.inference_mode():
+                logits = compressed(**self._train_inputs(context.tokenizer, context)).logits
+            assert logits.shape == (8, 2), family
+
+    def test_mild_settings_keep_outputs_close(self, tmp_path):
+        for family in self.families:
+            model = tiny_model(family)
+            original = self.context(model, tmp_path).tokenizer
+            compressed, context = self.apply(copy.deepcopy(model), self.mild_config, tmp_path)
+            before = self.probabilities(model, self._train_inputs(original, context))
+            after = self.probabilities(compressed, self._train_inputs(context.tokenizer, context))
+            assert torch.equal(before, after), family
+
+
+def _context(model, tmp_path, texts=TRAIN) -> ApplyContext:
+    split = TextDataset(list(texts), [0] * len(texts))
+    return ApplyContext(adapter=adapter_for(model, build_host().architectures),
+                        tokenizer=tiny_tokenizer(tmp_path / "tokenizer"),
+                        data=TaskData(split, split, split, ["neg", "pos"]), max_length=32)
+
+
+def _trim(model, context, **values):
+    return VocabTrim().apply(model, VocabTrim.make_config(values), context)
+
+
+def _logits(model, tokenizer, texts):
+    with torch.inference_mode():
+        return model(**tokenizer(list(texts), padding=True, return_tensors="pt")).logits
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_in_vocabulary_text_gives_identical_logits(tmp_path, family):
+    model = tiny_model(family)
+    context = _context(model, tmp_path)
+    old_tokenizer = context.tokenizer
+    expected = _logits(model, old_tokenizer, IN_VOCAB)
+    trimmed = _trim(copy.deepcopy(model), context)
+    assert context.tokenizer is not old_tokenizer
+    assert torch.equal(_logits(trimmed, context.tokenizer, IN_VOCAB), expected)
+
+
+def test_new_tokenizer_maps_in_vocabulary_text_to_the_remapped_ids(tmp_path):
+    model = tiny_model("bert")
+    context = _context(model, tmp_path)
+    old = context.tokenizer
+    _trim(model, context)
+    new = context.tokenizer
+    old_ids = context.extras[OLD_IDS_KEY]
+    for text in IN_VOCAB:
+        before, after = old(text)["input_ids"], new(text)["input_ids"]
+        assert after != before  # unused tokens before them were dropped, so ids really moved
+        assert old_ids[after].tolist() == before
+        assert new.convert_ids_to_tokens(after) == old.convert_ids_to_tokens(before)
+    used = {token for text in TRAIN for token in old.tokenize(text)}
+    assert set(new.get_vocab()) == used | set(old.all_special_tokens)
+    assert sorted(new.get_vocab().values()) == list(range(len(new)))
+    assert model.get_input_embeddings().num_embeddings == len(new) == model.config.vocab_size
+
+
+def test_dropped_tokens_become_unknown(tmp_path):
+    model = tiny_model("bert")
+    context = _context(model, tmp_path)
+    _trim(model, context)
+    assert context.tokenizer.tokenize("good movie w5 great") == ["[UNK]", "[UNK]", "[UNK]", "great"]
+
+
+def test_special_tokens_are_kept_and_their_ids_remapped(tmp_path):
+    from transformers import BertTokenizer
+
+    from autocompress.testing.tiny import SPECIALS, WORDS
+
+    # Specials placed after the words: trimming unused words moves [PAD], [CLS] and [SEP].
+    vocab = {token: i for i, token in enumerate(WORDS + SPECIALS)}
+    model = tiny_model("bert")
+    model.config.pad_token_id = vocab["[PAD]"]
+    context = _context(model, tmp_path)
+    context.tokenizer = old = BertTokenizer(vocab=vocab)
+    expected = _logits(model, old, IN_VOCAB)
+    _trim(model, context)
+    new = context.tokenizer
+    assert new.all_special_tokens == old.all_special_tokens
+    assert new.pad_token_id == model.config.pad_token_id == model.get_input_embeddings().padding_idx
+    assert new.pad_token_id != old.pad_token_id and new.cls_token_id != old.cls_token_id
+    ids = new("great", padding="max_length", max_length=5)["input_ids"]
+    assert ids == [new.cls_token_id, new.convert_tokens_to_ids("great"), new.sep_token_id] + [new.pad_token_id] * 2
+    assert torch.equal(_logits(model, new, IN_VOCAB), expected)  # padded batch: [PAD] rows moved correctly
+
+
+def test_min_count_drops_rare_tokens(tmp_path):
+    model = tiny_model("bert")
+    context = _context(model, tmp_path)
+    _trim(model, context, min_count=2)
+    vocab = context.tokenizer.get_vocab()
+    assert {"the", "was", "great", "a"} <= set(vocab)  # each used at least twice
+    assert "superb" not in vocab and "music" not in vocab  # used once
+
+
+def test_parameter_count_goes_down(tmp_path):
+    model = tiny_model("bert")
+    before = parameter_count(model)
+    trimmed = _trim(copy.deepcopy(model), _context(model, tmp_path))
+    removed = (128 - trimmed.config.vocab_size) * model.config.hidden_size
+    assert parameter_count(trimmed) == before - removed > 0
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_save_and_reload_round_trip(tmp_path, family):
+    model = tiny_model(family)
+    context = _context(model, tmp_path)
+    trimmed = _trim(model, context)
+    directory = save_candidate(tmp_path / "candidate", trimmed, context.tokenizer, [])
+    reloaded, tokenizer = load_pretrained(directory)
+    texts = IN_VOCAB + ["good movie w5 great"]
+    for text in texts:
+        assert tokenizer(text)["input_ids"] == context.tokenizer(text)["input_ids"]
+    assert torch.equal(_logits(reloaded, tokenizer, texts), _logits(trimmed, context.tokenizer, texts))
+
+
+def test_needs_training_texts(tmp_path):
+    model = tiny_model("bert")
+    context = _context(model, tmp_path)
+    context.data = None
+    with pytest.raises(ValueError, match="vocab_trim needs the task's training texts"):
+        _trim(model, context)
+
+
+def test_non_wordpiece_tokenizers_are_refused(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    model = tiny_model("bert")
+    context = _context(model, tmp_path)
+    context.tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")])))
+    with pytest.raises(ValueError, match=r"WordPiece.*uses a BPE model"):
+        _trim(model, context)
+    assert model.get_input_embeddings().num_embeddings == 128  # refused before touching the model
+
+
+def test_unsupported_reason_names_bpe_families():
+    host = build_host()
+    assert VocabTrim.unsupported_reason(adapter_for(tiny_model("bert"), host.architectures)) is None
+    reason = VocabTrim.unsupported_reason(adapter_for(tiny_model("roberta"), host.architectures))
+    assert "BPE" in reason and "WordPiece" in reason
