@@ -31,6 +31,10 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def head(self, n: int) -> TextDataset:
+        """The first ``n`` examples (the whole dataset when it is not longer)."""
+        return self if len(self) <= n else TextDataset(self.texts[:n], self.labels[:n])
+
 
 @dataclass(frozen=True)
 class TaskData:

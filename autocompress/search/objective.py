@@ -32,7 +32,7 @@ from autocompress.search.settings import Limits
 from autocompress.search_space import SearchSpace
 from autocompress.task import LoadedTask
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
-from autocompress.training import Encoded, accuracy
+from autocompress.training import Encoded, accuracy, encode
 
 # Why a trial ended; stored as the user attribute "ended" and shown in trials.csv.
 COMPLETE = "complete"
@@ -147,6 +147,15 @@ class TrialEnvironment:
             report=report,
         )
 
+    def evaluation_sets(self, tokenizer: Any) -> tuple[Encoded, Encoded]:
+        """Validation and test sets tokenised by ``tokenizer`` (a technique may have rewritten it)."""
+        if tokenizer is self.task.tokenizer:
+            return self.validation, self.test
+        data = self.task.data
+        limit = len(self.validation), len(self.test)
+        return (encode(tokenizer, data.validation.head(limit[0]), self.max_length),
+                encode(tokenizer, data.test.head(limit[1]), self.max_length))
+
     def measure(self, deployed: nn.Module, plan: Plan, structure: nn.Module) -> Measurement:
         key = structure_key(structure, plan, f"{self.target.name}:{self.measure_settings}")
         if key not in self.measurements:
@@ -223,8 +232,9 @@ class Objective:
             context.adapter = adapter_for(student, env.architectures)
             student = apply_steps(student, recover, context)
             deployed = deploy(student, plan, context)
-        val_accuracy = accuracy(deployed, env.validation)
-        test_accuracy = accuracy(deployed, env.test)
+        validation, test = env.evaluation_sets(context.tokenizer)
+        val_accuracy = accuracy(deployed, validation)
+        test_accuracy = accuracy(deployed, test)
         drop = env.baseline.val_accuracy - val_accuracy
         gaps = limit_gaps(env.limits, measurement, drop)
         for key, value in gaps.items():

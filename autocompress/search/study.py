@@ -202,8 +202,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         target = host.targets[settings.target]()
         max_length = settings.task_options.max_length
         data = task.data
-        validation = encode(task.tokenizer, _limit(data.validation, settings.eval_limit), max_length)
-        test = encode(task.tokenizer, _limit(data.test, settings.eval_limit), max_length)
+        limit = settings.eval_limit or max(len(data.validation), len(data.test))
+        validation = encode(task.tokenizer, data.validation.head(limit), max_length)
+        test = encode(task.tokenizer, data.test.head(limit), max_length)
         baseline = _baseline(study, task.teacher, target, settings, validation, test)
         write_run_json(out_dir, settings, task, baseline)
         if settings.owns_storage:
@@ -222,12 +223,6 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         if interrupted:
             raise KeyboardInterrupt
         return outcome
-
-
-def _limit(dataset, limit: int | None):
-    if limit is None or len(dataset) <= limit:
-        return dataset
-    return type(dataset)(dataset.texts[:limit], dataset.labels[:limit])
 
 
 def _baseline(study, teacher, target, settings, validation, test) -> Baseline:
