@@ -34,6 +34,8 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.local_task",
     "autocompress.plugins.ffn_pruning",
     "autocompress.plugins.quantization",
+    "autocompress.plugins.head_pruning",
+    "autocompress.plugins.low_rank",
     "autocompress.plugins.layer_drop",
     "autocompress.plugins.vocab_trim",
     "autocompress.plugins.distillation",
