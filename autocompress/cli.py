@@ -75,7 +75,7 @@ def summary(outcome) -> str:
     for row in doc["front"]:
         lines.append(
             f"  #{row['trial']:>3}  acc {row['accuracy']:.4f}  {row['latency_ms']:7.2f} ms "
-            f"({base['latency_ms'] / row['latency_ms']:.2f}x)  {row['memory_mb']:7.1f} MB "
+            f"({row['speedup']:.2f}x vs teacher measured beside it)  {row['memory_mb']:7.1f} MB "
             f"({base['memory_mb'] / row['memory_mb']:.2f}x)  {row['plan']}"
         )
     if not doc["front"]:

@@ -126,7 +126,7 @@ class TrialEnvironment:
     candidates_dir: Path
     seed: int = 0
     max_length: int = 64
-    measurements: dict[str, Measurement] = field(default_factory=dict)
+    measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
         def report(step: int, value: float) -> None:
@@ -156,10 +156,17 @@ class TrialEnvironment:
         return (encode(tokenizer, data.validation.head(limit[0]), self.max_length),
                 encode(tokenizer, data.test.head(limit[1]), self.max_length))
 
-    def measure(self, deployed: nn.Module, plan: Plan, structure: nn.Module) -> Measurement:
+    def measure(self, deployed: nn.Module, plan: Plan, structure: nn.Module) -> tuple[Measurement, float]:
+        """The candidate's measurement and the teacher's latency measured right before it.
+
+        Shared machines drift over minutes; the side-by-side teacher figure makes each trial's
+        speed-up honest even when the run-start baseline was measured in a busier moment.
+        An identical structure (same shapes, dtypes, post steps) is measured once per run.
+        """
         key = structure_key(structure, plan, f"{self.target.name}:{self.measure_settings}")
         if key not in self.measurements:
-            self.measurements[key] = self.target.measure(deployed, self.measure_settings)
+            teacher = self.target.measure(self.task.teacher, self.measure_settings)
+            self.measurements[key] = (self.target.measure(deployed, self.measure_settings), teacher.latency_ms)
         return self.measurements[key]
 
 
@@ -214,9 +221,11 @@ class Objective:
         context = env.context(student, trial)
         student = apply_steps(student, plan.at(Stage.STRUCTURE), context)
         deployed = deploy(student, plan, context)
-        measurement = env.measure(deployed, plan, student)
+        measurement, teacher_latency = env.measure(deployed, plan, student)
         for key, value in measurement.as_dict().items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr("teacher_latency_ms", teacher_latency)
+        trial.set_user_attr("speedup", teacher_latency / measurement.latency_ms)
 
         gaps = limit_gaps(env.limits, measurement, None)
         if any(v > 0 for v in gaps.values()):

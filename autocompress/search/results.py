@@ -16,7 +16,8 @@ import pandas as pd
 
 from autocompress.search.settings import Limits
 
-MEASURED = ("latency_ms", "latency_p90_ms", "memory_mb", "model_mb", "activation_mb", "parameters")
+MEASURED = ("latency_ms", "latency_p90_ms", "speedup", "teacher_latency_ms", "memory_mb", "model_mb",
+            "activation_mb", "parameters")
 OBJECTIVES = {"val_accuracy": "max", "latency_ms": "min", "memory_mb": "min"}
 
 
@@ -151,6 +152,7 @@ def pareto_document(frame: pd.DataFrame, baseline: dict[str, Any], limits: Limit
             {"trial": int(row["number"]), "plan": row["plan"], "params": _params(row),
              "accuracy": _clean(row["accuracy"]), "val_accuracy": _clean(row["val_accuracy"]),
              "latency_ms": _clean(row["latency_ms"]), "latency_p90_ms": _clean(row["latency_p90_ms"]),
+             "speedup": _clean(row["speedup"]), "teacher_latency_ms": _clean(row["teacher_latency_ms"]),
              "memory_mb": _clean(row["memory_mb"]), "parameters": _clean(row["parameters"]),
              "feasible": bool(row["feasible"])}
             for _, row in front.iterrows()
