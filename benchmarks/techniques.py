@@ -1,0 +1,101 @@
+"""Each technique alone on the demo model, measured side by side in one run.
+
+For every variant: parameter ratio, memory ratio (model bytes), latency ratio (median of
+interleaved runs, teacher vs variant, batch 1 and batch 16, sequence 64, 2 threads) and test
+accuracy after a short distillation recovery (structure techniques) or as is (quantization).
+
+    python benchmarks/techniques.py            # the published table (about 15 minutes on 2 cores)
+    python benchmarks/techniques.py --quick    # smoke run: fewer repeats, tiny recovery
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from autocompress.arch import adapter_for
+from autocompress.candidate import apply_steps
+from autocompress.measure import dummy_inputs, model_bytes, parameter_count, thread_count, time_forward
+from autocompress.plugin_manager import build_host
+from autocompress.task import TaskOptions
+from autocompress.technique import ApplyContext, PlanStep, Stage
+from autocompress.training import accuracy, encode
+
+VARIANTS = {
+    "int8 dynamic (quantization dtype=int8)": [("quantization", {"dtype": "int8"})],
+    "bf16 weights (quantization dtype=bf16)": [("quantization", {"dtype": "bf16"})],
+    "FFN L1 pruning, keep 50%": [("ffn_pruning", {"keep_fraction": 0.5})],
+    "head pruning 50% (gradient)": [("head_pruning", {"fraction": 0.5, "scoring": "gradient"})],
+    "low-rank SVD, rank 25%, attention+FFN": [("low_rank", {"rank_ratio": 0.25, "layers": "both"})],
+    "layer drop, keep 3 of 6 (every other)": [("layer_drop", {"keep_layers": 3, "strategy": "every_other"})],
+    "vocabulary trim (min_count=1)": [("vocab_trim", {"min_count": 1})],
+    "3 layers + FFN 50% + int8": [("layer_drop", {"keep_layers": 3}), ("ffn_pruning", {"keep_fraction": 0.5}),
+                                  ("quantization", {"dtype": "int8"})],
+}
+
+
+def interleaved_ratio(teacher, variant, batch: int, rounds: int, repeats: int) -> tuple[float, float, float]:
+    vocab = min(teacher.get_input_embeddings().num_embeddings, variant.get_input_embeddings().num_embeddings)
+    inputs = dummy_inputs(batch, 64, vocab)
+    base, cand = [], []
+    with thread_count(2):
+        time_forward(teacher, inputs, 3, 1)
+        time_forward(variant, inputs, 3, 1)
+        for _ in range(rounds):  # A B A B ...: drift of a shared machine cancels in the ratio
+            base += time_forward(teacher, inputs, 1, repeats)
+            cand += time_forward(variant, inputs, 1, repeats)
+    return statistics.median(base), statistics.median(cand), statistics.median(base) / statistics.median(cand)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--recovery-epochs", type=float, default=None)
+    args = parser.parse_args()
+    rounds, repeats = (3, 3) if args.quick else (8, 5)
+    epochs = args.recovery_epochs if args.recovery_epochs is not None else (0.05 if args.quick else 0.5)
+
+    host = build_host()
+    task = host.tasks["demo"](TaskOptions()).load()
+    teacher = task.teacher.eval()
+    test = encode(task.tokenizer, task.data.test, 64)
+    teacher_accuracy = accuracy(teacher, test)
+    distillation = host.techniques["distillation"]
+    print(f"teacher: test accuracy {teacher_accuracy:.4f}, {parameter_count(teacher) / 1e6:.2f} M parameters, "
+          f"{model_bytes(teacher) / 2**20:.1f} MB; recovery = distillation for {epochs} epoch(s); "
+          f"latency: median of {rounds}x{repeats} interleaved runs, seq 64, 2 threads")
+    header = ("| variant | params x | memory x | latency b1 (ms) | speed-up b1 | latency b16 (ms) | speed-up b16 "
+              "| test acc | % of teacher | wall s |")
+    print(header)
+    print("|" + "---|" * 10)
+    for label, steps in VARIANTS.items():
+        started = time.perf_counter()
+        student = copy.deepcopy(teacher)
+        context = ApplyContext(adapter=adapter_for(student, host.architectures), tokenizer=task.tokenizer,
+                               data=task.data, teacher=teacher, max_length=64, seed=0)
+        plan = [PlanStep(host.techniques[name], host.techniques[name].make_config(values)) for name, values in steps]
+        structure = [s for s in plan if s.technique.stage == Stage.STRUCTURE]
+        post = [s for s in plan if s.technique.stage == Stage.POST]
+        student = apply_steps(student, structure, context)
+        if structure:  # a short recovery, as the search would do
+            recover = PlanStep(distillation, distillation.make_config({"epochs": epochs, "learning_rate": 1e-4}))
+            context.adapter = adapter_for(student, host.architectures)
+            student = apply_steps(student, [recover], context)
+        deployed = apply_steps(copy.deepcopy(student), post, context).eval()
+        _, b1, r1 = interleaved_ratio(teacher, deployed, 1, rounds, repeats)
+        _, b16, r16 = interleaved_ratio(teacher, deployed, 16, rounds, repeats)
+        variant_test = encode(context.tokenizer, task.data.test, 64)
+        acc = accuracy(deployed, variant_test)
+        print(f"| {label} | {parameter_count(teacher) / parameter_count(deployed):.2f} | "
+              f"{model_bytes(teacher) / model_bytes(deployed):.2f} | {b1:.2f} | {r1:.2f}x | {b16:.1f} | {r16:.2f}x | "
+              f"{acc:.4f} | {100 * acc / teacher_accuracy:.1f}% | {time.perf_counter() - started:.0f} |", flush=True)
+        del student, deployed
+        torch.set_num_threads(2)
+
+
+if __name__ == "__main__":
+    main()
