@@ -30,6 +30,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "timeout": (float, "wall-time budget in seconds for this run"),
     "seed": (int, "random seed for splits, sampler and training (default: 0)"),
     "sampler": (str, "tpe (default, multi-objective, constraint-aware), nsga2 or random"),
+    "pruner": (str, "stop weak recovery trials early: median (default), successive-halving, hyperband or none"),
     "prefer": (str, "which feasible model to recommend: latency (default), memory or accuracy"),
     "techniques": (list, "comma-separated techniques to search (default: all registered)"),
     "search_space": (Path, "YAML file overriding search spaces: {technique: {field: distribution}}"),
@@ -153,7 +154,7 @@ def settings_from_options(options: Mapping[str, Any]):
     return SearchSettings(
         task=task, task_options=TaskOptions(**task_fields), target=o.get("target", "cpu"), measure=measure,
         limits=limits, trials=o.get("trials", 20), timeout_s=o.get("timeout"), seed=o.get("seed", 0),
-        sampler=o.get("sampler", "tpe"), prefer=o.get("prefer", "latency"),
+        sampler=o.get("sampler", "tpe"), pruner=o.get("pruner", "median"), prefer=o.get("prefer", "latency"),
         techniques=tuple(techniques) if techniques else None, search_space_file=o.get("search_space"),
         out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
         disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),

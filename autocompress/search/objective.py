@@ -28,6 +28,7 @@ from autocompress.candidate import apply_steps, deploy, structure_key
 from autocompress.measure import Measurement, MeasureSettings, Target
 from autocompress.model_io import save_candidate
 from autocompress.registry import Registry
+from autocompress.search.fidelity import should_prune
 from autocompress.search.settings import Limits
 from autocompress.search_space import SearchSpace
 from autocompress.task import LoadedTask
@@ -126,16 +127,20 @@ class TrialEnvironment:
     candidates_dir: Path
     seed: int = 0
     max_length: int = 64
+    pruner: optuna.pruners.BasePruner | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
         def report(step: int, value: float) -> None:
-            # Optuna's report()/should_prune() exist only for single-objective studies; the
-            # intermediate curve is kept with the trial (trials.csv, report) for every study.
-            if trial is not None:
-                curve = dict(trial.user_attrs.get("intermediate", {}))
-                curve[str(step)] = value
-                trial.set_user_attr("intermediate", curve)
+            # The curve is kept with the trial; the pruner decides on it (see search/fidelity.py).
+            if trial is None:
+                return
+            curve = dict(trial.user_attrs.get("intermediate", {}))
+            curve[str(step)] = value
+            trial.set_user_attr("intermediate", curve)
+            if self.pruner is not None and should_prune(self.pruner, trial.study, trial,
+                                                        {int(k): v for k, v in curve.items()}):
+                raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
 
         return ApplyContext(
             adapter=adapter_for(model, self.architectures),

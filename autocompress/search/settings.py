@@ -11,6 +11,7 @@ from autocompress.measure import MeasureSettings
 from autocompress.task import TaskOptions
 
 SAMPLERS = ("tpe", "nsga2", "random")
+PRUNERS = ("median", "successive-halving", "hyperband", "none")
 PREFERENCES = ("latency", "memory", "accuracy")
 
 
@@ -65,6 +66,7 @@ class SearchSettings:
     timeout_s: float | None = None
     seed: int = 0
     sampler: str = "tpe"
+    pruner: str = "median"
     prefer: str = "latency"
     techniques: tuple[str, ...] | None = None  # None: every registered technique
     search_space_file: Path | None = None
@@ -85,6 +87,8 @@ class SearchSettings:
         _positive("--heartbeat", self.heartbeat_s)
         if self.sampler not in SAMPLERS:
             raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise InputError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.prefer not in PREFERENCES:
             raise InputError(f"--prefer must be one of {', '.join(PREFERENCES)}, got {self.prefer!r}")
 

@@ -28,6 +28,7 @@ from autocompress.arch import adapter_for
 from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
+from autocompress.search.fidelity import make_pruner
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
 from autocompress.search.settings import SearchSettings
 from autocompress.search_space import load_overrides
@@ -213,7 +214,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             task=task, validation=validation, test=test, baseline=baseline, target=target,
             measure_settings=settings.measure, limits=settings.limits, techniques=techniques, spaces=spaces,
             architectures=host.architectures, candidates_dir=out_dir / "candidates", seed=settings.seed,
-            max_length=max_length,
+            max_length=max_length, pruner=make_pruner(settings.pruner),
         )
         remaining = settings.trials - counted_trials(study)
         interrupted = False
