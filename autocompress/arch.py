@@ -78,6 +78,7 @@ class BertAdapter(ArchitectureAdapter):
     """BERT and the families that share its module layout (RoBERTa, MiniLM, ELECTRA)."""
 
     name = "bert"
+    description = "BERT-layout encoders: BERT, MiniLM, RoBERTa, ELECTRA, XLM-R"
     model_types = ("bert", "roberta", "electra", "xlm-roberta")
 
     def _prefix(self) -> str:
@@ -107,6 +108,7 @@ class BertAdapter(ArchitectureAdapter):
 
 class DistilBertAdapter(ArchitectureAdapter):
     name = "distilbert"
+    description = "DistilBERT encoders"
     model_types = ("distilbert",)
     ffn_size_attribute = "hidden_dim"
 
