@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -55,6 +56,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = settings_from_options(options)
     from autocompress.search.study import run_search
 
+    def terminate(signum, frame):  # SIGTERM takes the same graceful path as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         outcome = run_search(settings)
     except KeyboardInterrupt:

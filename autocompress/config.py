@@ -51,6 +51,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "eval_limit": (int, "evaluate on at most this many validation/test examples"),
     "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
     "no_progress": (bool, "hide progress bars"),
+    "trial_timeout": (float, "fail a trial that runs longer than this many seconds (the search goes on)"),
     "heartbeat": (float, "seconds between worker heartbeats; a trial silent for 4x this is failed and retried"),
 }
 
@@ -159,4 +160,5 @@ def settings_from_options(options: Mapping[str, Any]):
         out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
         disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),
         progress=not o.get("no_progress", False), heartbeat_s=o.get("heartbeat", 30.0),
+        trial_timeout_s=o.get("trial_timeout"),
     )

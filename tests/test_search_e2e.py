@@ -134,3 +134,44 @@ def test_conflicting_techniques_are_one_choice_and_never_sampled_together():
         seen |= names & {"distillation", "lora"}
         study.tell(trial, 0.0)
     assert seen == {"distillation", "lora"}
+
+
+@dataclass(frozen=True)
+class _SleepyConfig:
+    seconds: float = 5.0
+
+
+class Sleepy(Technique):
+    name = "sleepy"
+    stage = Stage.STRUCTURE
+    Config = _SleepyConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"seconds": CategoricalDistribution([5.0])}
+
+    def apply(self, model, config, context):
+        import time
+
+        time.sleep(config.seconds)
+        return model
+
+
+class SleepyPlugin:
+    @hookimpl
+    def autocompress_register_techniques(self, register):
+        register.add(Sleepy)
+
+
+def test_a_trial_past_the_time_limit_fails_with_that_reason_and_the_search_goes_on(tiny_task, tmp_path):
+    options = {"model": tiny_task / "model", "data": tiny_task / "reviews.csv", "text_column": "sentence",
+               "label_column": "polarity", "trials": 4, "out": tmp_path / "run", "repeats": 3, "warmup": 1,
+               "no_progress": True, "techniques": ["sleepy", "quantization"], "sampler": "random",
+               "trial_timeout": 0.5, "seed": 1}
+    host = build_host(autoload=False, extra_plugins=[("sleepy-plugin", SleepyPlugin())])
+    run_search(settings_from_options(options), host)
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    slow = trials[trials["param.use.sleepy"]]
+    assert len(slow) >= 1 and (slow["state"] == "FAIL").all()
+    assert slow["reason"].str.contains("per-trial time limit of 0.5 s").all()
+    assert len(trials) == 4

@@ -94,8 +94,8 @@ def test_a_run_directory_of_another_study_is_refused(tiny_task, tmp_path, capsys
     assert "holds study 'local-search', not 'other'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="POSIX signals")
-def test_ctrl_c_writes_the_results_so_far(tiny_task, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_signal):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 50, "--repeats", "400")]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,8 +108,11 @@ def test_ctrl_c_writes_the_results_so_far(tiny_task, tmp_path):
                 break
         except Exception:
             continue
-    os.kill(worker.pid, signal.SIGINT)
+    os.kill(worker.pid, stop_signal)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 130, stderr
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) >= 2 and (out / "pareto.json").is_file()
+    study = optuna.load_study(study_name="local-search", storage=storage)
+    assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    assert trials["ended"].iloc[-1] == "interrupted"

@@ -8,8 +8,11 @@ the latency or memory limit ends there ("infeasible before training") in seconds
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,7 @@ class TrialEnvironment:
     seed: int = 0
     max_length: int = 64
     pruner: optuna.pruners.BasePruner | None = None
+    trial_timeout_s: float | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
@@ -192,6 +196,30 @@ def describe_gaps(gaps: Mapping[str, float]) -> str:
     return "; ".join(missed)
 
 
+class TrialTimeout(Exception):
+    """A trial ran past ``--trial-timeout``."""
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TrialTimeout in the main thread after ``seconds`` (checked between Python bytecodes,
+    so a long native operation finishes first). No limit when ``seconds`` is None."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TrialTimeout(f"trial exceeded the per-trial time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Objective:
     """The function Optuna calls for each trial; returns (accuracy, latency_ms, memory_mb)."""
 
@@ -204,7 +232,8 @@ class Objective:
             plan = sample_plan(trial, self.env.techniques, self.env.spaces)
             trial.set_user_attr("plan", plan.describe())
             trial.set_user_attr("manifest", plan.to_manifest())
-            return self._run(trial, plan)
+            with time_limit(self.env.trial_timeout_s):
+                return self._run(trial, plan)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("ended", PRUNED)
             trial.set_user_attr("reason", str(exc) or "pruned")

@@ -79,12 +79,15 @@ class SearchSettings:
     progress: bool = True
     #: Seconds between a worker's heartbeats; a trial silent for 4x this is failed and retried.
     heartbeat_s: float = 30.0
+    #: A trial running longer than this is failed with that reason and the search goes on.
+    trial_timeout_s: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
             raise InputError(f"--trials must be a whole number >= 1, got {self.trials!r}")
         _positive("--timeout", self.timeout_s)
         _positive("--heartbeat", self.heartbeat_s)
+        _positive("--trial-timeout", self.trial_timeout_s)
         if self.sampler not in SAMPLERS:
             raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:

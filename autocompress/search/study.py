@@ -214,7 +214,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             task=task, validation=validation, test=test, baseline=baseline, target=target,
             measure_settings=settings.measure, limits=settings.limits, techniques=techniques, spaces=spaces,
             architectures=host.architectures, candidates_dir=out_dir / "candidates", seed=settings.seed,
-            max_length=max_length, pruner=make_pruner(settings.pruner),
+            max_length=max_length, pruner=make_pruner(settings.pruner), trial_timeout_s=settings.trial_timeout_s,
         )
         remaining = settings.trials - counted_trials(study)
         interrupted = False
