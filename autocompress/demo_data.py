@@ -8,7 +8,6 @@ check that nothing lands outside the cache folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from autocompress.data import TaskData, stratified_split
 from autocompress.errors import DemoDataUnavailable
+from autocompress.hashing import file_sha256
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -32,15 +32,6 @@ EXPECTED_ROWS, EXPECTED_POSITIVE = 10_568, 5_242
 def default_cache_dir() -> Path:
     """``$AUTOCOMPRESS_CACHE``, or ``~/.cache/autocompress``."""
     return Path(os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(directory: Path) -> None:
@@ -61,7 +52,7 @@ def fetch_vader_sdist(cache_dir: Path) -> Path:
     """The verified sdist in ``cache_dir`` (downloaded once; the hash is checked before use)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / VADER_SDIST
-    if target.is_file() and sha256_of(target) == VADER_SHA256:
+    if target.is_file() and file_sha256(target) == VADER_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         _download(Path(tmp))
@@ -69,7 +60,7 @@ def fetch_vader_sdist(cache_dir: Path) -> Path:
         if not fetched.is_file():
             raise DemoDataUnavailable(f"pip did not produce {VADER_SDIST}; "
                                       f"fetch it by hand: {MANUAL_FETCH_COMMAND}")
-        actual = sha256_of(fetched)
+        actual = file_sha256(fetched)
         if actual != VADER_SHA256:
             raise DemoDataUnavailable(f"{VADER_SDIST}: SHA-256 mismatch (expected {VADER_SHA256}, "
                                       f"got {actual}); refusing to use it. "

@@ -10,25 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.data import TaskData
+from autocompress.hashing import directory_sha256
 from autocompress.training import accuracy, encode, fine_tune
 
 RECIPE_VERSION = 1
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def directory_sha256(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode())
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def cached_teacher(

@@ -13,8 +13,8 @@ from pathlib import Path
 from autocompress import hookimpl
 from autocompress.data import TaskData, load_task_data
 from autocompress.errors import InputError
+from autocompress.hashing import directory_sha256
 from autocompress.task import LoadedTask, TaskProvider
-from autocompress.teacher import directory_sha256
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")

@@ -84,7 +84,8 @@ def test_config_file_is_validated_and_merged(task, tmp_path, capsys):
 
 
 def test_help_is_instant_and_does_not_import_torch():
-    code = "import sys, autocompress.cli as c\ntry: c.main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    code = ("import sys, autocompress.cli as c\ntry: c.main(['--help'])\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().endswith("False")
     assert "search" in result.stdout

@@ -38,7 +38,8 @@ def _finished(study):
 def test_sigkill_mid_trial_then_the_same_command_resumes(tiny_task, tmp_path):
     out = tmp_path / "run"
     # Many timed repeats make each trial last long enough to be killed in the middle of one.
-    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 6, "--repeats", "600", "--threads", "1")]
+    slow = ("--repeats", "600", "--threads", "1")
+    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 6, *slow)]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.monotonic() + 240
