@@ -11,7 +11,7 @@ from autocompress.search_space import parse_overrides
 
 TECHNIQUES = {entry.name: entry.cls for entry in build_host(autoload=False).techniques}
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(-5, 100, allow_nan=True),
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(-5, 100), st.just(float("nan")),
                     st.text(max_size=8))
 distribution_docs = st.one_of(
     st.fixed_dictionaries({"type": st.sampled_from(["float", "int"]), "low": scalars, "high": scalars},
