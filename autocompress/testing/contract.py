@@ -18,7 +18,7 @@ from autocompress.measure import dummy_inputs, model_bytes, parameter_count, tim
 from autocompress.model_io import load_pretrained, save_candidate
 from autocompress.plugin_manager import build_host
 from autocompress.search.objective import suggest
-from autocompress.technique import ApplyContext, PlanStep, Stage, Technique
+from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
 from autocompress.testing.tiny import synthetic_sentiment, tiny_model, tiny_tokenizer
 
 
@@ -145,8 +145,7 @@ class TechniqueContract:
             step = PlanStep(self.technique, self.technique.make_config(self.strong_config))
             context = self.context(model, tmp_path)
             if self.technique.stage == Stage.POST:
-                float_model, post = model, [{"technique": self.technique.name, "version": self.technique.version,
-                                             "config": step.config.__dict__}]
+                float_model, post = model, Plan.build([step]).to_manifest(Stage.POST)
                 deployed = apply_steps(copy.deepcopy(model), [step], context)
             else:
                 float_model = apply_steps(model, [step], context)
