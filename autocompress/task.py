@@ -60,3 +60,15 @@ class TaskProvider(ABC):
     @abstractmethod
     def load(self) -> LoadedTask:
         """Load (and if needed fine-tune and cache) the teacher and the data."""
+
+
+def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False
+                    ) -> tuple[nn.Module, Any]:
+    """A local sequence-classification checkpoint and its tokenizer, offline, in eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
+    return model, tokenizer

@@ -14,7 +14,7 @@ from autocompress import hookimpl
 from autocompress.data import TextDataset
 from autocompress.demo_data import default_cache_dir, load_demo_task_data
 from autocompress.errors import InputError
-from autocompress.task import LoadedTask, TaskProvider
+from autocompress.task import LoadedTask, TaskProvider, load_classifier
 from autocompress.teacher import cached_teacher
 
 
@@ -38,8 +38,6 @@ class DemoTask(TaskProvider):
             raise InputError("the demo task takes no --model/--data; pass both to use your own task")
 
     def load(self) -> LoadedTask:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         options = self.options
         cache_dir = options.cache_dir or default_cache_dir()
         data = load_demo_task_data(seed=options.seed, cache_dir=cache_dir)
@@ -51,10 +49,7 @@ class DemoTask(TaskProvider):
             base_model_dir(), data, cache_dir,
             epochs=options.teacher_epochs, max_length=options.max_length, seed=options.seed,
         )
-        teacher = AutoModelForSequenceClassification.from_pretrained(
-            directory, local_files_only=True, use_safetensors=True
-        ).eval()
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        teacher, tokenizer = load_classifier(directory)
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,

@@ -14,7 +14,7 @@ from autocompress import hookimpl
 from autocompress.data import TaskData, load_task_data
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
-from autocompress.task import LoadedTask, TaskProvider
+from autocompress.task import LoadedTask, TaskProvider, load_classifier
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -80,19 +80,12 @@ class LocalTask(TaskProvider):
         self._validated = data
 
     def load(self) -> LoadedTask:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         o = self.options
         data = getattr(self, "_validated", None) or self._data()
         model_dir = Path(o.model)
         has_safe = any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
-        teacher = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, local_files_only=True, use_safetensors=has_safe,
-            trust_remote_code=o.trust_remote_code,
-        ).eval()
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_dir, local_files_only=True, trust_remote_code=o.trust_remote_code
-        )
+        teacher, tokenizer = load_classifier(model_dir, use_safetensors=has_safe,
+                                             trust_remote_code=o.trust_remote_code)
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,
