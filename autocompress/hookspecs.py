@@ -16,11 +16,29 @@ import pluggy
 
 if TYPE_CHECKING:
     from autocompress.registry import Register
+    from autocompress.report.facts import ReportSection
+    from autocompress.report.run import RunData
 
 hookspec = pluggy.HookspecMarker("autocompress")
 
-#: Version of the plugin API described in this module. Bumped when a hook's signature changes.
+#: Version of the plugin API described in this module and in docs/plugins.md, ``MAJOR.MINOR``.
+#: A minor bump adds hooks, optional hook arguments or contract attributes (old plugins keep
+#: working); a major bump removes or changes something, and only what was deprecated before.
 PLUGIN_API_VERSION = "1.0"
+
+#: Module (or plugin object) attribute in which a plugin declares the API versions it supports,
+#: as a PEP 440 specifier, e.g. ``AUTOCOMPRESS_PLUGIN_API = ">=1.0,<2"``. A plugin whose range
+#: excludes ``PLUGIN_API_VERSION`` is not registered and is listed as broken; one without the
+#: attribute is assumed to support the current API.
+PLUGIN_API_ATTRIBUTE = "AUTOCOMPRESS_PLUGIN_API"
+
+
+class PluginDeprecationWarning(DeprecationWarning):
+    """A plugin implements a hook, or a hook argument, that the next major API version removes.
+
+    Emitted through pluggy's ``warn_on_impl`` / ``warn_on_impl_args`` when the plugin is
+    registered, pointing at the plugin's own function; ``autocompress plugins`` lists it too.
+    """
 
 
 @hookspec
@@ -68,4 +86,17 @@ def autocompress_trial_finished(trial_number: int, outcome: dict[str, Any]) -> N
     ``outcome`` is the row written to trials.csv: ``state``, ``params``, ``accuracy``,
     ``latency_ms``, ``memory_mb``, ``feasible``, ``reason``. Return value is ignored; an
     observer that raises is reported and does not stop the search.
+    """
+
+
+@hookspec
+def autocompress_report_sections(run: RunData) -> list[ReportSection] | None:
+    """Add sections to report.html and report.md.
+
+    Called once each time a report is rendered (at the end of ``autocompress search`` and by
+    ``autocompress report``). ``run`` is ``autocompress.report.run.RunData``: the study, the
+    trials frame (trials.csv), the Pareto document, the run record, the by-hand references.
+    Return a list of ``autocompress.report.facts.ReportSection`` (title, trusted HTML fragment,
+    Markdown, order) or None. Results of all plugins are concatenated (not firstresult); a
+    plugin that raises gets a short notice in the report instead of its section.
     """

@@ -4,12 +4,18 @@ Built-in plugins are plain modules listed in ``BUILTIN_PLUGINS`` and registered 
 same call as third-party ones. ``check_pending()`` runs right after loading so a misspelled
 hook fails loudly with the plugin's name. Set ``AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD=1`` to
 load only the built-ins (clean tests).
+
+A plugin may declare the plugin API versions it supports (``AUTOCOMPRESS_PLUGIN_API =
+">=1.0,<2"``); one that excludes ``hookspecs.PLUGIN_API_VERSION`` is not registered and is
+listed as broken with both versions, and the others still load. Implementing a deprecated hook
+or hook argument warns (``PluginDeprecationWarning``) and is recorded with the plugin.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -18,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from autocompress import hookspecs
+from autocompress import __version__, hookspecs
 from autocompress.errors import InputError, PluginError
 from autocompress.registry import Provenance, Registry
 from autocompress.technique import validate_technique_class
@@ -40,6 +46,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.vocab_trim",
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
+    "autocompress.plugins.report_outcomes",
 )
 
 
@@ -51,6 +58,10 @@ class PluginInfo:
     distribution: str
     module: str
     error: str | None = None
+    #: The plugin API versions it declares it supports (``AUTOCOMPRESS_PLUGIN_API``), if any.
+    api: str | None = None
+    #: Deprecation warnings raised when it was registered ("file:line: message").
+    deprecations: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +92,16 @@ class Host:
                 errors.append(f"observer plugin '{impl.plugin_name}' failed: {exc!r}")
         return errors
 
+    def report_sections(self, run: Any) -> tuple[list[Any], list[str]]:
+        """Sections from every report plugin, ordered; a plugin that raises is reported by name."""
+        sections, errors = [], []
+        for impl in self.pm.hook.autocompress_report_sections.get_hookimpls():
+            try:
+                sections.extend(impl.function(**_kwargs(impl, run=run)) or [])
+            except Exception as exc:
+                errors.append(f"report plugin '{impl.plugin_name}' failed: {exc!r}")
+        return sorted(sections, key=lambda s: s.order), errors
+
 
 def _kwargs(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
     # pluggy lets an implementation accept a subset of the spec's arguments.
@@ -92,12 +113,49 @@ def _distribution_label(ep: Any) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
 
 
-def _register(host: Host, plugin: ModuleType | object, info: PluginInfo) -> None:
-    host.plugins.append(info)
+def api_problem(declared: object) -> str | None:
+    """Why a plugin declaring ``declared`` (its ``AUTOCOMPRESS_PLUGIN_API``) cannot load here, or None."""
+    if declared is None:
+        return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    attribute = hookspecs.PLUGIN_API_ATTRIBUTE
     try:
-        host.pm.register(plugin, name=info.name)
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{info.name}' ({info.distribution}): {exc}") from None
+        if not isinstance(declared, str):
+            raise InvalidSpecifier(repr(declared))
+        supported = SpecifierSet(declared)
+    except InvalidSpecifier:
+        return f"{attribute} = {declared!r} is not a version specifier such as '>=1.0,<2'"
+    if supported.contains(hookspecs.PLUGIN_API_VERSION, prereleases=True):
+        return None
+    return (f"supports plugin API {declared}, but autocompress {__version__} provides plugin API "
+            f"{hookspecs.PLUGIN_API_VERSION}")
+
+
+def register_plugin(host: Host, plugin: ModuleType | object, info: PluginInfo) -> None:
+    """Register one plugin object under ``info.name``, checking its declared API range first.
+
+    An incompatible plugin is recorded as broken (never registered); a hook implementation
+    that does not match its spec raises ``PluginError`` naming the plugin and distribution.
+    """
+    host.plugins.append(info)
+    declared = getattr(plugin, hookspecs.PLUGIN_API_ATTRIBUTE, None)
+    info.api = None if declared is None else str(declared)
+    problem = api_problem(declared)
+    if problem is not None:
+        info.error = f"incompatible: {problem}"
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", hookspecs.PluginDeprecationWarning)
+        try:
+            host.pm.register(plugin, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin '{info.name}' ({info.distribution}): {exc}") from None
+    for warning in caught:
+        if issubclass(warning.category, hookspecs.PluginDeprecationWarning):
+            info.deprecations.append(f"{warning.filename}:{warning.lineno}: {warning.message}")
+        # Re-emitted so the usual filters (e.g. pytest -W error) still see it at the plugin's line.
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def build_host(
@@ -122,7 +180,7 @@ def build_host(
         if short in disabled or module_name in disabled:
             continue
         info = PluginInfo(short, BUILTIN, module_name)
-        _register(host, importlib.import_module(module_name), info)
+        register_plugin(host, importlib.import_module(module_name), info)
 
     if autoload:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -135,11 +193,11 @@ def build_host(
                 info.error = f"import failed: {type(exc).__name__}: {exc}"
                 host.plugins.append(info)
                 continue
-            _register(host, plugin, info)
+            register_plugin(host, plugin, info)
 
     for name, plugin in extra_plugins:
         info = PluginInfo(name, "registered in code", getattr(plugin, "__name__", repr(plugin)))
-        _register(host, plugin, info)
+        register_plugin(host, plugin, info)
 
     try:
         pm.check_pending()

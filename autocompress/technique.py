@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autocompress.errors import InputError, PluginError
-from autocompress.search_space import SearchSpace, builtin_space_file, parse_space, read_yaml
+from autocompress.search_space import SearchSpace, builtin_space_file, check_space, parse_space, read_yaml
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,6 +60,10 @@ class Technique(ABC):
     description: ClassVar[str] = ""
     conflicts: ClassVar[frozenset[str]] = frozenset()
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: Simple by-hand baselines this technique offers (label -> Config values). Each is applied
+    #: alone to the teacher, without recovery training, evaluated and measured once per run; the
+    #: report marks them beside the searched candidates ("does the search beat int8 alone?").
+    references: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
     def search_space(cls) -> SearchSpace:
@@ -111,7 +115,13 @@ def validate_technique_class(cls: type) -> None:
         config()
     except Exception as exc:  # a default Config must exist so a technique can run with no tuning
         raise PluginError(f"{who}: Config() with defaults fails: {exc}") from None
-    cls.search_space()  # raises a PluginError/SearchSpaceError naming the technique and file
+    # A YAML space is checked as it is parsed; one built in code is checked here.
+    check_space(cls.search_space(), cls, f"{cls.__name__}.search_space()")
+    for label, values in cls.references.items():
+        try:
+            cls.make_config(values)
+        except InputError as exc:
+            raise PluginError(f"{who}: reference '{label}': {exc}") from None
 
 
 @dataclass(frozen=True)

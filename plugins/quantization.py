@@ -44,6 +44,7 @@ class Quantization(Technique):
     stage = Stage.POST
     Config = QuantizationConfig
     description = "int8 dynamic quantization of linear layers, or bf16 weights"
+    references = {"int8 dynamic only": {"dtype": "int8"}, "bf16 only": {"dtype": "bf16"}}
 
     def apply(self, model, config: QuantizationConfig, context: ApplyContext):
         if config.dtype == "bf16":

@@ -167,3 +167,59 @@ def pareto_document(frame: pd.DataFrame, baseline: dict[str, Any], limits: Limit
 def write_tables(frame: pd.DataFrame, document: dict[str, Any], out_dir: Path) -> None:
     frame.to_csv(out_dir / "trials.csv", index=False)
     (out_dir / "pareto.json").write_text(json.dumps(document, indent=2))
+
+
+def hypervolume(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> float:
+    """Exact hypervolume dominated by ``points`` (all objectives minimised) up to ``reference``.
+
+    Two or three objectives; slices along the last objective and sweeps the first two, which is
+    exact and fast for the few hundred points a search produces.
+    """
+    pts = [p for p in points if all(v < r for v, r in zip(p, reference, strict=True))]
+    if not pts:
+        return 0.0
+    if len(reference) == 2:
+        return _hypervolume_2d([(p[0], p[1]) for p in pts], reference)
+    pts.sort(key=lambda p: p[2])
+    total = 0.0
+    for i, point in enumerate(pts):
+        top = pts[i + 1][2] if i + 1 < len(pts) else reference[2]
+        if top > point[2]:
+            total += _hypervolume_2d([(p[0], p[1]) for p in pts[: i + 1]], reference[:2]) * (top - point[2])
+    return total
+
+
+def _hypervolume_2d(points: list[tuple[float, float]], reference: tuple[float, ...]) -> float:
+    area, best_y = 0.0, reference[1]
+    for x, y in sorted(points):
+        if y < best_y:
+            area += (reference[0] - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def normalised_points(frame: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
+    """Feasible complete trials as minimisation objectives relative to the teacher:
+    (1 - accuracy / teacher accuracy, latency / teacher latency, memory / teacher memory)."""
+    feasible = frame[frame["feasible"]]
+    return pd.DataFrame({
+        "number": feasible["number"],
+        "error": 1.0 - feasible["val_accuracy"].astype(float) / baseline["val_accuracy"],
+        "latency": feasible["latency_ms"].astype(float) / baseline["latency_ms"],
+        "memory": feasible["memory_mb"].astype(float) / baseline["memory_mb"],
+    })
+
+
+#: Reference point of the normalised hypervolume: a model as slow and as big as the teacher, with
+#: half its accuracy, dominates nothing. The teacher itself would score 0.5.
+HYPERVOLUME_REFERENCE = (0.5, 1.0, 1.0)
+
+
+def hypervolume_history(frame: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
+    """Normalised hypervolume of the feasible trials found up to each trial number."""
+    points = normalised_points(frame, baseline)
+    rows, seen = [], []
+    for number in frame["number"]:
+        seen.extend(tuple(r) for r in points[points["number"] == number][["error", "latency", "memory"]].to_numpy())
+        rows.append({"number": int(number), "hypervolume": hypervolume(seen, HYPERVOLUME_REFERENCE)})
+    return pd.DataFrame(rows, columns=["number", "hypervolume"])

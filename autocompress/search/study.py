@@ -8,6 +8,7 @@ still missing from the budget; a trial left RUNNING by a killed process is marke
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from autocompress import __version__
 from autocompress.arch import adapter_for
+from autocompress.candidate import apply_steps, deploy
 from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
@@ -32,6 +34,7 @@ from autocompress.search.fidelity import make_pruner
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
 from autocompress.search.settings import SearchSettings
 from autocompress.search_space import load_overrides
+from autocompress.technique import Plan, PlanStep, Stage
 from autocompress.training import accuracy, encode
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
@@ -85,7 +88,10 @@ def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
     except Exception as exc:  # sqlalchemy and driver errors: bad URL, server down, missing driver
-        raise InputError(f"--storage {url!r}: cannot open: {type(exc).__name__}: {exc}") from None
+        detail = str(exc).split("\n(Background on this error")[0].strip()
+        raise InputError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {detail}); expected a reachable "
+                         "database URL such as sqlite:///runs/study.db or postgresql://user:password@host/db"
+                         ) from None
 
 
 class RunLock:
@@ -207,7 +213,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         validation = encode(task.tokenizer, data.validation.head(limit), max_length)
         test = encode(task.tokenizer, data.test.head(limit), max_length)
         baseline = _baseline(study, task.teacher, target, settings, validation, test)
-        write_run_json(out_dir, settings, task, baseline)
+        write_run_json(out_dir, settings, task, baseline, study)
         if settings.owns_storage:
             fail_interrupted_trials(study)
         env = TrialEnvironment(
@@ -215,12 +221,14 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             measure_settings=settings.measure, limits=settings.limits, techniques=techniques, spaces=spaces,
             architectures=host.architectures, candidates_dir=out_dir / "candidates", seed=settings.seed,
             max_length=max_length, pruner=make_pruner(settings.pruner), trial_timeout_s=settings.trial_timeout_s,
+            trial_memory_mb=settings.trial_memory_mb,
         )
+        _references(study, host, env)
         remaining = settings.trials - counted_trials(study)
         interrupted = False
         if remaining > 0:
             interrupted = _optimize(study, env, settings, host, remaining)
-        outcome = write_outputs(study, settings, baseline.as_dict(), out_dir)
+        outcome = write_outputs(study, settings, baseline.as_dict(), out_dir, host)
         if interrupted:
             raise KeyboardInterrupt
         return outcome
@@ -234,6 +242,31 @@ def _baseline(study, teacher, target, settings, validation, test) -> Baseline:
                         target.measure(teacher, settings.measure))
     study.set_user_attr("baseline", baseline.as_dict())
     return baseline
+
+
+def _references(study: optuna.Study, host: Host, env: TrialEnvironment) -> list[dict[str, Any]]:
+    """Measure the simple by-hand baselines techniques offer (e.g. int8 alone), once per study."""
+    stored = study.user_attrs.get("references")
+    if stored is not None:
+        return stored
+    rows = []
+    for entry in host.techniques:
+        for label, values in entry.cls.references.items():
+            plan = Plan.build([PlanStep(entry.cls, entry.cls.make_config(values))])
+            row: dict[str, Any] = {"name": label, "plan": plan.describe()}
+            try:
+                model = copy.deepcopy(env.task.teacher)
+                context = env.context(model)
+                model = apply_steps(model, plan.at(Stage.STRUCTURE), context)
+                deployed = deploy(model, plan, context)
+                validation, test = env.evaluation_sets(context.tokenizer)
+                row.update(val_accuracy=accuracy(deployed, validation), accuracy=accuracy(deployed, test),
+                           **env.target.measure(deployed, env.measure_settings).as_dict())
+            except Exception as exc:  # a baseline that cannot run is reported, never fatal
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+    study.set_user_attr("references", rows)
+    return rows
 
 
 def _optimize(study, env, settings, host, remaining) -> bool:
@@ -285,12 +318,29 @@ def prune_candidates(study: optuna.Study, settings: SearchSettings, candidates_d
             shutil.rmtree(path, ignore_errors=True)
 
 
-def write_outputs(study: optuna.Study, settings: SearchSettings, baseline: dict[str, Any], out_dir: Path
-                  ) -> SearchOutcome:
+def _render_report(study, frame, document, settings, out_dir, host) -> None:
+    """report.html/report.md; a rendering problem is reported and never costs the results."""
+    from autocompress.report import RunData, write_report
+
+    run = RunData(study, frame, document, dict(study.user_attrs.get("run", {})),
+                  list(study.user_attrs.get("references", [])), settings.limits, settings.prefer)
+    try:
+        files = write_report(run, out_dir, host)
+    except Exception as exc:
+        tqdm.write(f"warning: the report could not be rendered ({type(exc).__name__}: {exc}); "
+                   f"trials.csv and pareto.json are written; retry with 'autocompress report {out_dir}'")
+        return
+    for error in files.errors:
+        tqdm.write(f"warning: {error}")
+
+
+def write_outputs(study: optuna.Study, settings: SearchSettings, baseline: dict[str, Any], out_dir: Path,
+                  host: Host | None = None) -> SearchOutcome:
     frame = results.trials_frame(study)
     document = results.pareto_document(frame, baseline, settings.limits, settings.prefer)
     results.write_tables(frame, document, out_dir)
     recommended = document["recommended"]
+    _render_report(study, frame, document, settings, out_dir, host)
     best_dir = out_dir / "best"
     source = out_dir / "candidates" / f"trial-{recommended:05d}" if recommended is not None else None
     if source is not None and source.is_dir():
@@ -302,23 +352,39 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, baseline: dict[
     return SearchOutcome(out_dir, settings.study_name, len(frame), recommended, document)
 
 
-def write_run_json(out_dir: Path, settings: SearchSettings, task, baseline: Baseline) -> None:
+def public_url(url: str) -> str:
+    """A storage URL safe to write into reports: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
+
+
+def write_run_json(out_dir: Path, settings: SearchSettings, task, baseline: Baseline, study: optuna.Study) -> None:
+    """run.json: how this run was made. The same record is kept in the study (``run`` user attr)
+    so a report rendered from the database alone has it too."""
     record = {
         "study": settings.study_name,
-        "storage": settings.storage_url if settings.storage else "sqlite (study.db in this directory)",
+        "storage": public_url(settings.storage_url) if settings.storage else "sqlite (study.db in this directory)",
         "task": settings.task,
         "task_description": task.description,
         "task_fingerprint": task.fingerprint,
         "target": settings.target,
         "seed": settings.seed,
         "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "prefer": settings.prefer,
         "limits": asdict(settings.limits),
         "measure": asdict(settings.measure),
         "trials": settings.trials,
         "timeout_s": settings.timeout_s,
-        "command": sys.argv,
+        "command": [public_url(a) if "://" in a else a for a in sys.argv],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(settings.measure.threads),
         "baseline": baseline.as_dict(),
     }
-    (out_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))
+    text = json.dumps(record, indent=2, default=str)
+    (out_dir / "run.json").write_text(text)
+    study.set_user_attr("run", json.loads(text))

@@ -1,0 +1,174 @@
+"""report.html, report.md and the PNG plots of one search, rendered from its stored study.
+
+``write_report(run, out_dir, host)`` writes:
+
+- ``report.html``: one self-contained page (inline CSS, plots embedded as data URIs, no
+  script, no external URL) that opens offline;
+- ``report.md``: the same essentials for a pull request, images referenced relatively;
+- ``plots/*.png``: the figures on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocompress.report import facts
+from autocompress.report.run import RunData, load_run, storage_of_run_dir
+from autocompress.search import results
+
+__all__ = ["RunData", "ReportFiles", "load_run", "storage_of_run_dir", "write_report"]
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+main{max-width:1180px;margin:0 auto;padding:20px 24px 48px}
+h1{font-size:1.5em;margin:.2em 0 .1em}h2{font-size:1.15em;margin:1.6em 0 .5em;border-bottom:1px solid #ddd}
+.sub{color:#555;margin:0 0 1em}
+.verdict{background:#fff;border-left:6px solid #2ca02c;padding:12px 16px;box-shadow:0 1px 2px #0001}
+.verdict.none{border-left-color:#d62728}.verdict p{margin:.2em 0;font-weight:600}
+.verdict ul{margin:.4em 0 0 1.1em;padding:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:14px}
+figure{margin:0;background:#fff;padding:8px;box-shadow:0 1px 2px #0001}
+figure img{width:100%;height:auto;display:block}
+figure.wide{max-width:980px}figure.narrow{max-width:720px}
+figcaption{font-size:.85em;color:#555;margin-top:4px}
+.scroll{overflow-x:auto;background:#fff;box-shadow:0 1px 2px #0001}
+table{border-collapse:collapse;width:100%;font-size:.86em}
+th,td{padding:5px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th{background:#f2f2f2;white-space:nowrap}td.num{text-align:right;white-space:nowrap}
+tr.best td{background:#fff6d5}tr.ref td{color:#555;font-style:italic}
+code{font-size:.92em}.note{font-size:.85em;color:#555}
+"""
+
+NUMERIC = {"accuracy", "% of teacher", "latency ms (median / p90)", "speed-up", "memory MB", "smaller", "parameters"}
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    plots: dict[str, Path] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table_html(rows: list[dict[str, str]], columns: list[str], classes: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        f"<tr class='{cls}'>" + "".join(
+            f"<td class='{'num' if c in NUMERIC else ''}'>{html.escape(row.get(c, ''))}</td>" for c in columns
+        ) + "</tr>"
+        for row, cls in zip(rows, classes, strict=True)
+    )
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _table_md(rows: list[dict[str, str]], columns: list[str]) -> str:
+    rule = "|" + "|".join("---:" if c in NUMERIC else "---" for c in columns) + "|"
+    lines = ["| " + " | ".join(columns) + " |", rule]
+    lines += ["| " + " | ".join(row.get(c, "").replace("|", "/") for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
+    """Render the report of ``run`` into ``out_dir`` (created if needed)."""
+    from autocompress.plugin_manager import build_host
+    from autocompress.report import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    limits = run.limits
+    figures = {
+        "accuracy_vs_latency": plots.tradeoff(run, "latency_ms", "latency, median (ms)", limits.max_latency_ms),
+        "accuracy_vs_memory": plots.tradeoff(run, "memory_mb", "memory (MB)", limits.max_memory_mb),
+        "progress": plots.progress(run),
+    }
+    importance_table, importance_png = plots.importances(run)
+    if importance_png is not None:
+        figures["importances"] = importance_png
+    files = ReportFiles(out_dir / "report.html", out_dir / "report.md")
+    for name, png in figures.items():
+        files.plots[name] = plot_dir / f"{name}.png"
+        files.plots[name].write_bytes(png)
+
+    host = host or build_host()
+    sections, files.errors = host.report_sections(run)
+    headline, verdict_lines = facts.verdict(run)
+    columns = ["trial", "techniques", "accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
+               "memory MB", "smaller", "parameters"]
+    front_rows = facts.candidate_rows(run, run.front)
+    best = run.document["recommended"]
+    classes = ["best" if r["trial"] == f"#{best}" else "" for r in front_rows]
+    base_rows = facts.baseline_rows(run)
+    all_rows = front_rows + base_rows
+    all_classes = classes + ["ref"] * len(base_rows)
+    title = f"autocompress report: {run.record.get('study', run.study.study_name)}"
+    rendered = time.strftime("%Y-%m-%d %H:%M")
+    hv = float(results.hypervolume_history(run.frame, run.baseline)["hypervolume"].iloc[-1]) \
+        if len(run.frame) else 0.0
+
+    page = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><main>",
+            f"<h1>{html.escape(title)}</h1>",
+            f"<p class='sub'>Limits: {html.escape(limits.describe())} · {len(run.frame)} trials · "
+            f"task {html.escape(str(run.record.get('task', '?')))} · rendered {rendered}</p>",
+            f"<section class='verdict{'' if best is not None else ' none'}' id='verdict'>"
+            f"<p>{html.escape(headline)}</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines) + "</ul></section>",
+            "<h2>Accuracy against latency and memory</h2><div class='grid'>",
+            f"<figure>{_img(figures['accuracy_vs_latency'], 'test accuracy vs latency')}<figcaption>Every measured "
+            "trial; the Pareto front circled, the recommended model starred, the teacher and by-hand baselines "
+            "marked, the limits dashed.</figcaption></figure>",
+            f"<figure>{_img(figures['accuracy_vs_memory'], 'test accuracy vs memory')}<figcaption>The same trials "
+            "against memory (weights + inference working memory).</figcaption></figure></div>",
+            "<h2>Pareto-optimal candidates</h2>",
+            _table_html(all_rows, columns, all_classes),
+            f"<p class='note'>{html.escape(facts.measurement_note(run))} The highlighted row is the recommended "
+            f"model (preference: {html.escape(run.prefer)}). Italic rows are the teacher and simple baselines a "
+            "person would try by hand, evaluated without search (their speed-up is against the teacher measured at the "
+            "start of the run).</p>",
+            "<h2>Search progress</h2>",
+            f"<figure class='wide'>{_img(figures['progress'], 'search progress')}"
+            "<figcaption>Best feasible latency and the "
+            f"hypervolume of the feasible set (objectives normalised by the teacher; final {hv:.4f}).</figcaption>"
+            "</figure>"]
+    if importance_png is not None:
+        page += ["<h2>What mattered</h2>",
+                 f"<figure class='narrow'>{_img(importance_png, 'parameter importances')}"
+                 "<figcaption>Optuna parameter importances "
+                 "(fANOVA) over the trained trials, per objective.</figcaption></figure>"]
+    for section in sections:
+        page.append(f"<h2>{html.escape(section.title)}</h2>{section.html}")
+    for error in files.errors:
+        page.append(f"<p class='note'>{html.escape(error)}</p>")
+    page.append("<h2>Provenance</h2><div class='scroll'><table><tbody>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.provenance_rows(run)
+    ) + "</tbody></table></div></main></body></html>")
+    files.html.write_text("\n".join(page), encoding="utf-8")
+
+    md = [f"# {title}", "", f"Limits: {limits.describe()} · {len(run.frame)} trials · rendered {rendered}", "",
+          f"**{headline}**", "", *[f"- {line}" for line in verdict_lines], "",
+          "## Pareto-optimal candidates", "", _table_md(all_rows, columns), facts.measurement_note(run), "",
+          "![accuracy vs latency](plots/accuracy_vs_latency.png)",
+          "![accuracy vs memory](plots/accuracy_vs_memory.png)",
+          "", "## Search progress", "", f"Final hypervolume (teacher-normalised): {hv:.4f}", "",
+          "![progress](plots/progress.png)", ""]
+    if importance_png is not None:
+        md += ["## What mattered", "", _table_md(
+            [{"parameter": name, **{k: f"{v:.3f}" for k, v in row.items()}}
+             for name, row in importance_table.iterrows()], ["parameter", *importance_table.columns]), ""]
+    for section in sections:
+        md += [f"## {section.title}", "", section.markdown, ""]
+    md += ["## Provenance", "", "| | |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |"
+                                                      for k, v in facts.provenance_rows(run)], ""]
+    files.markdown.write_text("\n".join(md), encoding="utf-8")
+    return files

@@ -1,0 +1,101 @@
+"""What a report is made of, read from the stored study alone.
+
+A run directory's ``run.json`` only says where the study lives; everything else (the baseline,
+the by-hand references, the run record, every trial) comes from the Optuna storage, so a
+report of a finished, interrupted or multi-worker search is the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from autocompress.errors import InputError
+from autocompress.search import results
+from autocompress.search.settings import PREFERENCES, Limits
+
+
+@dataclass
+class RunData:
+    """One search as the report sees it."""
+
+    study: optuna.Study
+    frame: pd.DataFrame  #: one row per trial (trials.csv)
+    document: dict[str, Any]  #: pareto.json: baseline, limits, front, recommended, nearest
+    record: dict[str, Any]  #: run.json: command, seed, machine, measurement settings, date
+    references: list[dict[str, Any]]  #: by-hand baselines such as int8 alone
+    limits: Limits
+    prefer: str
+
+    @property
+    def baseline(self) -> dict[str, Any]:
+        return self.document["baseline"]
+
+    @property
+    def recommended(self) -> pd.Series | None:
+        number = self.document["recommended"]
+        if number is None:
+            return None
+        return self.frame[self.frame["number"] == number].iloc[0]
+
+    @property
+    def front(self) -> pd.DataFrame:
+        numbers = [row["trial"] for row in self.document["front"]]
+        return self.frame.set_index("number").loc[numbers].reset_index()
+
+    def ended_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.frame["ended"].value_counts().items()}
+
+
+def storage_of_run_dir(run_dir: Path) -> tuple[str, str]:
+    """(storage URL, study name) recorded in a run directory."""
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise InputError(f"{run_dir}: no run.json; not a run directory written by 'autocompress search'")
+    try:
+        record = json.loads(run_json.read_text())
+        study_name = record["study"]
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"{run_json}: unreadable run record ({exc})") from None
+    storage = str(record.get("storage", ""))
+    if "://" not in storage:  # the default: the SQLite file next to run.json
+        db = run_dir / "study.db"
+        if not db.is_file():
+            raise InputError(f"{run_dir}: no study.db next to run.json")
+        return f"sqlite:///{db.resolve()}", study_name
+    if "***" in storage:
+        raise InputError(f"{run_dir}: the study lives in {storage} (password not recorded); "
+                         "pass --storage URL --study NAME")
+    return storage, study_name
+
+
+def load_run(storage_url: str, study_name: str) -> RunData:
+    """Read a study from its storage; the error names the study and the studies that exist."""
+    from autocompress.search.study import make_storage
+
+    storage = make_storage(storage_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        raise InputError(f"no study '{study_name}' in {storage_url.split('@')[-1]} "
+                         f"(studies there: {', '.join(names) or 'none'})")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    attrs = study.user_attrs
+    if "baseline" not in attrs:
+        raise InputError(f"study '{study_name}' has no baseline yet: its search stopped before measuring the "
+                         "teacher, so there is nothing to report")
+    record = dict(attrs.get("run", {}))
+    limits = Limits(**record["limits"]) if "limits" in record else Limits()
+    prefer = record.get("prefer", "latency")
+    if prefer not in PREFERENCES:
+        prefer = "latency"
+    frame = results.trials_frame(study)
+    document = results.pareto_document(frame, attrs["baseline"], limits, prefer)
+    return RunData(study, frame, document, record, list(attrs.get("references", [])), limits, prefer)
