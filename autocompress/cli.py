@@ -96,6 +96,8 @@ def summary(outcome) -> str:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from autocompress import __version__
+    from autocompress.hookspecs import PLUGIN_API_VERSION
     from autocompress.plugin_manager import build_host
 
     host = build_host(disabled=[d for d in args.disable.split(",") if d])
@@ -108,13 +110,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                          "version": getattr(entry.cls, "version", ""),
                          "description": getattr(entry.cls, "description", "")})
     broken = [{"plugin": p.name, "distribution": p.distribution, "error": p.error} for p in host.broken]
+    plugins = [{"plugin": p.name, "distribution": p.distribution, "module": p.module, "api": p.api,
+                "error": p.error, "deprecations": p.deprecations} for p in host.plugins]
     if args.json:
-        print(json.dumps({"registered": rows, "broken": broken}, indent=2))
+        print(json.dumps({"autocompress": __version__, "plugin_api": PLUGIN_API_VERSION, "registered": rows,
+                          "broken": broken, "plugins": plugins}, indent=2))
         return EXIT_OK
+    print(f"autocompress {__version__}, plugin API {PLUGIN_API_VERSION}")
     for row in rows:
         print(f"{row['kind']:<12} {row['name']:<16} {row['distribution']:<24} {row['description']}")
     for row in broken:
         print(f"BROKEN       {row['plugin']:<16} {row['distribution']:<24} {row['error']}")
+    for row in plugins:
+        for deprecation in row["deprecations"]:
+            print(f"DEPRECATED   {row['plugin']:<16} {row['distribution']:<24} {deprecation}")
     return EXIT_OK
 
 

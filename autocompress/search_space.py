@@ -114,6 +114,27 @@ def parse_space(doc: Any, technique: type, source: str) -> SearchSpace:
     return space
 
 
+def check_space(space: Any, technique: type, source: str) -> SearchSpace:
+    """Check a space declared in code: a mapping of ``Config`` field names to Optuna distributions."""
+    if not isinstance(space, Mapping):
+        raise SearchSpaceError(
+            f"{source}: technique '{technique.name}' must declare a mapping of Config fields to Optuna "
+            f"distributions, got {type(space).__name__}"
+        )
+    fields = searchable_fields(technique)
+    for field, distribution in space.items():
+        if field not in fields:
+            raise SearchSpaceError(
+                f"{source}: unknown field '{field}' for technique '{technique.name}' "
+                f"(fields: {', '.join(fields)})"
+            )
+        if not isinstance(distribution, BaseDistribution):
+            raise SearchSpaceError(
+                f"{source}: {technique.name}.{field} must be an Optuna distribution, got {distribution!r}"
+            )
+    return dict(space)
+
+
 def searchable_fields(technique: type) -> list[str]:
     return [f.name for f in dataclasses.fields(technique.Config)]
 
