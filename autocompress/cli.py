@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES = """exit codes: 0 done (a model meets the limits) | 1 internal error | 2 bad input |
 3 broken plugin | 4 demo data unavailable | 5 no candidate met the limits (nearest shown) |
-130 interrupted (results so far written)"""
+130 interrupted by Ctrl-C or SIGTERM (results so far written; a second one quits at once, re-run to resume)"""
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -56,17 +57,36 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = settings_from_options(options)
     from autocompress.search.study import run_search
 
-    def terminate(signum, frame):  # SIGTERM takes the same graceful path as Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop = _stop_handler()
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         outcome = run_search(settings)
     except KeyboardInterrupt:
         print(f"interrupted; results so far are in {settings.out_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(summary(outcome))
     return EXIT_OK if outcome.found else EXIT_NOTHING_FEASIBLE
+
+
+def _stop_handler():
+    """Handler for SIGINT and SIGTERM alike. The first stops the search gracefully: it raises
+    KeyboardInterrupt, the trial in flight is recorded as interrupted and the results so far are
+    written. A second one exits at once; the study stays intact, because every write to it is one
+    database transaction, and re-running the command resumes it and rewrites the results."""
+    received: list[int] = []
+
+    def stop(signum, frame):
+        if received:
+            os.write(2, b"\nautocompress: stopped at once; the study is intact but trials.csv/pareto.json may be "
+                        b"out of date: re-run the same command to resume and rewrite them\n")
+            os._exit(EXIT_INTERRUPTED)
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    return stop
 
 
 def summary(outcome) -> str:

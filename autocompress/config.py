@@ -7,6 +7,7 @@ the file and the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +53,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
     "no_progress": (bool, "hide progress bars"),
     "trial_timeout": (float, "fail a trial that runs longer than this many seconds (the search goes on)"),
+    "trial_memory_mb": (float, "fail a trial whose process memory grows by more than this many MB (search goes on)"),
     "heartbeat": (float, "seconds between worker heartbeats; a trial silent for 4x this is failed and retried"),
 }
 
@@ -105,7 +107,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     for key, value in doc.items():
         name = str(key).replace("-", "_")
         if name not in OPTIONS:
-            raise InputError(f"{path}: unknown option '{key}' (valid: {', '.join(OPTIONS)})")
+            close = difflib.get_close_matches(name, OPTIONS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise InputError(f"{path}: unknown option '{key}' ({hint}valid: {', '.join(OPTIONS)})")
         options[name] = _convert(name, value, OPTIONS[name][0], str(path))
     # Relative paths in a config file are relative to the file, not to the working directory.
     for name, value in options.items():
@@ -160,5 +164,5 @@ def settings_from_options(options: Mapping[str, Any]):
         out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
         disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),
         progress=not o.get("no_progress", False), heartbeat_s=o.get("heartbeat", 30.0),
-        trial_timeout_s=o.get("trial_timeout"),
+        trial_timeout_s=o.get("trial_timeout"), trial_memory_mb=o.get("trial_memory_mb"),
     )

@@ -26,7 +26,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from autocompress.errors import SearchSpaceError
+from autocompress.errors import InputError, SearchSpaceError
 
 SearchSpace = dict[str, BaseDistribution]
 
@@ -149,7 +149,10 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise SearchSpaceError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def builtin_space_file(name: str) -> Path | None:
@@ -176,4 +179,21 @@ def parse_overrides(doc: Any, known: Mapping[str, type], source: str) -> dict[st
                 f"{source}: unknown technique '{name}' (valid: {', '.join(sorted(known))})"
             )
         result[name] = parse_space(fields, known[name], source)
+        _check_values(result[name], known[name], source)
     return result
+
+
+def _check_values(space: SearchSpace, technique: type, source: str) -> None:
+    """Every bound and choice must be a value the technique's Config accepts (the other fields at
+    their defaults): a space the technique cannot use fails now, not in every trial of the search."""
+    for field, distribution in space.items():
+        if isinstance(distribution, CategoricalDistribution):
+            values = distribution.choices
+        else:
+            values = (distribution.low, distribution.high)
+        for value in values:
+            try:
+                technique.make_config({field: value})
+            except InputError as exc:
+                raise SearchSpaceError(f"{source}: {technique.name}.{field}: the value {value!r} is not accepted "
+                                       f"({exc})") from None

@@ -31,8 +31,13 @@ def check_model_dir(model_dir: Path, allow_pickle: bool) -> dict:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"--model {model_dir}: no config.json (not a Hugging Face checkpoint)") from None
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        raise InputError(f"{config_path}: not valid JSON ({exc}); expected a Hugging Face config.json") from None
+    except OSError as exc:
         raise InputError(f"{config_path}: unreadable: {exc}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{config_path}: expected a JSON object (a Hugging Face config.json), "
+                         f"got {type(config).__name__}")
     architectures = config.get("architectures") or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise InputError(
@@ -84,8 +89,15 @@ class LocalTask(TaskProvider):
         data = getattr(self, "_validated", None) or self._data()
         model_dir = Path(o.model)
         has_safe = any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
-        teacher, tokenizer = load_classifier(model_dir, use_safetensors=has_safe,
-                                             trust_remote_code=o.trust_remote_code)
+        try:
+            teacher, tokenizer = load_classifier(model_dir, use_safetensors=has_safe,
+                                                 trust_remote_code=o.trust_remote_code)
+        except Exception as exc:  # corrupt weights, unknown model type: transformers and safetensors raise many kinds
+            weights = SAFE_WEIGHTS[0] if has_safe else PICKLE_WEIGHTS[0]
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"--model {model_dir}: cannot load the checkpoint ({type(exc).__name__}: {first_line}); "
+                             f"expected a complete Hugging Face sequence-classification checkpoint with {weights}, "
+                             "config.json and the tokenizer files") from None
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,

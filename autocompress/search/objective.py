@@ -132,6 +132,7 @@ class TrialEnvironment:
     max_length: int = 64
     pruner: optuna.pruners.BasePruner | None = None
     trial_timeout_s: float | None = None
+    trial_memory_mb: float | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
@@ -220,6 +221,64 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class TrialMemoryExceeded(Exception):
+    """A trial's process memory grew past ``--trial-memory-mb``."""
+
+
+MEMORY_SIGNAL = signal.SIGUSR1
+MEMORY_POLL_S = 0.1
+
+
+@contextmanager
+def memory_limit(megabytes: float | None, poll_s: float = MEMORY_POLL_S) -> Iterator[None]:
+    """Raise TrialMemoryExceeded in the main thread once the process's resident memory has grown
+    by more than ``megabytes`` since entry. No limit when ``megabytes`` is None.
+
+    A watchdog thread samples the resident set size every ``poll_s`` seconds and, on excess,
+    signals the main thread (SIGUSR1), whose handler raises. Limits, as with ``time_limit``: the
+    exception is raised between Python bytecodes, so a long native operation finishes first, and
+    a single allocation larger than the cap has already happened when it is detected (the trial
+    then fails and its memory is freed). Growth is that of the whole process, and memory the
+    allocator keeps after freeing counts until it is returned to the system.
+    """
+    if megabytes is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import psutil
+
+    process = psutil.Process()
+    start = process.memory_info().rss
+    cap = megabytes * 2**20
+    grown: list[float] = []
+    stop = threading.Event()
+    main_thread = threading.main_thread().ident
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            growth = process.memory_info().rss - start
+            if growth > cap:
+                grown.append(growth / 2**20)
+                signal.pthread_kill(main_thread, MEMORY_SIGNAL)
+                return
+
+    def exceeded(signum, frame):
+        raise TrialMemoryExceeded(f"trial exceeded the per-trial memory limit of {megabytes:g} MB "
+                                  f"(process memory grew by {grown[0]:.0f} MB during the trial)")
+
+    previous = signal.signal(MEMORY_SIGNAL, exceeded)
+    watchdog = threading.Thread(target=watch, name="trial-memory-watchdog", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        try:
+            stop.set()
+            watchdog.join()
+        finally:
+            # A signal not yet handled by now comes too late to matter: the trial is over.
+            signal.signal(MEMORY_SIGNAL, previous)
+
+
 class Objective:
     """The function Optuna calls for each trial; returns (accuracy, latency_ms, memory_mb)."""
 
@@ -232,7 +291,7 @@ class Objective:
             plan = sample_plan(trial, self.env.techniques, self.env.spaces)
             trial.set_user_attr("plan", plan.describe())
             trial.set_user_attr("manifest", plan.to_manifest())
-            with time_limit(self.env.trial_timeout_s):
+            with time_limit(self.env.trial_timeout_s), memory_limit(self.env.trial_memory_mb):
                 return self._run(trial, plan)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("ended", PRUNED)

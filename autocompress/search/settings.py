@@ -81,6 +81,8 @@ class SearchSettings:
     heartbeat_s: float = 30.0
     #: A trial running longer than this is failed with that reason and the search goes on.
     trial_timeout_s: float | None = None
+    #: A trial whose process memory grows by more than this many MB is failed with that reason.
+    trial_memory_mb: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
@@ -88,6 +90,7 @@ class SearchSettings:
         _positive("--timeout", self.timeout_s)
         _positive("--heartbeat", self.heartbeat_s)
         _positive("--trial-timeout", self.trial_timeout_s)
+        _positive("--trial-memory-mb", self.trial_memory_mb)
         if self.sampler not in SAMPLERS:
             raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:

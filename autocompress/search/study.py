@@ -88,7 +88,7 @@ def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
     except Exception as exc:  # sqlalchemy and driver errors: bad URL, server down, missing driver
-        detail = str(exc).split("\n(Background on this error")[0].strip()
+        detail = " ".join(str(exc).split("\n(Background on this error")[0].split())
         raise InputError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {detail}); expected a reachable "
                          "database URL such as sqlite:///runs/study.db or postgresql://user:password@host/db"
                          ) from None
@@ -181,9 +181,11 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     techniques = resolve_techniques(host, settings.techniques)
     spaces = {cls.name: cls.search_space() for cls in techniques}
     if settings.search_space_file is not None:
-        overrides = load_overrides(settings.search_space_file, {c.name: c for c in techniques})
+        # Checked against every registered technique: one file can serve runs with different --techniques.
+        overrides = load_overrides(settings.search_space_file, {entry.name: entry.cls for entry in host.techniques})
         for name, fields in overrides.items():
-            spaces[name] = {**spaces[name], **fields}
+            if name in spaces:
+                spaces[name] = {**spaces[name], **fields}
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
     out_dir = settings.out_dir
