@@ -38,6 +38,10 @@ class DemoDataUnavailable(AutocompressError):
     exit_code = 4
 
 
+class ExportError(AutocompressError):
+    """A model cannot be exported to, or run in, another format (ONNX) or runtime (ONNX Runtime)."""
+
+
 class TechniqueError(AutocompressError):
     """A technique failed while being applied; carries the plugin's name."""
 

@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -61,9 +61,22 @@ class Target(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this target cannot be used here (e.g. a runtime package is missing), or None.
+
+        Checked before a search starts, so choosing an unusable target fails in seconds with
+        this message (which should say what to install).
+        """
+        return None
+
     @abstractmethod
     def measure(self, model: nn.Module, settings: MeasureSettings) -> Measurement:
-        """Latency and memory of ``model`` (already in its deployed form)."""
+        """Latency and memory of ``model`` (already in its deployed form).
+
+        Raise an ``AutocompressError`` subclass whose message says why when this target cannot
+        run the candidate: that trial fails with the message and the search goes on.
+        """
 
 
 def _tensor_bytes(value: Any) -> int:
@@ -131,32 +144,42 @@ def vocab_size_of(model: nn.Module) -> int:
     return model.get_input_embeddings().num_embeddings
 
 
-def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> list[float]:
-    """Wall-clock milliseconds of ``repeats`` forward passes after ``warmup`` untimed ones."""
+def time_calls(run: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
     timings = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(**inputs)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            timings.append((time.perf_counter() - start) * 1000.0)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append((time.perf_counter() - start) * 1000.0)
     return timings
 
 
-def inference_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 3) -> int:
-    """Peak growth of resident memory over a few forward passes, after warm-up (separately from
+def memory_growth(run: Callable[[], object], runs: int = 3) -> int:
+    """Peak growth of resident memory over a few calls of ``run``, after warm-up (separately from
     the timed runs, so the sampling thread does not disturb the latency figures)."""
     gc.collect()
     sampler = _RssSampler()
     sampler.start()
     try:
-        with torch.inference_mode():
-            for _ in range(runs):
-                model(**inputs)
+        for _ in range(runs):
+            run()
     finally:
         growth = sampler.stop()
     return max(0, growth)
+
+
+def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` forward passes after ``warmup`` untimed ones."""
+    with torch.inference_mode():
+        return time_calls(lambda: model(**inputs), warmup, repeats)
+
+
+def inference_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 3) -> int:
+    """Peak growth of resident memory over a few forward passes, after warm-up."""
+    with torch.inference_mode():
+        return memory_growth(lambda: model(**inputs), runs)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -36,6 +36,7 @@ BUILTIN = "built-in"
 BUILTIN_PLUGINS = (
     "autocompress.plugins.architectures",
     "autocompress.plugins.cpu_target",
+    "autocompress.plugins.onnx_target",
     "autocompress.plugins.demo_task",
     "autocompress.plugins.local_task",
     "autocompress.plugins.ffn_pruning",

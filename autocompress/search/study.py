@@ -178,6 +178,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         raise InputError(f"unknown task '{settings.task}' (valid: {', '.join(host.tasks.names())})")
     if settings.target not in host.targets:
         raise InputError(f"unknown target '{settings.target}' (valid: {', '.join(host.targets.names())})")
+    unavailable = host.targets[settings.target].unavailable_reason()
+    if unavailable:
+        raise InputError(f"target '{settings.target}' cannot be used here: {unavailable}")
     techniques = resolve_techniques(host, settings.techniques)
     spaces = {cls.name: cls.search_space() for cls in techniques}
     if settings.search_space_file is not None:

@@ -1,0 +1,187 @@
+"""Export a sequence classifier to ONNX, run it under ONNX Runtime, and check it against PyTorch.
+
+The export uses ``torch.onnx.export(..., dynamo=True)``: the ``torch.export``-based exporter,
+the default since torch 2.9 (the TorchScript one, ``dynamo=False``, is deprecated). It needs the
+``onnx`` and ``onnxscript`` packages; running the result needs ``onnxruntime``. All three are
+the ``onnx`` extra: ``pip install "autocompress[onnx]"``.
+
+The graph takes ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when the model's
+``forward`` accepts them), int64, shape (batch, sequence), both axes dynamic, and returns
+``logits`` (batch, labels).
+
+What cannot be exported, and says so with an ``ExportError`` rather than a traceback:
+int8 dynamic-quantized linears from ``torch.ao`` (the exporter has no translation for their
+packed weights; ONNX Runtime's own quantization would be the route), and bf16/fp16 weights
+(ONNX Runtime's CPU provider has no kernels for them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.errors import ExportError
+
+#: What ``pip install "autocompress[onnx]"`` installs, by import name -> distribution name.
+ONNX_PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"}
+INSTALL_HINT = 'pip install "autocompress[onnx]"'
+OUTPUT = "logits"
+#: Largest |ONNX Runtime - PyTorch| logit difference accepted by ``check_onnx`` (float32 kernels
+#: differ in summation order; real errors are orders of magnitude larger).
+TOLERANCE = 1e-4
+CHECK_TEXTS = ("the film was good", "a dull boring plot and a weak cast", "it was fine", "great music")
+
+
+def missing_packages(modules: Sequence[str] = tuple(ONNX_PACKAGES)) -> list[str]:
+    """Distributions among ``modules`` (import names) that are not installed."""
+    return [ONNX_PACKAGES.get(m, m) for m in modules if importlib.util.find_spec(m) is None]
+
+
+def require(*modules: str) -> None:
+    """Raise ExportError naming what to install when any of ``modules`` is missing."""
+    missing = missing_packages(modules)
+    if missing:
+        raise ExportError(f"ONNX support needs {', '.join(missing)}, which is not installed: run {INSTALL_HINT} "
+                          f"(or pip install {' '.join(missing)})")
+
+
+def input_names(model: nn.Module) -> list[str]:
+    """The graph inputs for ``model``: token_type_ids only when its forward takes them."""
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+    return names
+
+
+def unexportable_reason(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be exported to ONNX and run by ONNX Runtime on a CPU, or None."""
+    for path, module in model.named_modules():
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
+            return (f"module '{path}' is a torch.ao int8 dynamic-quantized {type(module).__name__}, which "
+                    "torch.onnx.export cannot translate; measure int8 candidates on the 'cpu' target, or search "
+                    "without the quantization technique's int8 setting on this target")
+    for name, tensor in model.state_dict().items():
+        if isinstance(tensor, torch.Tensor) and tensor.dtype in (torch.bfloat16, torch.float16):
+            return (f"tensor '{name}' is {str(tensor.dtype).removeprefix('torch.')}; ONNX Runtime's CPU provider "
+                    "has no kernels for it; measure bf16/fp16 candidates on the 'cpu' target")
+    return None
+
+
+def example_inputs(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids (no special tokens), a full attention mask and zero token types."""
+    from autocompress.measure import dummy_inputs, vocab_size_of
+
+    inputs = dummy_inputs(batch_size, seq_len, vocab_size_of(model), seed=seed)
+    if "token_type_ids" in input_names(model):
+        inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    return inputs
+
+
+def export_onnx(model: nn.Module, path: Path, seq_len: int, opset: int | None = None) -> Path:
+    """Write ``model`` (a sequence classifier) to ``path`` as ONNX; returns ``path``.
+
+    ``seq_len`` is the length of the example used to trace; batch and sequence stay dynamic.
+    ``opset`` defaults to the exporter's recommended version. Raises ExportError naming the
+    package to install, the module that cannot be exported, or the exporter's own message.
+    """
+    require("onnx", "onnxscript")
+    reason = unexportable_reason(model)
+    if reason is not None:
+        raise ExportError(f"cannot export to ONNX: {reason}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    names = input_names(model)
+    # Size 1 (or 0) axes are specialised by torch.export, so trace with 2 x max(seq_len, 2).
+    inputs = example_inputs(model, 2, max(2, seq_len))
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            # The exporter warns about internals we do not control (pytree, axis renaming).
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, (), kwargs=inputs, input_names=names, output_names=[OUTPUT], opset_version=opset,
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in names}, dynamo=True,
+                external_data=False, verbose=False,
+            )
+            program.save(str(path))
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {first_line}") from exc
+    return path
+
+
+def onnx_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU inference session; ``threads`` fixes the intra-op thread count."""
+    require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def session_feed(session: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays ``session`` takes, as int64 numpy, from tensors/arrays keyed by input name.
+
+    Extra keys are ignored; a missing ``token_type_ids`` is filled with zeros.
+    """
+    feed = {}
+    for declared in session.get_inputs():
+        if declared.name in inputs:
+            value = inputs[declared.name]
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            feed[declared.name] = array.astype(np.int64, copy=False)
+        elif declared.name == "token_type_ids":
+            feed[declared.name] = np.zeros_like(np.asarray(inputs["input_ids"]), dtype=np.int64)
+        else:
+            raise ExportError(f"the ONNX graph needs input '{declared.name}', which was not given")
+    return feed
+
+
+def onnx_logits(path_or_session: Path | Any, inputs: Mapping[str, Any]) -> np.ndarray:
+    """Logits computed by ONNX Runtime for encoded ``inputs`` (tokenizer output, tensors or arrays)."""
+    session = onnx_session(path_or_session) if isinstance(path_or_session, (str, Path)) else path_or_session
+    return session.run([OUTPUT], session_feed(session, inputs))[0]
+
+
+def onnx_predictions(path_or_session: Path | Any, inputs: Mapping[str, Any]) -> np.ndarray:
+    """Predicted class ids (argmax of the logits) computed by ONNX Runtime."""
+    return onnx_logits(path_or_session, inputs).argmax(axis=-1)
+
+
+def compare_with_torch(model: nn.Module, path: Path, inputs: Mapping[str, torch.Tensor],
+                       tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Run both on ``inputs``; raise ExportError if any logit differs by more than ``tolerance``."""
+    feedable = {k: v for k, v in inputs.items() if k in input_names(model)}
+    with torch.inference_mode():
+        expected = model(**feedable).logits.float().numpy()
+    actual = onnx_logits(path, inputs)
+    difference = float(np.abs(actual - expected).max())
+    same = bool((actual.argmax(-1) == expected.argmax(-1)).all())
+    if difference > tolerance or not same:
+        raise ExportError(f"{path}: ONNX Runtime's logits differ from PyTorch's by up to {difference:.3g} "
+                          f"(tolerance {tolerance:g}; predictions {'agree' if same else 'differ'})")
+    return {"examples": int(expected.shape[0]), "max_abs_logit_difference": difference, "tolerance": tolerance,
+            "predictions_agree": same}
+
+
+def check_onnx(model: nn.Module, tokenizer: Any, path: Path, texts: Sequence[str] = CHECK_TEXTS,
+               tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Tokenise ``texts`` with ``tokenizer`` and check ONNX Runtime against PyTorch (see compare_with_torch)."""
+    encoded = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True)
+    return compare_with_torch(model, path, dict(encoded), tolerance)

@@ -1,0 +1,102 @@
+"""The ONNX Runtime target: the candidate exported to ONNX and run by ONNX Runtime on the local CPU.
+
+Latency is timed like the CPU target's (fixed intra-op thread count, warm-up, median and p90 of
+many runs of one batch); memory is the size of the exported model (its weights, as ONNX Runtime
+loads them) plus the peak growth of resident memory while running it. The target is always
+listed; when onnx, onnxscript or onnxruntime is missing, choosing it fails before the search
+starts with the command that installs them.
+
+A candidate this target cannot run (int8 dynamic-quantized ``torch.ao`` linears, bf16 weights;
+see ``autocompress.onnx_export``) fails its trial with that reason; the search goes on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import weakref
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autocompress import hookimpl
+from autocompress.measure import (
+    MB,
+    Measurement,
+    MeasureSettings,
+    Target,
+    memory_growth,
+    parameter_count,
+    percentile,
+    time_calls,
+)
+from autocompress.onnx_export import (
+    INSTALL_HINT,
+    example_inputs,
+    export_onnx,
+    missing_packages,
+    onnx_session,
+    session_feed,
+)
+
+
+def _structure_version(model: nn.Module) -> tuple:
+    """Changes whenever a tensor of the model is replaced, reshaped or modified in place."""
+    return tuple((name, tuple(t.shape), t.dtype, t.data_ptr(), t._version)
+                 for name, t in model.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor))
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    description = "the candidate exported to ONNX, run by ONNX Runtime on the local CPU (extra: onnx)"
+
+    def __init__(self) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="autocompress-onnx-")
+        # The teacher is measured beside every candidate: export it (and any unchanged model) once.
+        self._exports: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Path]] = weakref.WeakKeyDictionary()
+        self._count = 0
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        missing = missing_packages()
+        if missing:
+            return f"it needs {', '.join(missing)}: run {INSTALL_HINT} (or pip install {' '.join(missing)})"
+        return None
+
+    def exported(self, model: nn.Module, seq_len: int) -> Path:
+        """The model's ONNX file, exported now unless this same, unchanged model was exported before."""
+        version = _structure_version(model)
+        cached = self._exports.get(model)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        self._count += 1
+        path = export_onnx(model, Path(self._directory.name) / f"model-{self._count}.onnx", seq_len)
+        self._exports[model] = (version, path)
+        return path
+
+    def measure(self, model: nn.Module, settings: MeasureSettings) -> Measurement:
+        model.eval()
+        path = self.exported(model, settings.seq_len)
+        session = onnx_session(path, threads=settings.threads)
+        feed = session_feed(session, example_inputs(model, settings.batch_size, settings.seq_len))
+
+        def run() -> object:
+            return session.run(None, feed)
+
+        timings = time_calls(run, settings.warmup, settings.repeats)
+        activation = memory_growth(run)
+        weights = path.stat().st_size
+        return Measurement(
+            latency_ms=statistics.median(timings),
+            latency_p90_ms=percentile(timings, 0.9),
+            memory_mb=(weights + activation) / MB,
+            model_mb=weights / MB,
+            activation_mb=activation / MB,
+            parameters=parameter_count(model),
+        )
+
+
+@hookimpl
+def autocompress_register_targets(register):
+    register.add(OnnxRuntimeTarget)

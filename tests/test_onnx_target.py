@@ -1,0 +1,142 @@
+"""ONNX export, ONNX Runtime's agreement with PyTorch, and the onnxruntime target."""
+
+import copy
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from autocompress.errors import ExportError, InputError
+from autocompress.measure import MeasureSettings, parameter_count
+from autocompress.onnx_export import (
+    check_onnx,
+    compare_with_torch,
+    export_onnx,
+    onnx_logits,
+    onnx_predictions,
+    onnx_session,
+)
+from autocompress.plugin_manager import build_host
+from autocompress.plugins.onnx_target import OnnxRuntimeTarget
+from autocompress.testing import synthetic_sentiment, tiny_model, tiny_tokenizer, write_tiny_checkpoint
+
+# onnx, onnxscript and onnxruntime come with the dev extra (README set-up), so nothing here skips.
+
+SETTINGS = MeasureSettings(batch_size=2, seq_len=16, threads=1, warmup=1, repeats=3)
+
+
+def _inputs(batch, length, seed=1, vocab=128):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[0, length // 2:] = 0  # padding in one row: the mask must reach the graph
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("family, names", [("bert", ["input_ids", "attention_mask", "token_type_ids"]),
+                                           ("distilbert", ["input_ids", "attention_mask"])])
+def test_export_has_dynamic_axes_and_matches_torch(family, names, tmp_path):
+    model = tiny_model(family)
+    path = export_onnx(model, tmp_path / "model.onnx", seq_len=12)
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == names
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    for batch, length in ((1, 5), (3, 40)):  # neither the traced batch (2) nor length (12)
+        inputs = _inputs(batch, length)
+        report = compare_with_torch(model, path, inputs)
+        assert report["predictions_agree"] and report["max_abs_logit_difference"] < 1e-4
+        with torch.inference_mode():
+            expected = model(**inputs).logits.numpy()
+        np.testing.assert_allclose(onnx_logits(session, inputs), expected, atol=1e-4)
+        assert onnx_predictions(path, inputs).tolist() == expected.argmax(-1).tolist()
+
+
+def test_check_onnx_with_a_tokenizer_and_a_wrong_model_is_caught(tmp_path):
+    model = tiny_model("bert")
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    path = export_onnx(model, tmp_path / "model.onnx", seq_len=8)
+    assert check_onnx(model, tokenizer, path)["examples"] == 4
+    other = tiny_model("bert", seed=1)  # different weights: the check must notice
+    with pytest.raises(ExportError, match="differ from PyTorch"):
+        check_onnx(other, tokenizer, path)
+
+
+def test_int8_dynamic_quantized_model_is_refused_with_the_reason(tmp_path):
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    model = quantize_int8_dynamic(tiny_model("bert"))
+    with pytest.raises(ExportError, match="int8 dynamic-quantized .*'cpu' target"):
+        export_onnx(model, tmp_path / "q.onnx", seq_len=8)
+    with pytest.raises(ExportError, match="bfloat16"):
+        export_onnx(tiny_model("bert").to(torch.bfloat16), tmp_path / "b.onnx", seq_len=8)
+
+
+def test_target_measures_and_exports_an_unchanged_model_once():
+    host = build_host(autoload=False)
+    assert host.targets["onnxruntime"] is OnnxRuntimeTarget
+    assert OnnxRuntimeTarget.unavailable_reason() is None
+    target = OnnxRuntimeTarget()
+    teacher = tiny_model("bert", ffn=512)
+    first = target.measure(teacher, SETTINGS)
+    again = target.measure(teacher, SETTINGS)
+    assert target._count == 1  # the teacher is measured beside every candidate; exported once
+    assert first.latency_ms > 0 and first.latency_p90_ms >= first.latency_ms
+    assert first.parameters == again.parameters == parameter_count(teacher)
+    assert first.memory_mb >= first.model_mb > parameter_count(teacher) * 4 / 2**20 * 0.95
+
+    from autocompress.arch import adapter_for
+    from autocompress.plugins.ffn_pruning import FfnPruning
+    from autocompress.technique import ApplyContext
+
+    pruned = copy.deepcopy(teacher)
+    context = ApplyContext(adapter=adapter_for(pruned, host.architectures), tokenizer=None)
+    pruned = FfnPruning().apply(pruned, FfnPruning.make_config({"keep_fraction": 0.25}), context)
+    smaller = target.measure(pruned, SETTINGS)
+    assert target._count == 2 and smaller.model_mb < first.model_mb
+
+
+def test_missing_onnxruntime_is_named_with_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, find_spec says missing
+    reason = OnnxRuntimeTarget.unavailable_reason()
+    assert reason is not None and "onnxruntime" in reason and 'pip install "autocompress[onnx]"' in reason
+    with pytest.raises(ExportError, match="needs onnxruntime"):
+        onnx_session(tmp_path / "model.onnx")
+
+    from autocompress.config import settings_from_options
+    from autocompress.search.study import run_search
+
+    settings = settings_from_options({"model": tmp_path / "none", "data": tmp_path / "none.csv",
+                                      "target": "onnxruntime", "out": tmp_path / "run"})
+    # Refused before the task is even validated (no model or data exists here).
+    with pytest.raises(InputError, match=r"target 'onnxruntime' cannot be used here: it needs onnxruntime"):
+        run_search(settings, build_host(autoload=False))
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(200, seed=5)
+    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    return root
+
+
+def test_search_on_the_onnxruntime_target_fails_int8_trials_and_goes_on(tiny_task, tmp_path):
+    from autocompress.cli import main
+
+    out = tmp_path / "run"
+    code = main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "reviews.csv"),
+                 "--text-column", "sentence", "--label-column", "polarity", "--trials", "6", "--out", str(out),
+                 "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3", "--seed", "2",
+                 "--sampler", "random", "--target", "onnxruntime", "--techniques", "quantization,ffn_pruning"])
+    assert code in (0, 5)
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 6
+    int8 = trials[trials["param.use.quantization"] & (trials["param.quantization.dtype"] == "int8")]
+    others = trials[~trials["param.use.quantization"]]
+    assert len(int8) >= 1 and (int8["state"] == "FAIL").all()
+    assert int8["reason"].str.contains("int8 dynamic-quantized").all()
+    assert len(others) >= 1 and (others["state"] == "COMPLETE").all()
+    assert (others["latency_ms"] > 0).all()
