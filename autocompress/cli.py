@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
 from pathlib import Path
 
-from autocompress.errors import AutocompressError
+from autocompress.errors import AutocompressError, InputError
 
 EXIT_OK = 0
 EXIT_NOTHING_FEASIBLE = 5
@@ -44,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="run (or resume) a search; no options = the default demo",
                                  epilog=EXIT_CODES)
     _add_search_options(search)
+    report = commands.add_parser("report", help="render report.html/report.md from a run's stored study",
+                                 description="Render the report of a finished, interrupted or multi-worker "
+                                 "search from its study (RUN_DIR, or --storage URL --study NAME).")
+    report.add_argument("run_dir", nargs="?", type=Path, help="run directory written by 'autocompress search'")
+    report.add_argument("--storage", help="Optuna storage URL (instead of RUN_DIR)")
+    report.add_argument("--study", help="study name in --storage")
+    report.add_argument("--out", type=Path, help="where to write the report (default: RUN_DIR, or runs/<study>)")
+    export = commands.add_parser("export", help="write one candidate as a shippable directory with a model card")
+    export.add_argument("run_dir", type=Path, help="run directory written by 'autocompress search'")
+    export.add_argument("--to", type=Path, required=True, help="new directory to write")
+    export.add_argument("--trial", type=int, help="trial number (default: the recommended model)")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx and check ONNX Runtime's predictions against PyTorch")
+    export.add_argument("--storage", help="Optuna storage URL when the study is not in RUN_DIR")
+    export.add_argument("--study", help="study name in --storage")
     plugins = commands.add_parser("plugins", help="list techniques, targets, tasks and where they came from")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--disable", default="", help="comma-separated plugin names to block")
@@ -54,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from autocompress.config import OPTIONS, merge_options, settings_from_options
 
     options = merge_options(args.config, {name: getattr(args, name) for name in OPTIONS})
-    settings = settings_from_options(options)
+    settings = dataclasses.replace(settings_from_options(options), command=tuple(args.argv))
     from autocompress.search.study import run_search
 
     stop = _stop_handler()
@@ -115,6 +131,47 @@ def summary(outcome) -> str:
     return "\n".join(lines)
 
 
+def _load_run(args: argparse.Namespace):
+    from autocompress.report import load_run, storage_of_run_dir
+
+    if args.storage or args.study:
+        if not (args.storage and args.study):
+            raise InputError("--storage and --study go together (the study's database URL and its name)")
+        return load_run(args.storage, args.study)
+    if args.run_dir is None:
+        raise InputError("give a run directory, or --storage URL --study NAME")
+    if not args.run_dir.is_dir():
+        raise InputError(f"{args.run_dir}: no such run directory")
+    return load_run(*storage_of_run_dir(args.run_dir))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autocompress.report import write_report
+    from autocompress.search import results
+
+    run = _load_run(args)
+    out = args.out or args.run_dir or Path("runs") / run.study.study_name
+    files = write_report(run, out)
+    for error in files.errors:
+        print(f"warning: {error}", file=sys.stderr)
+    results.write_tables(run.frame, run.document, out)
+    print(f"report: {files.html}\nmarkdown: {files.markdown}\nplots: {', '.join(str(p) for p in files.plots.values())}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autocompress.export import export
+
+    if not args.run_dir.is_dir():
+        raise InputError(f"{args.run_dir}: no such run directory")
+    written = export(args.run_dir, _load_run(args), args.to, args.trial, args.onnx)
+    print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md)")
+    if "onnx" in written:
+        check = written["onnx"]["check"]
+        print(f"onnx: {written['onnx']['path']}: {check}")
+    return EXIT_OK
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from autocompress import __version__
     from autocompress.hookspecs import PLUGIN_API_VERSION
@@ -148,8 +205,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    handlers = {"search": cmd_search, "plugins": cmd_plugins}
+    args.argv = argv
+    handlers = {"search": cmd_search, "report": cmd_report, "export": cmd_export, "plugins": cmd_plugins}
     try:
         return handlers[args.command](args)
     except AutocompressError as exc:

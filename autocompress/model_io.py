@@ -117,3 +117,23 @@ def apply_post_steps(model: nn.Module, tokenizer: Any, steps: list[dict[str, Any
         technique = host.techniques[step["technique"]]
         model = technique().apply(model, technique.make_config(step["config"]), context)
     return model.eval()
+
+
+def loads_with_plain_transformers(directory: str | Path) -> bool:
+    """True when ``AutoModelForSequenceClassification.from_pretrained(directory)`` gives the same model:
+    every saved tensor has the shape the config implies and no post-training step is recorded."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    directory = Path(directory)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    if manifest.get("post_steps"):
+        return False
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AutoModelForSequenceClassification.from_config(config)
+                    .state_dict().items()}
+    with safe_open(str(directory / WEIGHTS), framework="pt") as saved:
+        shapes = {k: tuple(saved.get_slice(k).get_shape()) for k in saved.keys()}  # noqa: SIM118
+    return all(expected.get(k) == shape for k, shape in shapes.items()) and all(
+        k in shapes or k.endswith("position_ids") for k in expected)

@@ -83,6 +83,8 @@ class SearchSettings:
     trial_timeout_s: float | None = None
     #: A trial whose process memory grows by more than this many MB is failed with that reason.
     trial_memory_mb: float | None = None
+    #: The command line that started the run, as recorded in run.json and the report.
+    command: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:

@@ -385,7 +385,7 @@ def write_run_json(out_dir: Path, settings: SearchSettings, task, baseline: Base
         "measure": asdict(settings.measure),
         "trials": settings.trials,
         "timeout_s": settings.timeout_s,
-        "command": [public_url(a) if "://" in a else a for a in sys.argv],
+        "command": ["autocompress", *(public_url(a) if "://" in a else a for a in settings.command or sys.argv[1:])],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(settings.measure.threads),
         "baseline": baseline.as_dict(),

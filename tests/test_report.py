@@ -1,0 +1,201 @@
+"""The report and the export, from a small real study (tiny model, real search, real measurements)."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from autocompress import hookimpl
+from autocompress.cli import main
+from autocompress.plugin_manager import build_host
+from autocompress.report import load_run, storage_of_run_dir, write_report
+from autocompress.report.facts import ReportSection, plain_plan
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A 7-trial search on a tiny task with 10% label noise, so accuracies are not all 1.0."""
+    root = tmp_path_factory.mktemp("report")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(400, seed=11)
+    labels = [("neg" if y == "pos" else "pos") if i % 10 == 3 else y for i, y in enumerate(labels)]
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    out = root / "run"
+    code = main(["search", "--model", str(root / "model"), "--data", str(root / "data.csv"), "--trials", "7",
+                 "--out", str(out), "--repeats", "5", "--warmup", "1", "--no-progress", "--seed", "2",
+                 "--max-accuracy-drop", "0.15", "--max-latency-ms", "50"])
+    assert code == 0
+    return out
+
+
+def _table_trials(html_text: str) -> list[int]:
+    table = html_text.split("<h2>Pareto-optimal candidates</h2>", 1)[1].split("</table>", 1)[0]
+    return [int(n) for n in re.findall(r"<tr class='(?:best)?'><td class=''>#(\d+)</td>", table)]
+
+
+def test_search_renders_a_self_contained_report_with_the_right_content(run_dir):
+    pareto = json.loads((run_dir / "pareto.json").read_text())
+    page = (run_dir / "report.html").read_text()
+    front = [row["trial"] for row in pareto["front"]]
+    assert front and pareto["recommended"] is not None
+
+    # Verdict names the recommended trial; the table lists exactly the Pareto trials, best highlighted.
+    verdict = page.split("id='verdict'>", 1)[1].split("</section>", 1)[0]
+    assert f"Ship trial #{pareto['recommended']}:" in verdict
+    assert "latency" in verdict and "≤ limit 50 ms" in verdict and "15 points" in verdict
+    assert sorted(_table_trials(page)) == sorted(front)
+    assert f"<tr class='best'><td class=''>#{pareto['recommended']}</td>" in page
+    # The limits, the teacher row and the by-hand baseline (int8 alone) are there.
+    assert "latency &lt;= 50 ms" in page and "accuracy drop &lt;= 15 points" in page
+    assert "none (the fine-tuned model)" in page and "int8 dynamic only" in page
+    # Plots are embedded as PNG data, and the page references nothing outside itself.
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) >= 3 and all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert not re.search(r"https?:|ftp:|url\(|@import|href=|<script|<link|<iframe", text), "reference outside the page"
+    assert re.findall(r"src=\"([^\"]*)\"", text) == [""] * len(images)  # every src is an embedded image
+    # Trial outcomes (built-in report-section plugin) and provenance.
+    assert "How the trials ended" in page and "<code>complete</code>" in page
+    for needle in ("CPU", "torch 2.", "optuna", "seed / sampler / pruner", "--max-latency-ms"):
+        assert needle in page
+
+    markdown = (run_dir / "report.md").read_text()
+    assert f"Ship trial #{pareto['recommended']}:" in markdown
+    for trial in front:
+        assert f"| #{trial} |" in markdown
+    for name in ("accuracy_vs_latency", "accuracy_vs_memory", "progress"):
+        png = run_dir / "plots" / f"{name}.png"
+        assert png.read_bytes().startswith(PNG_MAGIC)
+        assert f"plots/{name}.png" in markdown
+
+
+def test_report_command_renders_from_the_database_alone(run_dir, tmp_path):
+    out = tmp_path / "from-db"
+    storage, study = storage_of_run_dir(run_dir)
+    assert main(["report", "--storage", storage, "--study", study, "--out", str(out)]) == 0
+    again = json.loads((out / "pareto.json").read_text())
+    assert again == json.loads((run_dir / "pareto.json").read_text())
+    assert sorted(_table_trials((out / "report.html").read_text())) == sorted(r["trial"] for r in again["front"])
+    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), pd.read_csv(run_dir / "trials.csv"))
+
+
+def test_report_errors_name_what_is_wrong(run_dir, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    storage, _ = storage_of_run_dir(run_dir)
+    assert main(["report", "--storage", storage, "--study", "other"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'other'" in err and "studies there: local-search" in err
+    assert main(["report", "--storage", storage]) == 2
+    assert "--storage and --study go together" in capsys.readouterr().err
+
+
+class _SectionPlugin:
+    @hookimpl
+    def autocompress_report_sections(self, run):
+        trained = int((run.frame["ended"] == "complete").sum())
+        return [ReportSection("Team checklist", f"<p>{trained} trained candidates reviewed</p>",
+                              f"{trained} trained candidates reviewed", order=5)]
+
+
+class _BrokenSectionPlugin:
+    @hookimpl
+    def autocompress_report_sections(self, run):
+        raise RuntimeError("section exploded")
+
+
+def test_report_section_plugins_add_sections_and_a_broken_one_is_named(run_dir, tmp_path):
+    host = build_host(extra_plugins=[("checklist", _SectionPlugin()), ("broken-section", _BrokenSectionPlugin())])
+    run = load_run(*storage_of_run_dir(run_dir))
+    files = write_report(run, tmp_path, host)
+    page = files.html.read_text()
+    trained = int((run.frame["ended"] == "complete").sum())
+    assert f"<h2>Team checklist</h2><p>{trained} trained candidates reviewed</p>" in page
+    assert page.index("Team checklist") < page.index("How the trials ended")  # ordered by `order`
+    assert files.errors == ["report plugin 'broken-section' failed: RuntimeError('section exploded')"]
+    assert "broken-section" in page and "## Team checklist" in files.markdown.read_text()
+
+
+def test_plain_plan_lists_only_searched_values_rounded():
+    plan = "ffn_pruning(keep_fraction=0.30000000000000004, multiple_of=8) -> quantization(dtype=int8)"
+    params = {"ffn_pruning.keep_fraction": 0.30000000000000004, "quantization.dtype": "int8", "use.lora": False}
+    assert plain_plan(plan, params) == "ffn pruning (keep fraction 0.3), then quantization (dtype int8)"
+    assert plain_plan(plan) == "ffn pruning (keep fraction 0.3, multiple of 8), then quantization (dtype int8)"
+    assert plain_plan("") == "no compression"
+
+
+RELOAD = """
+import json, sys
+import autocompress
+from autocompress.data import load_task_data
+from autocompress.training import accuracy, encode
+model, tokenizer = autocompress.load_pretrained(sys.argv[1])
+data = load_task_data(sys.argv[2], "text", "label", seed=int(sys.argv[3]))
+print(json.dumps({"accuracy": accuracy(model, encode(tokenizer, data.test, 64))}))
+"""
+
+
+def test_exported_model_reloads_in_a_fresh_process_and_reproduces_the_reported_accuracy(run_dir, tmp_path):
+    out = tmp_path / "shipped"
+    assert main(["export", str(run_dir), "--to", str(out)]) == 0
+    pareto = json.loads((run_dir / "pareto.json").read_text())
+    trials = pd.read_csv(run_dir / "trials.csv").set_index("number")
+    reported = trials.loc[pareto["recommended"], "accuracy"]
+    data = run_dir.parent / "data.csv"
+    result = subprocess.run([sys.executable, "-c", RELOAD, str(out), str(data), "2"], capture_output=True,
+                            text=True, check=True)
+    fresh = json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
+    assert abs(fresh - reported) <= 0.005, (fresh, reported)
+    assert reported < 1.0  # the label noise makes this a real check, not 1.0 == 1.0
+
+    card = (out / "README.md").read_text()
+    assert f"trial #{pareto['recommended']}" in card
+    assert f"| test accuracy | {reported:.4f} |" in card
+    assert f"{trials.loc[pareto['recommended'], 'latency_ms']:.2f}" in card
+    assert "autocompress.load_pretrained" in card and "batch 1, sequence length 64" in card
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "autocompress.json"):
+        assert (out / name).is_file()
+
+
+def test_export_refuses_what_it_cannot_ship(run_dir, tmp_path, capsys):
+    trials = pd.read_csv(run_dir / "trials.csv")
+    front = {row["trial"] for row in json.loads((run_dir / "pareto.json").read_text())["front"]}
+    off_front = [n for n in trials["number"] if n not in front and not (run_dir / f"candidates/trial-{n:05d}").exists()]
+    if off_front:
+        assert main(["export", str(run_dir), "--trial", str(off_front[0]), "--to", str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err
+        assert f"--trial {off_front[0]}: no saved weights" in err and "exportable trials:" in err
+    assert main(["export", str(run_dir), "--trial", "999", "--to", str(tmp_path / "b")]) == 2
+    assert "no such trial" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert main(["export", str(run_dir), "--to", str(tmp_path / "full")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_model_card_says_truthfully_whether_plain_transformers_loads_it(tmp_path):
+    from torch import nn
+    from transformers import AutoModelForSequenceClassification
+
+    from autocompress.model_io import loads_with_plain_transformers, save_candidate
+    from autocompress.testing.tiny import tiny_model, tiny_tokenizer
+
+    model, tokenizer = tiny_model(), tiny_tokenizer(tmp_path / "tok")
+    plain = save_candidate(tmp_path / "plain", model, tokenizer, post_steps=[])
+    assert loads_with_plain_transformers(plain)
+    AutoModelForSequenceClassification.from_pretrained(plain)  # really loads
+    quantized = save_candidate(tmp_path / "q", model, tokenizer, post_steps=[
+        {"technique": "quantization", "version": "1", "config": {"dtype": "int8"}}])
+    assert not loads_with_plain_transformers(quantized)
+    layer = model.bert.encoder.layer[0].intermediate
+    layer.dense = nn.Linear(layer.dense.in_features, 8)  # a pruned FFN the config does not describe
+    model.bert.encoder.layer[0].output.dense = nn.Linear(8, layer.dense.in_features)
+    assert not loads_with_plain_transformers(save_candidate(tmp_path / "pruned", model, tokenizer, post_steps=[]))
