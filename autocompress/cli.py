@@ -168,7 +168,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md)")
     if "onnx" in written:
         check = written["onnx"]["check"]
-        print(f"onnx: {written['onnx']['path']}: {check}")
+        print(f"onnx: {written['onnx']['path']}: ONNX Runtime's predictions agree with PyTorch's on "
+              f"{check['examples']} texts (largest logit difference {check['max_abs_logit_difference']:.2g})")
     return EXIT_OK
 
 

@@ -53,7 +53,11 @@ def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx
     (staging / "README.md").write_text(card, encoding="utf-8")
     written: dict[str, Any] = {"trial": trial, "directory": str(to)}
     if onnx:
-        written["onnx"] = _export_onnx(staging, run)
+        try:
+            written["onnx"] = _export_onnx(staging, run)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
+            raise
     if to.exists():
         to.rmdir()
     staging.rename(to)

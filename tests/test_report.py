@@ -199,3 +199,19 @@ def test_model_card_says_truthfully_whether_plain_transformers_loads_it(tmp_path
     layer.dense = nn.Linear(layer.dense.in_features, 8)  # a pruned FFN the config does not describe
     model.bert.encoder.layer[0].output.dense = nn.Linear(8, layer.dense.in_features)
     assert not loads_with_plain_transformers(save_candidate(tmp_path / "pruned", model, tokenizer, post_steps=[]))
+
+
+def test_export_onnx_writes_a_model_onnx_runtime_agrees_with(tmp_path, capsys):
+    import onnxruntime  # noqa: F401  (the onnx extra is part of dev: this test runs wherever tests do)
+
+    write_tiny_checkpoint(tmp_path / "model")
+    texts, labels = synthetic_sentiment(200, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "data.csv", index=False)
+    run = tmp_path / "run"
+    assert main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.csv"), "--trials", "2",
+                 "--techniques", "ffn_pruning", "--out", str(run), "--repeats", "3", "--warmup", "1",
+                 "--no-progress", "--max-accuracy-drop", "0.3"]) == 0
+    assert main(["export", str(run), "--to", str(tmp_path / "shipped"), "--onnx"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "shipped" / "model.onnx").stat().st_size > 10_000
+    assert "ONNX Runtime's predictions agree with PyTorch's on 4 texts" in out
