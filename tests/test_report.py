@@ -215,3 +215,28 @@ def test_export_onnx_writes_a_model_onnx_runtime_agrees_with(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "shipped" / "model.onnx").stat().st_size > 10_000
     assert "ONNX Runtime's predictions agree with PyTorch's on 4 texts" in out
+
+
+def test_report_fits_a_laptop_screen_in_headless_chromium(run_dir, tmp_path):
+    import importlib.util
+    import os
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("chromium") is None:
+        if os.environ.get("AUTOCOMPRESS_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (AUTOCOMPRESS_REQUIRE_CHROMIUM) but not installed")
+        pytest.skip("Chromium not installed (apt-get install chromium); CI installs it")
+    script = Path(__file__).parent.parent / "scripts" / "report_screenshot.py"
+    spec = importlib.util.spec_from_file_location("report_screenshot", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    layout = module.check_layout(run_dir / "report.html", 1280, 800)
+    assert layout["window_width"] == 1280 and layout["page_width"] <= 1280, layout
+    assert layout["sticking_out"] == [] and layout["overlaps"] == [], layout
+    # The probe itself is live: a page that does overflow is caught.
+    wide = tmp_path / "wide.html"
+    wide.write_text((run_dir / "report.html").read_text().replace("<h1>", "<div style='width:2000px'>x</div><h1>"))
+    assert module.check_layout(wide)["page_width"] > 1280
+    png = module.screenshot(run_dir / "report.html", tmp_path / "shot.png", 1280, 800)
+    assert png.read_bytes().startswith(PNG_MAGIC)
