@@ -177,3 +177,34 @@ def slice_linear(
         if bias is not None:
             sliced.bias.copy_(bias)
     return sliced
+
+
+class FactorizedEmbedding(nn.Sequential):
+    """A token embedding stored as two factors: ``Embedding(V, r)`` then ``Linear(r, H, bias=False)``.
+
+    It answers ``num_embeddings``, ``embedding_dim`` and ``padding_idx`` like the ``nn.Embedding``
+    it replaces, so code reading them off ``get_input_embeddings()`` works unchanged. Its weights
+    are saved as ``path.0.weight`` and ``path.1.weight``; ``autocompress.model_io`` rebuilds it
+    from those shapes on reload, whichever plugin made it.
+    """
+
+    def __init__(self, embedding: nn.Embedding, projection: nn.Linear):
+        if projection.in_features != embedding.embedding_dim or projection.bias is not None:
+            raise ValueError("the projection must be Linear(embedding.embedding_dim, hidden, bias=False)")
+        super().__init__(embedding, projection)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self[0].num_embeddings
+
+    @property
+    def embedding_dim(self) -> int:
+        return self[1].out_features
+
+    @property
+    def padding_idx(self) -> int | None:
+        return self[0].padding_idx
+
+    @property
+    def rank(self) -> int:
+        return self[0].embedding_dim

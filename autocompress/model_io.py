@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress import __version__
-from autocompress.arch import set_module
+from autocompress.arch import FactorizedEmbedding, set_module
 from autocompress.errors import InputError
 
 MANIFEST = "autocompress.json"
@@ -62,20 +62,26 @@ def _linear_like(state: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
 
 
 def _rebuild_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every linear the shape its saved weights have.
+    """Give every linear and embedding the shape its saved weights have.
 
     A linear saved with a different shape (pruned heads or FFN neurons, per layer) is rebuilt at
-    that shape; one saved as ``path.0.weight`` + ``path.1.weight`` (a low-rank factorisation) is
-    rebuilt as ``nn.Sequential`` of the two thin linears.
+    that shape. A module saved as two factors, ``path.0.weight`` + ``path.1.weight``, is rebuilt
+    from them: a linear as ``nn.Sequential`` of the two thin linears (low-rank factorisation), an
+    embedding as ``FactorizedEmbedding(Embedding(V, r), Linear(r, H))``.
     """
     for path, module in list(model.named_modules()):
-        if not isinstance(module, nn.Linear):
-            continue
-        if f"{path}.weight" in state:
-            if state[f"{path}.weight"].shape != module.weight.shape:
+        factors = f"{path}.weight" not in state and f"{path}.0.weight" in state and f"{path}.1.weight" in state
+        if isinstance(module, nn.Linear):
+            if factors:
+                set_module(model, path, nn.Sequential(_linear_like(state, f"{path}.0"),
+                                                      _linear_like(state, f"{path}.1")))
+            elif f"{path}.weight" in state and state[f"{path}.weight"].shape != module.weight.shape:
                 set_module(model, path, _linear_like(state, path))
-        elif f"{path}.0.weight" in state and f"{path}.1.weight" in state:
-            set_module(model, path, nn.Sequential(_linear_like(state, f"{path}.0"), _linear_like(state, f"{path}.1")))
+        elif isinstance(module, nn.Embedding) and factors:
+            vocabulary, rank = state[f"{path}.0.weight"].shape
+            embedding = nn.Embedding(vocabulary, rank, padding_idx=module.padding_idx,
+                                     dtype=state[f"{path}.0.weight"].dtype)
+            set_module(model, path, FactorizedEmbedding(embedding, _linear_like(state, f"{path}.1")))
 
 
 def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module, Any]:

@@ -43,8 +43,11 @@ class TechniqueContract:
 
     # -- helpers -----------------------------------------------------------------------------
     def host(self):
-        extra = [(self.technique.name + "-under-test", self.plugin)] if self.plugin is not None else []
-        return build_host(extra_plugins=extra)
+        if self.plugin is None:
+            return build_host()
+        # The plugin under test alone with the built-ins, even when it is also installed (its entry
+        # point would register the same technique a second time).
+        return build_host(autoload=False, extra_plugins=[(self.technique.name + "-under-test", self.plugin)])
 
     def context(self, model, tmp_path: Path) -> ApplyContext:
         texts, labels = synthetic_sentiment(48)

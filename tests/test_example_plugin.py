@@ -1,0 +1,92 @@
+"""The example third-party plugin, installed from examples/autocompress-example-plugin, used for real.
+
+CI installs it (``.ci/run``) and sets AUTOCOMPRESS_REQUIRE_EXAMPLE_PLUGIN=1, so there these tests
+cannot skip; elsewhere they skip only when the plugin is not installed.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pandas as pd
+import pytest
+
+from autocompress.cli import main
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+DISTRIBUTION = "autocompress-example-plugin"
+TECHNIQUE = "embedding_factorization"
+
+if importlib.util.find_spec("autocompress_example_plugin") is None:
+    if os.environ.get("AUTOCOMPRESS_REQUIRE_EXAMPLE_PLUGIN"):
+        raise RuntimeError("AUTOCOMPRESS_REQUIRE_EXAMPLE_PLUGIN is set but the example plugin is not installed: "
+                           "pip install ./examples/autocompress-example-plugin")
+    pytest.skip("example plugin not installed (pip install ./examples/autocompress-example-plugin)",
+                allow_module_level=True)
+
+
+@pytest.fixture
+def autoload(monkeypatch):
+    """Entry points on, as for a user (the suite's conftest turns them off)."""
+    monkeypatch.delenv("AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+def test_plugins_lists_the_example_technique_with_its_distribution():
+    env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD"}
+    result = subprocess.run([sys.executable, "-m", "autocompress.cli", "plugins", "--json"],
+                            capture_output=True, text=True, env=env, check=True)
+    listing = json.loads(result.stdout)
+    [row] = [r for r in listing["registered"] if r["name"] == TECHNIQUE]
+    assert row["kind"] == "technique" and row["plugin"] == TECHNIQUE
+    assert row["distribution"] == f"{DISTRIBUTION} {version(DISTRIBUTION)}"
+    [plugin] = [p for p in listing["plugins"] if p["plugin"] == TECHNIQUE]
+    assert plugin["api"] == ">=1.0,<2" and plugin["error"] is None
+    assert not listing["broken"]
+    text = subprocess.run([sys.executable, "-m", "autocompress.cli", "plugins"], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    assert any(TECHNIQUE in line and DISTRIBUTION in line for line in text.splitlines())
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(300, seed=5)
+    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    return root
+
+
+def test_a_short_search_uses_the_example_technique(tiny_task, tmp_path, autoload):
+    out = tmp_path / "run"
+    code = main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "reviews.csv"),
+                 "--text-column", "sentence", "--label-column", "polarity", "--trials", "5", "--out", str(out),
+                 "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3", "--seed", "4",
+                 "--sampler", "random", "--techniques", f"{TECHNIQUE},ffn_pruning"])
+    assert code == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert f"param.use.{TECHNIQUE}" in trials.columns and f"param.{TECHNIQUE}.rank_ratio" in trials.columns
+    used = trials[trials[f"param.use.{TECHNIQUE}"]]
+    assert len(used) >= 1 and (used["state"] == "COMPLETE").all()
+    assert used[f"param.{TECHNIQUE}.rank_ratio"].between(0.1, 0.6).all()
+    assert used["plan"].str.contains(TECHNIQUE).all()
+    # The tiny model has V = 128, H = 64: every sampled rank (<= 40) removes embedding weights.
+    plain = trials[~trials[f"param.use.{TECHNIQUE}"] & ~trials["param.use.ffn_pruning"]]
+    if len(plain):
+        assert used["parameters"].max() < plain["parameters"].min()
+
+    # Saved candidates (the Pareto front's) that used it reload, in a fresh process, with their
+    # factorised embeddings and the same predictions each time.
+    script = ("import sys, json, autocompress\n"
+              "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+              "assert type(model.get_input_embeddings()).__name__ == 'FactorizedEmbedding'\n"
+              "batch = tok(['the film was good', 'a dull boring plot'], return_tensors='pt', padding=True)\n"
+              "print(json.dumps(model(**batch).logits.tolist()))\n")
+    for trial in used["number"]:
+        candidate = out / "candidates" / f"trial-{int(trial):05d}"
+        if candidate.is_dir():
+            runs = [subprocess.run([sys.executable, "-c", script, str(candidate)], capture_output=True, text=True,
+                                   check=True).stdout for _ in range(2)]
+            assert runs[0] == runs[1]
