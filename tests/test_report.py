@@ -240,3 +240,27 @@ def test_report_fits_a_laptop_screen_in_headless_chromium(run_dir, tmp_path):
     assert module.check_layout(wide)["page_width"] > 1280
     png = module.screenshot(run_dir / "report.html", tmp_path / "shot.png", 1280, 800)
     assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_study_opens_unchanged_in_optuna_dashboard(run_dir):
+    import io
+
+    from optuna_dashboard import wsgi
+
+    storage, study = storage_of_run_dir(run_dir)
+    app = wsgi(storage)
+
+    def get(path):
+        status = []
+        body = app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "after=0", "wsgi.input": io.BytesIO(),
+                    "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"},
+                   lambda s, headers, exc_info=None: status.append(s))
+        assert status[0].startswith("200"), status
+        return json.loads(b"".join(body))
+
+    summaries = get("/api/studies")["study_summaries"]
+    summary = next(s for s in summaries if s["study_name"] == study)
+    detail = get(f"/api/studies/{summary['study_id']}")
+    assert detail["objective_names"] == ["accuracy", "latency_ms", "memory_mb"]
+    assert len(detail["trials"]) == len(pd.read_csv(run_dir / "trials.csv"))
+    assert {"plan", "ended", "latency_ms"} <= {a["key"] for a in detail["trials"][0]["user_attrs"]}
