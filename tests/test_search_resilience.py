@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
+from autocompress.search.study import COUNTED
 from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
 
 
@@ -109,11 +110,84 @@ def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_s
                 break
         except Exception:
             continue
+    signalled = time.time()
     os.kill(worker.pid, stop_signal)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 130, stderr
-    trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) >= 2 and (out / "pareto.json").is_file()
+    assert f"interrupted; results so far are in {out}" in stderr
     study = optuna.load_study(study_name="local-search", storage=storage)
-    assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
-    assert trials["ended"].iloc[-1] == "interrupted"
+    states = [t.state for t in study.get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states and len(states) >= 3
+    *finished, in_flight = study.get_trials()
+    assert in_flight.state == optuna.trial.TrialState.FAIL
+    assert in_flight.user_attrs["ended"] == "interrupted"
+    assert in_flight.user_attrs["reason"] == "interrupted by the user"
+    assert all(t.user_attrs["ended"] in COUNTED for t in finished)
+    # The results of what finished were written after the signal, the report included.
+    for name in ("trials.csv", "pareto.json", "report.html"):
+        assert (out / name).stat().st_mtime >= signalled - 1, name
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == len(states) and trials["ended"].iloc[-1] == "interrupted"
+    assert set(trials["number"]) == {t.number for t in study.get_trials()}
+    assert json.loads((out / "pareto.json").read_text())["baseline"]["accuracy"] > 0
+
+
+# Runs the real command with two signals placed deterministically: SIGTERM in the middle of trial 2,
+# then SIGINT either while that trial is being recorded as interrupted or while the results are
+# being written. The second must end the process at once (before the patched step runs).
+DOUBLE_SIGNAL_SCRIPT = """
+import os, signal, sys
+import optuna
+from autocompress import cli
+from autocompress.search import objective, results
+
+run_trial, set_user_attr, write_tables = objective.Objective._run, optuna.Trial.set_user_attr, results.write_tables
+
+def first_signal(self, trial, plan):
+    if trial.number == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return run_trial(self, trial, plan)
+
+def second_while_recording(self, key, value):
+    if value == "interrupted":
+        os.kill(os.getpid(), signal.SIGINT)
+    return set_user_attr(self, key, value)
+
+def second_while_writing(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return write_tables(*args, **kwargs)
+
+objective.Objective._run = first_signal
+if os.environ["SECOND_SIGNAL"] == "recording":
+    optuna.Trial.set_user_attr = second_while_recording
+else:
+    results.write_tables = second_while_writing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("second_signal", ["recording", "writing"])
+def test_a_second_signal_exits_at_once_and_the_study_resumes(tiny_task, tmp_path, second_signal):
+    out = tmp_path / "run"
+    command = _command(tiny_task, out, 5, "--repeats", "3")
+    worker = subprocess.run([sys.executable, "-c", DOUBLE_SIGNAL_SCRIPT, *command], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "SECOND_SIGNAL": second_signal})
+    assert worker.returncode == 130, worker.stderr
+    assert "stopped at once; the study is intact" in worker.stderr
+    assert not (out / "trials.csv").exists()  # it stopped before writing any result file
+    storage = f"sqlite:///{out / 'study.db'}"
+    trials = optuna.load_study(study_name="local-search", storage=storage).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.user_attrs["ended"] in COUNTED for t in trials[:2])
+    if second_signal == "recording":  # stopped before the interrupted trial was recorded: left RUNNING
+        assert trials[2].state == optuna.trial.TrialState.RUNNING and "ended" not in trials[2].user_attrs
+    else:
+        assert trials[2].state == optuna.trial.TrialState.FAIL and trials[2].user_attrs["ended"] == "interrupted"
+
+    assert main(command) == 0  # the same command resumes the same study
+    study = optuna.load_study(study_name="local-search", storage=storage)
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.get_trials()]
+    assert study.get_trials()[2].user_attrs["ended"] == "interrupted"
+    assert {n: study.get_trials()[n].values for n in (0, 1)} == {t.number: t.values for t in trials[:2]}
+    table = pd.read_csv(out / "trials.csv")
+    assert (table["ended"] != "interrupted").sum() == 5 and (out / "pareto.json").is_file()
