@@ -146,3 +146,22 @@ def test_the_real_archive_gives_the_documented_counts_and_splits(tmp_path, monke
     assert data.label_names == ["negative", "positive"]
     assert (tmp_path / demo_data.VADER_SDIST).is_file()
     assert demo_data.load_movie_reviews(tmp_path) == (texts, labels)  # served from the parsed cache
+
+
+@pytest.mark.parametrize("evil_level", ["outer", "inner"])
+def test_a_link_in_the_archive_chain_cannot_reach_outside_the_cache(tmp_path, monkeypatch, evil_level):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # The member the loader extracts is a symlink pointing out of the cache, in the sdist or in the archive inside.
+    if evil_level == "outer":
+        sdist = _tar_with(tmp_path / "sdist.tar.gz", [_link(demo_data.INNER_ARCHIVE, tarfile.SYMTYPE,
+                                                             str(outside / "inner.tar.gz"))])
+    else:
+        inner = _tar_with(tmp_path / "inner.tar.gz", [_link(demo_data.REVIEWS_FILE, tarfile.SYMTYPE, "/etc/passwd")])
+        sdist = _tar_with(tmp_path / "sdist.tar.gz", [_file(demo_data.INNER_ARCHIVE, inner.read_bytes())])
+    monkeypatch.setattr(demo_data, "fetch_vader_sdist", lambda cache_dir: sdist)
+    cache = tmp_path / "cache"
+    with pytest.raises(demo_data.UnsafeArchiveMember, match="not a regular file"):
+        demo_data.load_movie_reviews(cache)
+    assert not list(outside.iterdir())
+    assert all(not p.is_symlink() for p in cache.rglob("*"))
