@@ -36,7 +36,7 @@ def _search(task, tmp_path, *extra):
         (["--trials", "0"], "--trials must be a whole number >= 1"),
         (["--techniques", "pruning"], "unknown technique(s) pruning (valid: distillation, ffn_pruning"),
         (["--sampler", "grid"], "--sampler must be one of tpe, nsga2, random"),
-        (["--target", "tpu"], "unknown target 'tpu' (valid: cpu)"),
+        (["--target", "tpu"], "unknown target 'tpu' (valid: cpu, onnxruntime)"),
         (["--storage", "not-a-url"], "is not a database URL"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
     ],
