@@ -320,9 +320,9 @@ def _markdown_table(fixtures: Path) -> str:
     for case in CASES:
         with tempfile.TemporaryDirectory() as scratch:
             outcome = run_case(case, fixtures, Path(scratch))
-            lines = outcome.message.splitlines()
-            start = next((i for i, line in enumerate(lines) if "error:" in line), 0)
-            message = " ".join(" ".join(lines[start:]).split())
+            printed = outcome.message.splitlines()  # argparse prints its usage first, then the error
+            start = next((i for i, line in enumerate(printed) if "error:" in line), 0)
+            message = " ".join(" ".join(printed[start:]).split())
             message = message.replace(scratch, "<tmp>").replace(str(fixtures), "<fixtures>")
         lines.append(f"| {case.input} | `{message.replace('|', '/')}` | {outcome.code} |")
     return "\n".join(lines)
