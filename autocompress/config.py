@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "max_accuracy_drop": (float, "limit: accuracy drop vs the teacher as a fraction (default 0.01 = 1 point)"),
     "trials": (int, "trial budget of the study (default: 20); re-running continues up to it"),
     "timeout": (float, "wall-time budget in seconds for this run"),
+    "budget": (str, "trials and/or wall time in one option: 40, 90m, 2h, or 40,2h (instead of --trials/--timeout)"),
     "seed": (int, "random seed for splits, sampler and training (default: 0)"),
     "sampler": (str, "tpe (default, multi-objective, constraint-aware), nsga2 or random"),
     "pruner": (str, "stop weak recovery trials early: median (default), successive-halving, hyperband or none"),
@@ -126,6 +128,35 @@ def merge_options(config_file: Path | None, cli: Mapping[str, Any]) -> dict[str,
     return options
 
 
+UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+#: With --budget giving only wall time, the trial count is no limit.
+UNLIMITED_TRIALS = 1_000_000
+
+
+def parse_budget(text: str) -> tuple[int, float | None]:
+    """'40' -> (40 trials, no time limit); '2h' -> (unlimited, 7200 s); '40,2h' -> both."""
+    trials, timeout = None, None
+    for part in (p.strip().lower() for p in str(text).split(",") if p.strip()):
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", part)
+        number, unit = match.groups() if match else (None, None)
+        if number is None or (unit and unit not in UNITS) or (not unit and "." in number):
+            raise InputError(f"--budget: {part!r} is neither a trial count (40) nor a duration (90s, 30m, 2h); "
+                             "e.g. --budget 40,2h")
+        if unit:
+            if timeout is not None:
+                raise InputError(f"--budget {text!r}: two durations")
+            timeout = float(number) * UNITS[unit]
+        else:
+            if trials is not None:
+                raise InputError(f"--budget {text!r}: two trial counts")
+            trials = int(number)
+        if (timeout is not None and timeout <= 0) or (trials is not None and trials < 1):
+            raise InputError(f"--budget {text!r}: must be positive")
+    if trials is None and timeout is None:
+        raise InputError("--budget is empty; e.g. --budget 40, --budget 2h or --budget 40,2h")
+    return (trials if trials is not None else UNLIMITED_TRIALS), timeout
+
+
 def settings_from_options(options: Mapping[str, Any]):
     """Build validated SearchSettings (imports stay light: no torch here)."""
     from autocompress.measure import MeasureSettings
@@ -156,9 +187,14 @@ def settings_from_options(options: Mapping[str, Any]):
         max_accuracy_drop=o.get("max_accuracy_drop", 0.01),
     )
     techniques = o.get("techniques")
+    if o.get("budget") is not None:
+        if o.get("trials") is not None or o.get("timeout") is not None:
+            raise InputError("--budget replaces --trials and --timeout: give one or the other")
+        o["trials"], o["timeout"] = parse_budget(o["budget"])
     return SearchSettings(
         task=task, task_options=TaskOptions(**task_fields), target=o.get("target", "cpu"), measure=measure,
-        limits=limits, trials=o.get("trials", 20), timeout_s=o.get("timeout"), seed=o.get("seed", 0),
+        limits=limits, trials=20 if o.get("trials") is None else o["trials"], timeout_s=o.get("timeout"),
+        seed=o.get("seed", 0),
         sampler=o.get("sampler", "tpe"), pruner=o.get("pruner", "median"), prefer=o.get("prefer", "latency"),
         techniques=tuple(techniques) if techniques else None, search_space_file=o.get("search_space"),
         out=o.get("out"), storage=o.get("storage"), study=o.get("study"),
