@@ -10,6 +10,7 @@ registered class is recorded with the plugin (and distribution) that provided it
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -24,7 +25,7 @@ hookspec = pluggy.HookspecMarker("autocompress")
 #: Version of the plugin API described in this module and in docs/plugins.md, ``MAJOR.MINOR``.
 #: A minor bump adds hooks, optional hook arguments or contract attributes (old plugins keep
 #: working); a major bump removes or changes something, and only what was deprecated before.
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"
 
 #: Module (or plugin object) attribute in which a plugin declares the API versions it supports,
 #: as a PEP 440 specifier, e.g. ``AUTOCOMPRESS_PLUGIN_API = ">=1.0,<2"``. A plugin whose range
@@ -80,12 +81,13 @@ def autocompress_register_architectures(register: Register) -> None:
 
 
 @hookspec
-def autocompress_trial_finished(trial_number: int, outcome: dict[str, Any]) -> None:
+def autocompress_trial_finished(trial_number: int, outcome: dict[str, Any], run_dir: Path) -> None:
     """Observe a finished trial (complete, infeasible, pruned or failed).
 
     ``outcome`` is the row written to trials.csv: ``state``, ``params``, ``accuracy``,
-    ``latency_ms``, ``memory_mb``, ``feasible``, ``reason``. Return value is ignored; an
-    observer that raises is reported and does not stop the search.
+    ``latency_ms``, ``memory_mb``, ``feasible``, ``reason``. ``run_dir`` is the worker's run
+    directory (added in API 1.1; implementations may leave it out of their signature). Return
+    value is ignored; an observer that raises is reported and does not stop the search.
     """
 
 

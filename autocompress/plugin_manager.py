@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +49,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
     "autocompress.plugins.report_outcomes",
+    "autocompress.plugins.trial_log",
 )
 
 
@@ -83,12 +85,12 @@ class Host:
     def broken(self) -> list[PluginInfo]:
         return [p for p in self.plugins if p.error]
 
-    def trial_finished(self, trial_number: int, outcome: dict[str, Any]) -> list[str]:
+    def trial_finished(self, trial_number: int, outcome: dict[str, Any], run_dir: Path | None = None) -> list[str]:
         """Tell every observer; an observer that raises is reported, never fatal. Returns the errors."""
         errors = []
         for impl in self.pm.hook.autocompress_trial_finished.get_hookimpls():
             try:
-                impl.function(**_kwargs(impl, trial_number=trial_number, outcome=outcome))
+                impl.function(**_kwargs(impl, trial_number=trial_number, outcome=outcome, run_dir=run_dir))
             except Exception as exc:
                 errors.append(f"observer plugin '{impl.plugin_name}' failed: {exc!r}")
         return errors

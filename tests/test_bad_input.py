@@ -332,3 +332,12 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as root:
         print(_markdown_table(build_fixtures(Path(root))))
     sys.exit(0)
+
+
+def test_a_storage_password_never_reaches_the_message_and_no_run_directory_is_left(fixtures, tmp_path):
+    url = "postgresql://autocompress:s3cret-pw@127.0.0.1:9/none"
+    case = Case("password", lambda fx, s: ["--storage", url], ())
+    outcome = run_case(case, fixtures, tmp_path)
+    assert outcome.code == 2 and "Connection refused" in outcome.message
+    assert "s3cret-pw" not in outcome.message and "autocompress:***@127.0.0.1:9" in outcome.message
+    assert not (tmp_path / "run").exists()

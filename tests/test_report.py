@@ -264,3 +264,11 @@ def test_the_study_opens_unchanged_in_optuna_dashboard(run_dir):
     assert detail["objective_names"] == ["accuracy", "latency_ms", "memory_mb"]
     assert len(detail["trials"]) == len(pd.read_csv(run_dir / "trials.csv"))
     assert {"plan", "ended", "latency_ms"} <= {a["key"] for a in detail["trials"][0]["user_attrs"]}
+
+
+def test_the_built_in_trial_log_observer_appends_every_trial(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert [line["trial"] for line in lines] == list(trials["number"])
+    assert [line["ended"] for line in lines] == list(trials["ended"])
+    assert all("finished" in line and "plan" in line for line in lines)

@@ -89,7 +89,9 @@ def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
             )
     except Exception as exc:  # sqlalchemy and driver errors: bad URL, server down, missing driver
         detail = " ".join(str(exc).split("\n(Background on this error")[0].split())
-        raise InputError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {detail}); expected a reachable "
+        detail = detail.replace(url, public_url(url))
+        raise InputError(f"--storage {public_url(url)!r}: cannot open ({type(exc).__name__}: {detail}); "
+                         "expected a reachable "
                          "database URL such as sqlite:///runs/study.db or postgresql://user:password@host/db"
                          ) from None
 
@@ -192,9 +194,12 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
     out_dir = settings.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(out_dir, settings.study_name, None)
-    storage = make_storage(settings.storage_url, settings.heartbeat_s)
+    if not settings.owns_storage:  # a bad database URL leaves no empty run directory behind
+        storage = make_storage(settings.storage_url, settings.heartbeat_s)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.owns_storage:
+        storage = make_storage(settings.storage_url, settings.heartbeat_s)
 
     with RunLock(out_dir):
         study = optuna.create_study(
@@ -283,7 +288,7 @@ def _optimize(study, env, settings, host, remaining) -> bool:
         if counted_trials(study) >= settings.trials:  # other workers may have filled the budget
             study.stop()
         row = results.trial_row(trial)
-        for error in host.trial_finished(trial.number, row):
+        for error in host.trial_finished(trial.number, row, settings.out_dir):
             tqdm.write(error)
         if row["feasible"] and (not best or row["latency_ms"] < best["latency_ms"]):
             best.update(row)
