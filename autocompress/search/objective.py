@@ -135,16 +135,21 @@ class TrialEnvironment:
     trial_memory_mb: float | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
 
-    def context(self, model: nn.Module, trial: optuna.Trial | None = None) -> ApplyContext:
+    def context(self, model: nn.Module, trial: optuna.Trial | None = None,
+                bookkeeping: Stopwatch | None = None) -> ApplyContext:
+        bookkeeping = bookkeeping or Stopwatch()
+
         def report(step: int, value: float) -> None:
             # The curve is kept with the trial; the pruner decides on it (see search/fidelity.py).
             if trial is None:
                 return
-            curve = dict(trial.user_attrs.get("intermediate", {}))
-            curve[str(step)] = value
-            trial.set_user_attr("intermediate", curve)
-            if self.pruner is not None and should_prune(self.pruner, trial.study, trial,
-                                                        {int(k): v for k, v in curve.items()}):
+            with bookkeeping():
+                curve = dict(trial.user_attrs.get("intermediate", {}))
+                curve[str(step)] = value
+                trial.set_user_attr("intermediate", curve)
+                prune = self.pruner is not None and should_prune(self.pruner, trial.study, trial,
+                                                                 {int(k): v for k, v in curve.items()})
+            if prune:
                 raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
 
         return ApplyContext(
@@ -195,6 +200,21 @@ def limit_gaps(limits: Limits, measurement: Measurement, accuracy_drop: float | 
 def describe_gaps(gaps: Mapping[str, float]) -> str:
     missed = [f"{name} over its limit by {value:.4g}" for name, value in gaps.items() if value > 0]
     return "; ".join(missed)
+
+
+class Stopwatch:
+    """Accumulates the seconds spent inside ``with stopwatch():`` blocks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 class TrialTimeout(Exception):
@@ -309,12 +329,23 @@ class Objective:
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
 
     def _run(self, trial: optuna.Trial, plan: Plan) -> tuple[float, float, float]:
+        # work: applying, training, measuring, evaluating; bookkeeping inside it (pruning decisions,
+        # storage writes) is the host's. work_s lets benchmarks/search_efficiency.py tell them apart.
+        work, bookkeeping = Stopwatch(), Stopwatch()
+        try:
+            return self._work(trial, plan, work, bookkeeping)
+        finally:
+            trial.set_user_attr("work_s", round(work.seconds - bookkeeping.seconds, 4))
+
+    def _work(self, trial: optuna.Trial, plan: Plan, work: Stopwatch, bookkeeping: Stopwatch
+              ) -> tuple[float, float, float]:
         env = self.env
-        student = copy.deepcopy(env.task.teacher)
-        context = env.context(student, trial)
-        student = apply_steps(student, plan.at(Stage.STRUCTURE), context)
-        deployed = deploy(student, plan, context)
-        measurement, teacher_latency = env.measure(deployed, plan, student)
+        with work():
+            student = copy.deepcopy(env.task.teacher)
+            context = env.context(student, trial, bookkeeping)
+            student = apply_steps(student, plan.at(Stage.STRUCTURE), context)
+            deployed = deploy(student, plan, context)
+            measurement, teacher_latency = env.measure(deployed, plan, student)
         for key, value in measurement.as_dict().items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("teacher_latency_ms", teacher_latency)
@@ -330,13 +361,14 @@ class Objective:
             return 0.0, measurement.latency_ms, measurement.memory_mb
 
         recover = plan.at(Stage.RECOVER)
-        if recover:
-            context.adapter = adapter_for(student, env.architectures)
-            student = apply_steps(student, recover, context)
-            deployed = deploy(student, plan, context)
-        validation, test = env.evaluation_sets(context.tokenizer)
-        val_accuracy = accuracy(deployed, validation)
-        test_accuracy = accuracy(deployed, test)
+        with work():
+            if recover:
+                context.adapter = adapter_for(student, env.architectures)
+                student = apply_steps(student, recover, context)
+                deployed = deploy(student, plan, context)
+            validation, test = env.evaluation_sets(context.tokenizer)
+            val_accuracy = accuracy(deployed, validation)
+            test_accuracy = accuracy(deployed, test)
         drop = env.baseline.val_accuracy - val_accuracy
         gaps = limit_gaps(env.limits, measurement, drop)
         for key, value in gaps.items():

@@ -36,6 +36,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "feasible": bool(complete and all(v <= 0 for v in trial.constraints.values())),
         "reason": attrs.get("reason", ""),
         "duration_s": attrs.get("duration_s"),
+        "work_s": attrs.get("work_s"),
     }
     row.update({f"param.{k}": v for k, v in trial.params.items()})
     return row
@@ -52,7 +53,7 @@ def ended_reason(trial: optuna.trial.FrozenTrial) -> str:
 
 
 COLUMNS = ["number", "state", "ended", "plan", "accuracy", "val_accuracy", *MEASURED, "feasible", "reason",
-           "duration_s"]
+           "duration_s", "work_s"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
