@@ -37,6 +37,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "prefer": (str, "which feasible model to recommend: latency (default), memory or accuracy"),
     "techniques": (list, "comma-separated techniques to search (default: all registered)"),
     "search_space": (Path, "YAML file overriding search spaces: {technique: {field: distribution}}"),
+    "starting_points": (str, "YAML list of plans a new study tries first (default: the built-in "
+                        "search_spaces/_starting_points.yaml; 'none': the sampler chooses from the first trial)"),
     "out": (Path, "run directory (default: runs/<study>)"),
     "storage": (str, "Optuna storage URL (default: sqlite file in the run directory)"),
     "study": (str, "study name (default: <task>-search)"),
@@ -56,6 +58,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "no_progress": (bool, "hide progress bars"),
     "trial_timeout": (float, "fail a trial that runs longer than this many seconds (the search goes on)"),
     "trial_memory_mb": (float, "fail a trial whose process memory grows by more than this many MB (search goes on)"),
+    "isolate": (bool, "run each trial in a child process: a crash or a hard memory cap fails only that trial"),
     "heartbeat": (float, "seconds between worker heartbeats; a trial silent for 4x this is failed and retried"),
 }
 
@@ -157,6 +160,14 @@ def parse_budget(text: str) -> tuple[int, float | None]:
     return (trials if trials is not None else UNLIMITED_TRIALS), timeout
 
 
+def _starting_points(value: str | None) -> Path | None:
+    from autocompress.search.starting_points import default_file
+
+    if value is None:
+        return default_file()
+    return None if str(value).strip().lower() == "none" else Path(value)
+
+
 def settings_from_options(options: Mapping[str, Any]):
     """Build validated SearchSettings (imports stay light: no torch here)."""
     from autocompress.measure import MeasureSettings
@@ -201,4 +212,6 @@ def settings_from_options(options: Mapping[str, Any]):
         disabled_plugins=tuple(o.get("disable") or ()), eval_limit=o.get("eval_limit"),
         progress=not o.get("no_progress", False), heartbeat_s=o.get("heartbeat", 30.0),
         trial_timeout_s=o.get("trial_timeout"), trial_memory_mb=o.get("trial_memory_mb"),
+        isolate=o.get("isolate", False),
+        starting_points=_starting_points(o.get("starting_points")),
     )

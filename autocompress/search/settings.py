@@ -83,6 +83,10 @@ class SearchSettings:
     trial_timeout_s: float | None = None
     #: A trial whose process memory grows by more than this many MB is failed with that reason.
     trial_memory_mb: float | None = None
+    #: Run each trial in a child process (spawned): a crash or a hard memory cap ends only that trial.
+    isolate: bool = False
+    #: Plans a new study tries first (see search/starting_points.py); None: none.
+    starting_points: Path | None = None
     #: The command line that started the run, as recorded in run.json and the report.
     command: tuple[str, ...] = ()
 

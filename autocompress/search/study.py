@@ -31,8 +31,10 @@ from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
 from autocompress.search.fidelity import make_pruner
+from autocompress.search.isolate import IsolatedObjective, host_recipe
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
 from autocompress.search.settings import SearchSettings
+from autocompress.search.starting_points import enqueue_starting_points, validate_starting_points
 from autocompress.search_space import load_overrides
 from autocompress.technique import Plan, PlanStep, Stage
 from autocompress.training import accuracy, encode
@@ -183,14 +185,10 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     unavailable = host.targets[settings.target].unavailable_reason()
     if unavailable:
         raise InputError(f"target '{settings.target}' cannot be used here: {unavailable}")
-    techniques = resolve_techniques(host, settings.techniques)
-    spaces = {cls.name: cls.search_space() for cls in techniques}
-    if settings.search_space_file is not None:
-        # Checked against every registered technique: one file can serve runs with different --techniques.
-        overrides = load_overrides(settings.search_space_file, {entry.name: entry.cls for entry in host.techniques})
-        for name, fields in overrides.items():
-            if name in spaces:
-                spaces[name] = {**spaces[name], **fields}
+    techniques, spaces = technique_spaces(host, settings)
+    recipe = host_recipe(host) if settings.isolate else None  # refused now if children could not rebuild it
+    registered = set(host.techniques.names())
+    validate_starting_points(settings.starting_points, techniques, spaces, registered)
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
     out_dir = settings.out_dir
@@ -209,39 +207,65 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
+        enqueue_starting_points(study, settings.starting_points, techniques, spaces, registered)
         task = provider.load()
         check_run_dir(out_dir, settings.study_name, task.fingerprint)
-        adapter = adapter_for(task.teacher, host.architectures)
-        for cls in techniques:
-            reason = cls.unsupported_reason(adapter)
-            if reason:
-                raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
-        target = host.targets[settings.target]()
-        max_length = settings.task_options.max_length
-        data = task.data
-        limit = settings.eval_limit or max(len(data.validation), len(data.test))
-        validation = encode(task.tokenizer, data.validation.head(limit), max_length)
-        test = encode(task.tokenizer, data.test.head(limit), max_length)
-        baseline = _baseline(study, task.teacher, target, settings, validation, test)
-        write_run_json(out_dir, settings, task, baseline, study)
+        env = make_environment(
+            settings, host, task, techniques, spaces,
+            lambda target, validation, test: _baseline(study, task.teacher, target, settings, validation, test))
+        write_run_json(out_dir, settings, task, env.baseline, study)
         if settings.owns_storage:
             fail_interrupted_trials(study)
-        env = TrialEnvironment(
-            task=task, validation=validation, test=test, baseline=baseline, target=target,
-            measure_settings=settings.measure, limits=settings.limits, techniques=techniques, spaces=spaces,
-            architectures=host.architectures, candidates_dir=out_dir / "candidates", seed=settings.seed,
-            max_length=max_length, pruner=make_pruner(settings.pruner), trial_timeout_s=settings.trial_timeout_s,
-            trial_memory_mb=settings.trial_memory_mb,
-        )
         _references(study, host, env)
         remaining = settings.trials - counted_trials(study)
         interrupted = False
         if remaining > 0:
-            interrupted = _optimize(study, env, settings, host, remaining)
-        outcome = write_outputs(study, settings, baseline.as_dict(), out_dir, host)
+            objective = Objective(env)
+            if recipe is not None:
+                objective = IsolatedObjective(env, settings, recipe)
+            interrupted = _optimize(study, objective, settings, host, remaining)
+        outcome = write_outputs(study, settings, env.baseline.as_dict(), out_dir, host)
         if interrupted:
             raise KeyboardInterrupt
         return outcome
+
+
+def technique_spaces(host: Host, settings: SearchSettings) -> tuple[list[type], dict[str, Any]]:
+    """The techniques to search and their search spaces (with ``--search-space`` overrides)."""
+    techniques = resolve_techniques(host, settings.techniques)
+    spaces = {cls.name: cls.search_space() for cls in techniques}
+    if settings.search_space_file is not None:
+        # Checked against every registered technique: one file can serve runs with different --techniques.
+        overrides = load_overrides(settings.search_space_file, {entry.name: entry.cls for entry in host.techniques})
+        for name, fields in overrides.items():
+            if name in spaces:
+                spaces[name] = {**spaces[name], **fields}
+    return techniques, spaces
+
+
+def make_environment(settings: SearchSettings, host: Host, task, techniques: list[type], spaces: dict[str, Any],
+                     baseline_for) -> TrialEnvironment:
+    """What every trial shares, from the loaded task. ``baseline_for(target, validation, test)``
+    gives the teacher's baseline: measured once per study by the search process, read back from
+    the study by an isolated trial's child process (which builds its environment with this too)."""
+    adapter = adapter_for(task.teacher, host.architectures)
+    for cls in techniques:
+        reason = cls.unsupported_reason(adapter)
+        if reason:
+            raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
+    target = host.targets[settings.target]()
+    max_length = settings.task_options.max_length
+    data = task.data
+    limit = settings.eval_limit or max(len(data.validation), len(data.test))
+    validation = encode(task.tokenizer, data.validation.head(limit), max_length)
+    test = encode(task.tokenizer, data.test.head(limit), max_length)
+    return TrialEnvironment(
+        task=task, validation=validation, test=test, baseline=baseline_for(target, validation, test),
+        target=target, measure_settings=settings.measure, limits=settings.limits, techniques=techniques,
+        spaces=spaces, architectures=host.architectures, candidates_dir=settings.out_dir / "candidates",
+        seed=settings.seed, max_length=max_length, pruner=make_pruner(settings.pruner),
+        trial_timeout_s=settings.trial_timeout_s, trial_memory_mb=settings.trial_memory_mb,
+    )
 
 
 def _baseline(study, teacher, target, settings, validation, test) -> Baseline:
@@ -279,7 +303,7 @@ def _references(study: optuna.Study, host: Host, env: TrialEnvironment) -> list[
     return rows
 
 
-def _optimize(study, env, settings, host, remaining) -> bool:
+def _optimize(study, objective, settings, host, remaining) -> bool:
     """Run the trials; returns True when the user interrupted (results are still written)."""
     bar = tqdm(total=remaining, desc="trials", unit="trial", disable=not settings.progress)
     best: dict[str, Any] = {}
@@ -292,7 +316,7 @@ def _optimize(study, env, settings, host, remaining) -> bool:
             tqdm.write(error)
         if row["feasible"] and (not best or row["latency_ms"] < best["latency_ms"]):
             best.update(row)
-        prune_candidates(study, settings, env.candidates_dir)
+        prune_candidates(study, settings, settings.out_dir / "candidates")
         bar.update(1)
         postfix = f"#{trial.number} {row['ended']}"
         if best:
@@ -302,7 +326,7 @@ def _optimize(study, env, settings, host, remaining) -> bool:
     started = time.monotonic()
     try:
         study.optimize(
-            Objective(env), n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
+            objective, n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
             callbacks=[after_trial], gc_after_trial=True,
         )
     except KeyboardInterrupt:

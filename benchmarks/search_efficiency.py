@@ -1,0 +1,115 @@
+"""Does the default sampler beat random search, and how much time does the host itself take?
+
+On the demo task with the real all-MiniLM-L6-v2 teacher and a small recovery budget (a faster
+proxy of the default search), runs the default sampler (multi-objective TPE, constraint-aware)
+and random search with the same trial count and seeds, and prints for every run:
+
+- the hypervolume of the feasible trials, objectives normalised by the teacher
+  (1 - accuracy/teacher accuracy, latency/teacher latency, memory/teacher memory; reference
+  point (0.5, 1, 1): see autocompress/search/results.py), and its ratio default/random;
+- the host's share of the optimisation wall time: everything that is not applying
+  techniques, training, measuring or evaluating (``work_s`` of each trial), i.e. sampling,
+  pruning decisions, storage writes, saving candidates, callbacks.
+
+    python benchmarks/search_efficiency.py                  # the published table (~20 min on 2 cores)
+    python benchmarks/search_efficiency.py --quick          # smoke run (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from autocompress.config import settings_from_options
+from autocompress.search import results
+from autocompress.search.study import run_search
+
+#: Recovery kept short so one trial takes seconds, not minutes (the proxy's "small recovery budget").
+PROXY_SPACE = {
+    "distillation": {"epochs": {"type": "float", "low": 0.05, "high": 0.15, "step": 0.05}},
+    "lora": {"epochs": {"type": "float", "low": 0.05, "high": 0.15, "step": 0.05}},
+}
+
+
+def one_run(sampler: str, seed: int, trials: int, root: Path, options: dict) -> dict:
+    out = root / f"{sampler}-{seed}"
+    settings = settings_from_options({**options, "sampler": sampler, "trials": trials, "out": out,
+                                      "study": f"efficiency-{sampler}-{seed}"})
+    # The seed varies the sampler (and training shuffles) only: the task's splits and its cached
+    # teacher stay the same across runs, so hypervolumes compare like with like.
+    settings = dataclasses.replace(settings, seed=seed)
+    started = time.perf_counter()
+    outcome = run_search(settings)
+    total = time.perf_counter() - started
+    frame = pd.read_csv(out / "trials.csv")
+    baseline = outcome.document["baseline"]
+    points = results.normalised_points(frame, baseline)
+    hv = results.hypervolume([tuple(p) for p in points[["error", "latency", "memory"]].to_numpy()],
+                             results.HYPERVOLUME_REFERENCE)
+    import optuna
+
+    study = optuna.load_study(study_name=settings.study_name, storage=settings.storage_url)
+    wall = float(study.user_attrs["last_run_seconds"])
+    work = float(frame["work_s"].fillna(0).sum())
+    return {"sampler": sampler, "seed": seed, "trials": len(frame), "feasible": int(frame["feasible"].sum()),
+            "hypervolume": hv, "optimize_s": wall, "work_s": work, "host_fraction": (wall - work) / wall,
+            "run_s": total, "ended": frame["ended"].value_counts().to_dict()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials on a small slice (smoke run)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=14)
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
+    args = parser.parse_args()
+    seeds, trials = (2, 4) if args.quick else (args.seeds, args.trials)
+    root = args.out or Path(tempfile.mkdtemp(prefix="search-efficiency-"))
+    root.mkdir(parents=True, exist_ok=True)
+    space = root / "proxy-space.yaml"
+    space.write_text(yaml.safe_dump(PROXY_SPACE))
+    options = {"search_space": space, "max_accuracy_drop": 0.05, "eval_limit": 200 if args.quick else 500,
+               "repeats": 10, "warmup": 3, "no_progress": True}
+    if args.quick:
+        options.update(train_limit=600, teacher_epochs=1.0)
+
+    rows = []
+    for seed in range(seeds):
+        for sampler in ("tpe", "random"):
+            row = one_run(sampler, seed, trials, root, options)
+            rows.append(row)
+            print(f"{sampler:>6} seed {seed}: hypervolume {row['hypervolume']:.4f}, {row['feasible']}/{row['trials']} "
+                  f"feasible, optimize {row['optimize_s']:.0f} s, host {100 * row['host_fraction']:.2f}% "
+                  f"{row['ended']}", flush=True)
+
+    table = pd.DataFrame(rows)
+    print("\n| seed | default (TPE) hypervolume | random hypervolume | ratio | host share TPE | host share random |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    ratios = []
+    for seed in range(seeds):
+        tpe = table[(table["seed"] == seed) & (table["sampler"] == "tpe")].iloc[0]
+        rnd = table[(table["seed"] == seed) & (table["sampler"] == "random")].iloc[0]
+        ratio = tpe["hypervolume"] / rnd["hypervolume"] if rnd["hypervolume"] > 0 else float("inf")
+        ratios.append(ratio)
+        print(f"| {seed} | {tpe['hypervolume']:.4f} | {rnd['hypervolume']:.4f} | {ratio:.2f}x | "
+              f"{100 * tpe['host_fraction']:.2f}% | {100 * rnd['host_fraction']:.2f}% |")
+    mean_tpe = table[table["sampler"] == "tpe"]["hypervolume"].mean()
+    mean_rnd = table[table["sampler"] == "random"]["hypervolume"].mean()
+    print(f"\nmean hypervolume: default {mean_tpe:.4f}, random {mean_rnd:.4f}, ratio of means "
+          f"{mean_tpe / mean_rnd if mean_rnd else float('inf'):.2f}x (target >= 1.2x); median per-seed ratio "
+          f"{statistics.median(ratios):.2f}x")
+    print(f"host share of optimisation wall time: median {100 * table['host_fraction'].median():.2f}%, max "
+          f"{100 * table['host_fraction'].max():.2f}% (target <= 2%)")
+    print(f"{seeds} seeds x {trials} trials per sampler; runs kept in {root}")
+    table.to_csv(root / "search_efficiency.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()

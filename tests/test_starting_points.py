@@ -1,0 +1,95 @@
+"""Starting points: the plans a new study tries first, validated before any expensive work."""
+
+import optuna
+import pandas as pd
+import pytest
+
+from autocompress.cli import main
+from autocompress.errors import InputError
+from autocompress.plugin_manager import build_host
+from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points, plan_params
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def host():
+    return build_host(autoload=False)
+
+
+def _space(host, names):
+    techniques = [host.techniques[n] for n in names]
+    return techniques, {cls.name: cls.search_space() for cls in techniques}
+
+
+def test_a_plan_becomes_the_parameters_sample_plan_reads(host):
+    techniques, spaces = _space(host, ["ffn_pruning", "distillation", "lora", "quantization"])
+    params = plan_params({"ffn_pruning": {"keep_fraction": 0.7}, "distillation": {"epochs": 1.0},
+                          "quantization": {"dtype": "int8"}}, techniques, spaces, "here")
+    assert params == {"use.ffn_pruning": True, "use.distillation|lora": "distillation", "use.quantization": True,
+                      "ffn_pruning.keep_fraction": 0.7, "distillation.epochs": 1.0, "quantization.dtype": "int8"}
+    assert plan_params({}, techniques, spaces, "here")["use.distillation|lora"] == "none"
+
+
+@pytest.mark.parametrize("plan, message", [
+    ({"distillation": {}, "lora": {}}, "distillation and lora conflict"),
+    ({"ffn_pruning": {"keep_fraction": 1.5}}, "ffn_pruning.keep_fraction = 1.5 is outside its search space"),
+    ({"quantization": {"dtype": "int4"}}, "quantization.dtype = 'int4' is outside"),
+    ({"ffn_pruning": {"multiple_of": 8}}, "'ffn_pruning.multiple_of' is not a searched field"),
+])
+def test_bad_plans_are_refused_with_the_reason(host, plan, message):
+    techniques, spaces = _space(host, ["ffn_pruning", "distillation", "lora", "quantization"])
+    with pytest.raises(InputError, match=message):
+        plan_params(plan, techniques, spaces, "file: plan 1")
+
+
+def test_the_built_in_starting_points_are_valid_for_the_built_in_spaces(host):
+    registered = set(host.techniques.names())
+    plans = load_starting_points(default_file(), registered)
+    techniques, spaces = _space(host, sorted(registered))
+    assert len(plans) >= 3 and {"quantization": {"dtype": "int8"}} in plans
+    for plan in plans:
+        plan_params(plan, techniques, spaces, "built-in")
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(200, seed=3)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    return root
+
+
+def _search(tiny_task, out, *extra):
+    return main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "data.csv"),
+                 "--out", str(out), "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3",
+                 "--techniques", "ffn_pruning,distillation,quantization", *extra])
+
+
+def test_a_new_study_tries_the_starting_points_first_then_samples(tiny_task, tmp_path):
+    assert _search(tiny_task, tmp_path / "run", "--trials", "4") == 0
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    # Built-in plans 1 and 2 fit these techniques (3 and 4 need layer_drop/vocab_trim: skipped).
+    assert trials.loc[0, "plan"] == "quantization(dtype=int8)"
+    second = trials.loc[1, "plan"]
+    assert second.startswith("ffn_pruning(keep_fraction=0.7") and "distillation(" in second
+    assert "epochs=1.0" in second and second.endswith("quantization(dtype=int8)")
+    study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert study.user_attrs[ENQUEUED] == 2
+    assert [t.user_attrs.get("starting_point") for t in study.trials] == [1, 2, None, None]
+    # Resuming does not queue them again.
+    assert _search(tiny_task, tmp_path / "run", "--trials", "5") == 0
+    assert [t.user_attrs.get("starting_point") for t in study.trials] == [1, 2, None, None, None]
+
+
+def test_starting_points_none_and_a_bad_file(tiny_task, tmp_path, capsys):
+    assert _search(tiny_task, tmp_path / "none", "--trials", "1", "--starting-points", "none") == 0
+    study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{tmp_path / 'none' / 'study.db'}")
+    assert ENQUEUED not in study.user_attrs and study.trials[0].user_attrs.get("starting_point") is None
+    bad = tmp_path / "plans.yaml"
+    bad.write_text("- ffn_pruning: {keep_fraction: 2}\n")
+    assert _search(tiny_task, tmp_path / "bad", "--trials", "1", "--starting-points", str(bad)) == 2
+    assert "plan 1: ffn_pruning.keep_fraction = 2 is outside its search space" in capsys.readouterr().err
+    bad.write_text("quantization: {dtype: int8}\n")
+    assert _search(tiny_task, tmp_path / "bad2", "--trials", "1", "--starting-points", str(bad)) == 2
+    assert "expected a list of plans" in capsys.readouterr().err
