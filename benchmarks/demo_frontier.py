@@ -39,7 +39,7 @@ BATCHES = (1, 16)
 
 def task_flags(quick: bool) -> list[str]:
     """The demo task options shared by the baselines, the search and the fresh measurements."""
-    return ["--train-limit", "600", "--teacher-epochs", "1", "--eval-limit", "200"] if quick else []
+    return ["--train-limit", "1200", "--teacher-epochs", "1", "--eval-limit", "400"] if quick else []
 
 
 def _options(flags: list[str]) -> dict[str, Any]:

@@ -1,0 +1,34 @@
+"""The benchmarks still run end to end (their --quick modes), so the published tables can be redone."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_path):
+    out = tmp_path / "frontier"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_frontier.py"), "--quick", "--out",
+                             str(out)], capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "frontier.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names[:5] == ["teacher", "int8 dynamic alone", "bf16 alone", "half depth + distillation",
+                         "half depth + distillation + int8"]
+    found = [row for row in report["rows"] if row["name"].startswith("search #")]
+    assert found, "the search exported no model"
+    for row in report["rows"]:
+        assert row["b1"] > 0 and row["b16"] > row["b1"] and row["memory_mb"] > 0 and 0 < row["accuracy"] <= 1
+    for row in found:  # the search-time figure is beside the fresh one
+        assert row["search_b1"] > 0 and row["difference_pct"] is not None
+    teacher = report["rows"][0]
+    assert teacher["accuracy"] > 0.6  # a real (if briefly) fine-tuned teacher
+    int8 = report["rows"][1]
+    assert int8["memory_mb"] < teacher["memory_mb"] / 2  # int8 weights really are smaller
+    for needle in ("| model | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
+        assert needle in result.stdout
