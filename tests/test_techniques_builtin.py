@@ -27,6 +27,30 @@ class TestQuantizationContract(TechniqueContract):
     reduces_parameters = False
 
 
+class TestQuantizationWithEmbeddingsContract(TechniqueContract):
+    technique = Quantization
+    mild_config = {"dtype": "int8", "embeddings": True}
+    strong_config = {"dtype": "int8", "embeddings": True}
+    bad_configs = [{"dtype": "int4", "embeddings": True}, {"embedings": True}]
+    reduces_parameters = False
+
+
+def test_int8_embeddings_store_the_word_table_in_int8_and_keep_outputs_close():
+    from autocompress.measure import model_bytes
+
+    model = tiny_model("bert", vocab_size=512)
+    linears_only = _apply(Quantization, copy.deepcopy(model), dtype="int8")
+    both = _apply(Quantization, copy.deepcopy(model), dtype="int8", embeddings=True)
+    table = both.bert.embeddings.word_embeddings
+    assert type(table).__module__.startswith("torch.ao.nn.quantized") and type(table).__name__ == "Embedding"
+    assert isinstance(linears_only.bert.embeddings.word_embeddings, nn.Embedding)
+    saved = 512 * 64 * 3  # the float table's bytes minus its int8 copy (scales/offsets aside)
+    assert model_bytes(linears_only) - model_bytes(both) > 0.9 * saved
+    inputs = dummy_inputs(2, 16, 512)
+    with torch.no_grad():
+        assert (both(**inputs).logits - linears_only(**inputs).logits).abs().max() < 0.05
+
+
 def _apply(technique, model, **values):
     contract = TechniqueContract()
     contract.technique = technique
