@@ -11,8 +11,8 @@ import copy
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,13 @@ class TrialEnvironment:
     trial_timeout_s: float | None = None
     trial_memory_mb: float | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
+    #: Replaces the local pruning decision (trial, curve) -> prune?; an isolated trial's child asks its parent.
+    prune_decision: Callable[[Any, dict[int, float]], bool] | None = None
+
+    def decide_prune(self, trial: Any, curve: dict[int, float]) -> bool:
+        if self.prune_decision is not None:
+            return self.prune_decision(trial, curve)
+        return self.pruner is not None and should_prune(self.pruner, trial.study, trial, curve)
 
     def context(self, model: nn.Module, trial: optuna.Trial | None = None,
                 bookkeeping: Stopwatch | None = None) -> ApplyContext:
@@ -147,8 +154,7 @@ class TrialEnvironment:
                 curve = dict(trial.user_attrs.get("intermediate", {}))
                 curve[str(step)] = value
                 trial.set_user_attr("intermediate", curve)
-                prune = self.pruner is not None and should_prune(self.pruner, trial.study, trial,
-                                                                 {int(k): v for k, v in curve.items()})
+                prune = self.decide_prune(trial, {int(k): v for k, v in curve.items()})
             if prune:
                 raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
 
@@ -299,6 +305,13 @@ def memory_limit(megabytes: float | None, poll_s: float = MEMORY_POLL_S) -> Iter
             signal.signal(MEMORY_SIGNAL, previous)
 
 
+@contextmanager
+def trial_limits(seconds: float | None, megabytes: float | None) -> Iterator[None]:
+    """The in-process per-trial limits: ``time_limit`` and ``memory_limit`` together."""
+    with time_limit(seconds), memory_limit(megabytes):
+        yield
+
+
 class Objective:
     """The function Optuna calls for each trial; returns (accuracy, latency_ms, memory_mb)."""
 
@@ -306,12 +319,22 @@ class Objective:
         self.env = env
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        return self.execute(trial)
+
+    def execute(self, trial: Any, plan: Plan | None = None,
+                limits: AbstractContextManager | None = None) -> tuple[float, float, float]:
+        """Run one trial and record how it ended. ``plan`` None: sample it from ``trial``.
+        ``limits`` replaces the in-process time and memory limits (an isolated trial's child
+        brings its own); ``trial`` is an Optuna trial or anything with the same recording methods."""
         started = time.perf_counter()
         try:
-            plan = sample_plan(trial, self.env.techniques, self.env.spaces)
-            trial.set_user_attr("plan", plan.describe())
-            trial.set_user_attr("manifest", plan.to_manifest())
-            with time_limit(self.env.trial_timeout_s), memory_limit(self.env.trial_memory_mb):
+            if plan is None:
+                plan = sample_plan(trial, self.env.techniques, self.env.spaces)
+                trial.set_user_attr("plan", plan.describe())
+                trial.set_user_attr("manifest", plan.to_manifest())
+            if limits is None:
+                limits = trial_limits(self.env.trial_timeout_s, self.env.trial_memory_mb)
+            with limits:
                 return self._run(trial, plan)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("ended", PRUNED)

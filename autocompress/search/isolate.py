@@ -1,0 +1,346 @@
+"""``--isolate``: each trial runs in a child process, so a crash or a hard memory cap ends only that trial.
+
+The parent keeps everything Optuna: its sampler chooses the plan with the parent's trial (the
+sampler's state is never duplicated), its storage records every result, its heartbeat keeps the
+trial alive. The child (started with ``spawn``: a forked torch/OpenMP process is unsafe) rebuilds
+the plugin host, the task and the shared environment with ``make_environment``, runs the plan with
+the same ``Objective.execute`` as an in-process trial and sends every record (user attributes,
+constraints, pruning questions, the result) back over a pipe, so ``ended``/``reason`` read as they
+would in-process. The parent fails the trial itself when the child dies (signal or exit code and
+the plan named), kills it past ``--trial-timeout`` and terminates it on Ctrl-C/SIGTERM.
+
+``--trial-memory-mb`` becomes a hard cap in the child: its address space (``RLIMIT_AS``) may grow by
+that much after loading, so an allocation over it fails at once (no polling) and the trial fails
+with the memory reason.
+
+Plugins registered in code (``build_host(extra_plugins=...)``) must be module-level objects of an
+importable module: the child imports them by ``module:attribute``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import optuna
+
+from autocompress.errors import InputError
+from autocompress.plugin_manager import BUILTIN, BUILTIN_PLUGINS, Host
+from autocompress.search.objective import (
+    FAILED,
+    INTERRUPTED,
+    Objective,
+    TrialEnvironment,
+    TrialMemoryExceeded,
+    sample_plan,
+)
+from autocompress.search.settings import SearchSettings
+from autocompress.technique import Plan
+
+IN_CODE = "registered in code"
+KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class HostRecipe:
+    """How a child process rebuilds the parent's plugin host."""
+
+    disabled: tuple[str, ...]
+    autoload: bool
+    #: (plugin name, "module:attribute") of plugins registered in code.
+    extra: tuple[tuple[str, str], ...]
+
+    def build(self) -> Host:
+        import importlib
+
+        from autocompress.plugin_manager import build_host
+
+        extra = []
+        for name, where in self.extra:
+            module_name, _, attribute = where.partition(":")
+            module = importlib.import_module(module_name)
+            extra.append((name, getattr(module, attribute) if attribute else module))
+        return build_host(disabled=self.disabled, autoload=self.autoload, extra_plugins=extra)
+
+
+def _where(plugin: object) -> str | None:
+    """``module`` or ``module:attribute`` naming ``plugin`` in an importable module, or None."""
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__ if plugin.__name__ != "__main__" else None
+    module_name = getattr(plugin, "__module__", None) or getattr(type(plugin), "__module__", None)
+    module = sys.modules.get(module_name or "")
+    if module is None or module_name == "__main__":
+        return None
+    for attribute, value in vars(module).items():
+        if value is plugin:
+            return f"{module_name}:{attribute}"
+    return None
+
+
+def host_recipe(host: Host) -> HostRecipe:
+    """The recipe for ``host``; InputError naming the plugin when a child could not rebuild it."""
+    loaded = {info.module for info in host.plugins if info.distribution == BUILTIN}
+    disabled = tuple(m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS if m not in loaded)
+    autoload = any(info.distribution not in (BUILTIN, IN_CODE) for info in host.plugins)
+    extra = []
+    for info in host.plugins:
+        if info.distribution != IN_CODE or info.error:
+            continue
+        where = _where(host.pm.get_plugin(info.name))
+        if where is None:
+            raise InputError(
+                f"--isolate: plugin '{info.name}' was registered in code and is not a module-level object of an "
+                "importable module, so a trial's child process cannot load it; define it at module level in an "
+                "importable module (or install it as an entry point), or run without --isolate")
+        extra.append((info.name, where))
+    return HostRecipe(disabled, autoload, tuple(extra))
+
+
+# ---------------------------------------------------------------- child side
+
+
+class ChildTrial:
+    """What ``Objective.execute`` records a trial through, forwarded to the parent's real trial."""
+
+    def __init__(self, number: int, params: dict[str, Any], user_attrs: dict[str, Any], conn: Any):
+        self.number = number
+        self.params = params
+        self.user_attrs = dict(user_attrs)
+        self.conn = conn
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value
+        self.conn.send(("attr", key, value))
+
+    def set_constraint(self, key: str, value: float) -> None:
+        self.conn.send(("constraint", key, float(value)))
+
+    def ask_prune(self, trial: Any, curve: dict[int, float]) -> bool:
+        self.conn.send(("prune?", curve))
+        return bool(self.conn.recv())
+
+
+@contextmanager
+def address_space_limit(megabytes: float | None) -> Iterator[None]:
+    """A hard cap: the process's address space may grow by ``megabytes`` from now on (RLIMIT_AS).
+    An allocation over it fails at once; it is reported as TrialMemoryExceeded."""
+    if megabytes is None:
+        yield
+        return
+    import psutil
+
+    size = psutil.Process().memory_info().vms
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + int(megabytes * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    try:
+        yield
+    except Exception as exc:
+        if not _allocation_failure(exc):
+            raise
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise TrialMemoryExceeded(
+            f"trial exceeded the per-trial memory limit of {megabytes:g} MB (an allocation failed under the "
+            f"child process's hard cap: {text[:300]})") from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+ALLOCATION_FAILED = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory")
+
+
+def _allocation_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it wraps (a technique's error names the technique and chains
+    the original) is a failed allocation: MemoryError, or torch's allocator RuntimeError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError):
+            return True
+        if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in ALLOCATION_FAILED):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    settings: SearchSettings
+    recipe: HostRecipe
+    fingerprint: str
+    baseline: dict[str, Any]
+    number: int
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+    measurements: dict[str, Any]
+
+
+def child_main(job: ChildJob, conn: Any) -> None:
+    """Entry point of a trial's child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    try:
+        env = _child_environment(job)
+        plan = sample_plan(optuna.trial.FixedTrial(job.params), env.techniques, env.spaces)
+    except BaseException as exc:
+        conn.send(("setup", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=6)))
+        return
+    trial = ChildTrial(job.number, job.params, job.user_attrs, conn)
+    env.prune_decision = trial.ask_prune
+    known = set(env.measurements)
+    conn.send(("ready",))
+    try:
+        values = Objective(env).execute(trial, plan, address_space_limit(env.trial_memory_mb))
+        outcome = ("return", values)
+    except optuna.TrialPruned as exc:
+        outcome = ("pruned", str(exc) or "pruned")
+    except BaseException as exc:
+        outcome = ("failed", f"{type(exc).__name__}: {exc}")
+    conn.send(("measurements", {k: v for k, v in env.measurements.items() if k not in known}))
+    conn.send(outcome)
+
+
+def _child_environment(job: ChildJob) -> TrialEnvironment:
+    from autocompress.search.objective import Baseline
+    from autocompress.search.study import make_environment, technique_spaces
+
+    settings = job.settings
+    host = job.recipe.build()
+    task = host.tasks[settings.task](settings.task_options).load()
+    if task.fingerprint != job.fingerprint:
+        raise RuntimeError(f"the child process loaded a different task ({task.fingerprint} vs {job.fingerprint})")
+    techniques, spaces = technique_spaces(host, settings)
+    env = make_environment(settings, host, task, techniques, spaces,
+                           lambda target, validation, test: Baseline.from_dict(job.baseline))
+    env.measurements.update(job.measurements)
+    env.trial_timeout_s = None  # the parent enforces it (it can kill the child)
+    return env
+
+
+# ---------------------------------------------------------------- parent side
+
+
+class ChildTrialFailed(Exception):
+    """The child process reported a failed trial, died, or ran past the time limit."""
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the system's out-of-memory killer sends this)" if -code == signal.SIGKILL else ""
+        return f"child process killed by {name}{hint}"
+    return f"child process exited with code {code} without a result"
+
+
+class IsolatedObjective:
+    """Optuna's objective for ``--isolate``: the plan is sampled here, run in a child process."""
+
+    def __init__(self, env: TrialEnvironment, settings: SearchSettings, recipe: HostRecipe):
+        self.env = env
+        self.settings = settings
+        self.recipe = recipe
+        self.context = multiprocessing.get_context("spawn")
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        started = time.perf_counter()
+        try:
+            plan = sample_plan(trial, self.env.techniques, self.env.spaces)
+            trial.set_user_attr("plan", plan.describe())
+            trial.set_user_attr("manifest", plan.to_manifest())
+            return self._run_child(trial, plan)
+        except KeyboardInterrupt:
+            trial.set_user_attr("ended", INTERRUPTED)
+            trial.set_user_attr("reason", "interrupted by the user")
+            raise
+        except ChildTrialFailed:
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # the parent's own side failed (e.g. the child could not start)
+            trial.set_user_attr("ended", FAILED)
+            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            # Wall time including the child's start: the real cost of the trial.
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> ChildTrialFailed:
+        trial.set_user_attr("ended", FAILED)
+        trial.set_user_attr("reason", reason)
+        return ChildTrialFailed(reason)
+
+    def _run_child(self, trial: optuna.Trial, plan: Plan) -> tuple[float, float, float]:
+        job = ChildJob(
+            settings=self.settings, recipe=self.recipe, fingerprint=self.env.task.fingerprint,
+            baseline=self.env.baseline.as_dict(), number=trial.number, params=dict(trial.params),
+            user_attrs=dict(trial.user_attrs), measurements=dict(self.env.measurements),
+        )
+        receiver, sender = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=child_main, args=(job, sender), name=f"autocompress-trial-{trial.number}",
+                                       daemon=True)
+        process.start()
+        sender.close()
+        deadline = None
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not receiver.poll(wait):
+                    _stop(process)
+                    seconds = self.env.trial_timeout_s
+                    raise self._fail(trial, f"TrialTimeout: trial exceeded the per-trial time limit of {seconds:g} s "
+                                            "(its child process was killed)")
+                try:
+                    message = receiver.recv()
+                except EOFError:
+                    process.join(KILL_GRACE_S)
+                    raise self._fail(trial, f"{describe_exit(process.exitcode)} while running {plan.describe()}"
+                                     ) from None
+                kind = message[0]
+                if kind == "ready":
+                    if self.env.trial_timeout_s is not None:
+                        deadline = time.monotonic() + self.env.trial_timeout_s
+                elif kind == "attr":
+                    trial.set_user_attr(message[1], message[2])
+                elif kind == "constraint":
+                    trial.set_constraint(message[1], message[2])
+                elif kind == "prune?":
+                    receiver.send(self.env.decide_prune(trial, message[1]))
+                elif kind == "measurements":
+                    self.env.measurements.update(message[1])
+                elif kind == "return":
+                    return message[1]
+                elif kind == "pruned":
+                    raise optuna.TrialPruned(message[1])
+                elif kind == "failed":
+                    raise ChildTrialFailed(message[1])  # ended/reason already recorded by the child
+                elif kind == "setup":
+                    raise self._fail(trial, f"the trial's child process could not prepare the trial: {message[1]}")
+        finally:
+            _stop(process)
+            receiver.close()
+
+
+def _stop(process: multiprocessing.Process) -> None:
+    """Terminate ``process`` if it still runs (SIGTERM, then SIGKILL after a grace period) and reap it."""
+    if process.is_alive():
+        process.join(0.5)  # it may be finishing on its own after sending its result
+    if process.is_alive():
+        process.terminate()
+        process.join(KILL_GRACE_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    if os.name == "posix" and process.exitcode is None:
+        process.join()

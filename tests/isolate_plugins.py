@@ -1,0 +1,89 @@
+"""Techniques that crash, hog memory or report a scripted curve, for tests/test_isolate.py.
+
+They live in an importable module (registered as the module itself) because with ``--isolate``
+each trial's child process imports the plugins registered in code by module path.
+"""
+
+import os
+import signal
+from dataclasses import dataclass
+
+from optuna.distributions import CategoricalDistribution
+
+from autocompress import hookimpl
+from autocompress.technique import Stage, Technique
+
+
+@dataclass(frozen=True)
+class _CrashConfig:
+    crash: bool = False
+
+
+class Segfaulting(Technique):
+    """Kills its own process with SIGSEGV when ``crash`` is true, like a broken native extension."""
+
+    name = "segfaulting"
+    stage = Stage.STRUCTURE
+    Config = _CrashConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"crash": CategoricalDistribution([True, False])}
+
+    def apply(self, model, config, context):
+        if config.crash:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return model
+
+
+@dataclass(frozen=True)
+class _HogConfig:
+    megabytes: int = 0
+
+
+class MemoryHog(Technique):
+    """Allocates (and writes) a torch tensor of ``megabytes`` MB."""
+
+    name = "memory_hog"
+    stage = Stage.STRUCTURE
+    Config = _HogConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"megabytes": CategoricalDistribution([0, 1500])}
+
+    def apply(self, model, config, context):
+        if config.megabytes:
+            import torch
+
+            model.hog = torch.ones(config.megabytes * 2**20 // 4)
+        return model
+
+
+@dataclass(frozen=True)
+class _CurveConfig:
+    quality: float = 0.9
+
+
+class IsolatedCurve(Technique):
+    """A recovery step reporting a flat validation curve at its ``quality`` (weak ones get pruned)."""
+
+    name = "isolated_curve"
+    stage = Stage.RECOVER
+    Config = _CurveConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"quality": CategoricalDistribution([0.3, 0.9])}
+
+    def apply(self, model, config, context):
+        for step in (100, 200, 300, 400):
+            context.report(step, config.quality)
+        return model
+
+
+@hookimpl
+def autocompress_register_techniques(register):
+    register.add(Segfaulting)
+    register.add(MemoryHog)
+    register.add(IsolatedCurve)

@@ -1,0 +1,108 @@
+"""--isolate: each trial in a spawned child process; a segfault or a hard memory cap fails only that trial."""
+
+import isolate_plugins
+import optuna
+import pandas as pd
+import pytest
+
+from autocompress import hookimpl
+from autocompress.config import settings_from_options
+from autocompress.errors import InputError
+from autocompress.plugin_manager import build_host
+from autocompress.search.isolate import host_recipe
+from autocompress.search.study import DIRECTIONS, run_search
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(160, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    return root
+
+
+def _queue(out, params):
+    """Fix the trials' parameters in advance (what the sampler would choose is not tested here)."""
+    out.mkdir()
+    study = optuna.create_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}",
+                                directions=list(DIRECTIONS))
+    for values in params:
+        study.enqueue_trial(values)
+
+
+def _search(tiny_task, out, techniques, trials, **extra):
+    options = {"model": tiny_task / "model", "data": tiny_task / "data.csv", "trials": trials, "out": out,
+               "repeats": 3, "warmup": 1, "no_progress": True, "techniques": techniques, "seed": 2,
+               "max_accuracy_drop": 0.5, "isolate": True, **extra}
+    host = build_host(autoload=False, extra_plugins=[("isolate-faults", isolate_plugins)])
+    run_search(settings_from_options(options), host)
+    return pd.read_csv(out / "trials.csv")
+
+
+def test_a_segfaulting_trial_fails_with_the_signal_and_technique_named_and_the_search_goes_on(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    crashes = [False, True, False]
+    _queue(out, [{"use.segfaulting": True, "segfaulting.crash": crash} for crash in crashes])
+    trials = _search(tiny_task, out, ["segfaulting"], len(crashes))
+    assert list(trials["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]
+    failed = trials.iloc[1]
+    assert failed["ended"] == "failed"
+    assert "child process killed by SIGSEGV while running segfaulting(crash=True)" in failed["reason"]
+    for _, row in trials.iloc[[0, 2]].iterrows():
+        assert row["ended"] == "complete" and row["accuracy"] > 0 and row["latency_ms"] > 0
+
+
+def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_reason(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    sizes = [1500, 0]
+    _queue(out, [{"use.memory_hog": True, "memory_hog.megabytes": mb} for mb in sizes])
+    trials = _search(tiny_task, out, ["memory_hog"], len(sizes), trial_memory_mb=300)
+    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
+    reason = trials.iloc[0]["reason"]
+    assert reason.startswith("TrialMemoryExceeded: trial exceeded the per-trial memory limit of 300 MB"), reason
+    assert "hard cap" in reason and "technique 'memory_hog'" in reason and "allocate" in reason
+    assert trials.iloc[1]["ended"] == "complete" and trials.iloc[1]["accuracy"] > 0
+
+
+def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path):
+    params = [{"use.quantization": q} for q in (False, True, True)]
+    frames = {}
+    for isolate in (False, True):
+        out = tmp_path / f"run-{isolate}"
+        _queue(out, params)
+        frames[isolate] = _search(tiny_task, out, ["quantization"], len(params), isolate=isolate)
+    alone, isolated = frames[False], frames[True]
+    assert list(isolated["state"]) == list(alone["state"]) == ["COMPLETE"] * 3
+    assert list(isolated["plan"]) == list(alone["plan"])
+    assert list(isolated["accuracy"]) == list(alone["accuracy"])  # same model, same data: same predictions
+    assert list(isolated["feasible"]) == list(alone["feasible"])
+    assert (isolated["latency_ms"] > 0).all() and (isolated["memory_mb"] > 0).all()
+    assert list(isolated["parameters"]) == list(alone["parameters"])
+    assert set(alone.columns) <= set(isolated.columns)
+
+
+def test_pruning_decisions_reach_the_child(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    qualities = (0.9, 0.9, 0.9, 0.3)
+    _queue(out, [{"use.isolated_curve": True, "isolated_curve.quality": q} for q in qualities])
+    trials = _search(tiny_task, out, ["isolated_curve"], len(qualities), pruner="median")
+    assert list(trials["state"]) == ["COMPLETE"] * 3 + ["PRUNED"]
+    pruned = trials.iloc[3]
+    assert pruned["ended"] == "pruned" and pruned["reason"] == "pruned at step 100 (validation accuracy 0.3000)"
+
+
+def test_a_plugin_object_a_child_cannot_import_is_refused_up_front():
+    class LocalPlugin:
+        @hookimpl
+        def autocompress_register_techniques(self, register):
+            pass
+
+    host = build_host(autoload=False, extra_plugins=[("local-thing", LocalPlugin())])
+    with pytest.raises(InputError, match="--isolate: plugin 'local-thing' was registered in code"):
+        host_recipe(host)
+    recipe = host_recipe(build_host(autoload=False, disabled=("lora",),
+                                    extra_plugins=[("isolate-faults", isolate_plugins)]))
+    assert recipe.extra == (("isolate-faults", "isolate_plugins"),) and recipe.disabled == ("lora",)
+    assert "segfaulting" in recipe.build().techniques
