@@ -82,8 +82,32 @@ class IsolatedCurve(Technique):
         return model
 
 
+@dataclass(frozen=True)
+class _SleepConfig:
+    seconds: float = 60.0
+
+
+class Sleeping(Technique):
+    """Sleeps ``seconds`` (a trial to time out or to interrupt)."""
+
+    name = "sleeping"
+    stage = Stage.STRUCTURE
+    Config = _SleepConfig
+
+    @classmethod
+    def search_space(cls):
+        return {"seconds": CategoricalDistribution([60.0])}
+
+    def apply(self, model, config, context):
+        import time
+
+        time.sleep(config.seconds)
+        return model
+
+
 @hookimpl
 def autocompress_register_techniques(register):
+    register.add(Sleeping)
     register.add(Segfaulting)
     register.add(MemoryHog)
     register.add(IsolatedCurve)

@@ -1,8 +1,15 @@
 """--isolate: each trial in a spawned child process; a segfault or a hard memory cap fails only that trial."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import isolate_plugins
 import optuna
 import pandas as pd
+import psutil
 import pytest
 
 from autocompress import hookimpl
@@ -91,6 +98,60 @@ def test_pruning_decisions_reach_the_child(tiny_task, tmp_path):
     assert list(trials["state"]) == ["COMPLETE"] * 3 + ["PRUNED"]
     pruned = trials.iloc[3]
     assert pruned["ended"] == "pruned" and pruned["reason"] == "pruned at step 100 (validation accuracy 0.3000)"
+
+
+def test_the_parent_kills_a_child_past_the_time_limit(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}, {"use.sleeping": False}])
+    started = time.monotonic()
+    trials = _search(tiny_task, out, ["sleeping"], 2, trial_timeout=1.5)
+    assert time.monotonic() - started < 50
+    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
+    assert trials.iloc[0]["ended"] == "failed"
+    assert trials.iloc[0]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of 1.5 s "
+                                        "(its child process was killed)")
+
+
+SIGTERM_SCRIPT = """
+import signal, sys
+sys.path.insert(0, sys.argv[1])
+import isolate_plugins
+from autocompress.cli import _stop_handler
+from autocompress.config import settings_from_options
+from autocompress.plugin_manager import build_host
+from autocompress.search.study import run_search
+from pathlib import Path
+task = Path(sys.argv[2])
+options = {"model": task / "model", "data": task / "data.csv", "trials": 3, "out": Path(sys.argv[3]),
+           "repeats": 3, "warmup": 1, "no_progress": True, "techniques": ["sleeping"], "isolate": True,
+           "max_accuracy_drop": 0.5}
+signal.signal(signal.SIGTERM, _stop_handler())
+try:
+    run_search(settings_from_options(options),
+               build_host(autoload=False, extra_plugins=[("isolate-faults", isolate_plugins)]))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_sigterm_stops_the_child_records_the_trial_as_interrupted_and_writes_the_results(tiny_task, tmp_path):
+    out = tmp_path / "run"
+    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}])
+    worker = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(Path(__file__).parent), str(tiny_task),
+                               str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline:  # the trial's child process has started
+        time.sleep(0.5)
+        children = [c for c in psutil.Process(worker.pid).children() if "spawn" in " ".join(c.cmdline())]
+    assert children, "no trial child process started"
+    time.sleep(3)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 130
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["FAIL"]
+    assert trials.iloc[0]["ended"] == "interrupted" and trials.iloc[0]["reason"] == "interrupted by the user"
 
 
 def test_a_plugin_object_a_child_cannot_import_is_refused_up_front():
