@@ -1,5 +1,6 @@
 """--isolate: each trial in a spawned child process; a segfault or a hard memory cap fails only that trial."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -134,24 +135,47 @@ except KeyboardInterrupt:
 """
 
 
+def _worker_in_a_trial(tiny_task, out):
+    """A search process running a 60 s trial in its child process, and that child."""
+    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}])
+    marker = out.parent / "sleeping"
+    worker = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(Path(__file__).parent), str(tiny_task),
+                               str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "ISOLATE_TEST_MARKER": str(marker)})
+    deadline = time.monotonic() + 90
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert marker.exists(), "the trial never started"
+    children = [c for c in psutil.Process(worker.pid).children() if "spawn" in " ".join(c.cmdline())]
+    assert len(children) == 1
+    return worker, children[0]
+
+
+def _gone(process, within_s=10.0):
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_sigterm_stops_the_child_records_the_trial_as_interrupted_and_writes_the_results(tiny_task, tmp_path):
     out = tmp_path / "run"
-    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}])
-    worker = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(Path(__file__).parent), str(tiny_task),
-                               str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children = []
-    deadline = time.monotonic() + 60
-    while not children and time.monotonic() < deadline:  # the trial's child process has started
-        time.sleep(0.5)
-        children = [c for c in psutil.Process(worker.pid).children() if "spawn" in " ".join(c.cmdline())]
-    assert children, "no trial child process started"
-    time.sleep(3)
+    worker, child = _worker_in_a_trial(tiny_task, out)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 130
-    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
+    assert _gone(child)
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["FAIL"]
     assert trials.iloc[0]["ended"] == "interrupted" and trials.iloc[0]["reason"] == "interrupted by the user"
+
+
+def test_a_child_does_not_outlive_a_killed_search_process(tiny_task, tmp_path):
+    worker, child = _worker_in_a_trial(tiny_task, tmp_path / "run")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert _gone(child), "the trial's child process kept running after its search process was killed"
 
 
 def test_a_plugin_object_a_child_cannot_import_is_refused_up_front():

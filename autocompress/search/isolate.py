@@ -188,6 +188,7 @@ class ChildJob:
 def child_main(job: ChildJob, conn: Any) -> None:
     """Entry point of a trial's child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    _die_with_parent()
     try:
         env = _child_environment(job)
         plan = sample_plan(optuna.trial.FixedTrial(job.params), env.techniques, env.spaces)
@@ -207,6 +208,22 @@ def child_main(job: ChildJob, conn: Any) -> None:
         outcome = ("failed", f"{type(exc).__name__}: {exc}")
     conn.send(("measurements", {k: v for k, v in env.measurements.items() if k not in known}))
     conn.send(outcome)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the search process dies (kill -9, a second Ctrl-C), so no
+    orphan goes on working on a trial nobody will record."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _child_environment(job: ChildJob) -> TrialEnvironment:
