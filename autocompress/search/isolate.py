@@ -341,6 +341,8 @@ class IsolatedObjective:
                 elif kind == "pruned":
                     raise optuna.TrialPruned(message[1])
                 elif kind == "failed":
+                    if "ended" not in trial.user_attrs:  # not an Exception (e.g. SystemExit): not recorded
+                        raise self._fail(trial, message[1])
                     raise ChildTrialFailed(message[1])  # ended/reason already recorded by the child
                 elif kind == "setup":
                     raise self._fail(trial, f"the trial's child process could not prepare the trial: {message[1]}")
