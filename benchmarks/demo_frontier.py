@@ -67,7 +67,7 @@ def build_baselines(out: Path, flags: list[str], quick: bool) -> dict[str, dict[
     from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 
     host, settings, task = load_task(flags)
-    saved = {}
+    saved, trained = {}, {}  # trained: float model per structure+recovery recipe (the + int8 variant reuses it)
     directory = save_candidate(out / "teacher", task.teacher, task.tokenizer, post_steps=[])
     saved["teacher"] = {"dir": str(directory), "wall_s": None, "plan": "the fine-tuned teacher"}
     for name, steps in BASELINES.items():
@@ -78,15 +78,20 @@ def build_baselines(out: Path, flags: list[str], quick: bool) -> dict[str, dict[
                 values = {**values, "epochs": 0.2}
             plan_steps.append(PlanStep(cls, cls.make_config(values)))
         plan = Plan.build(plan_steps)
+        recipe = json.dumps([s for s in plan.to_manifest() if s["technique"] != "quantization"])
         started = time.perf_counter()
         model = copy.deepcopy(task.teacher)
         context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=task.tokenizer,
                                data=task.data, teacher=task.teacher, max_length=settings.task_options.max_length,
                                seed=settings.seed)
-        model = apply_steps(model, plan.at(Stage.STRUCTURE), context)
-        context.adapter = adapter_for(model, host.architectures)
-        model = apply_steps(model, plan.at(Stage.RECOVER), context)
-        wall = time.perf_counter() - started
+        if recipe in trained:
+            model, context.tokenizer, wall = trained[recipe]
+        else:
+            model = apply_steps(model, plan.at(Stage.STRUCTURE), context)
+            context.adapter = adapter_for(model, host.architectures)
+            model = apply_steps(model, plan.at(Stage.RECOVER), context)
+            wall = time.perf_counter() - started
+            trained[recipe] = (model, context.tokenizer, wall)
         slug = name.replace(" ", "-").replace("+", "plus")
         directory = save_candidate(out / slug, model, context.tokenizer, post_steps=plan.to_manifest(Stage.POST),
                                    info={"plan": plan.to_manifest()})

@@ -32,6 +32,8 @@ class QuantizationConfig:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.embeddings, bool):
+            raise ValueError(f"embeddings must be true or false, got {self.embeddings!r}")
 
 
 def quantize_int8_dynamic(model: nn.Module, embedding_path: str | None = None) -> nn.Module:

@@ -29,6 +29,6 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
     teacher = report["rows"][0]
     assert teacher["accuracy"] > 0.6  # a real (if briefly) fine-tuned teacher
     int8 = report["rows"][1]
-    assert int8["memory_mb"] < teacher["memory_mb"] / 2  # int8 weights really are smaller
+    assert int8["memory_mb"] < 0.75 * teacher["memory_mb"]  # int8 linears really are smaller (embeddings stay float)
     for needle in ("| model | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
         assert needle in result.stdout

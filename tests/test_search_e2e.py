@@ -167,7 +167,7 @@ def test_a_trial_past_the_time_limit_fails_with_that_reason_and_the_search_goes_
     options = {"model": tiny_task / "model", "data": tiny_task / "reviews.csv", "text_column": "sentence",
                "label_column": "polarity", "trials": 4, "out": tmp_path / "run", "repeats": 3, "warmup": 1,
                "no_progress": True, "techniques": ["sleepy", "quantization"], "sampler": "random",
-               "trial_timeout": 0.5, "seed": 1}
+               "trial_timeout": 0.5, "seed": 1, "starting_points": "none"}
     host = build_host(autoload=False, extra_plugins=[("sleepy-plugin", SleepyPlugin())])
     run_search(settings_from_options(options), host)
     trials = pd.read_csv(tmp_path / "run" / "trials.csv")
