@@ -54,6 +54,19 @@ class Measurement:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_timings(cls, timings: list[float], weight_bytes: int, activation_bytes: int,
+                     parameters: int) -> Measurement:
+        """Median and p90 of ``timings`` (ms); memory = weights + inference working memory."""
+        return cls(
+            latency_ms=statistics.median(timings),
+            latency_p90_ms=percentile(timings, 0.9),
+            memory_mb=(weight_bytes + activation_bytes) / MB,
+            model_mb=weight_bytes / MB,
+            activation_mb=activation_bytes / MB,
+            parameters=parameters,
+        )
+
 
 class Target(ABC):
     """A hardware/runtime target that measures a deployed candidate."""
@@ -195,12 +208,4 @@ def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     with thread_count(settings.threads):
         timings = time_forward(model, inputs, settings.warmup, settings.repeats)
         activation = inference_memory_growth(model, inputs)
-    weights = model_bytes(model)
-    return Measurement(
-        latency_ms=statistics.median(timings),
-        latency_p90_ms=percentile(timings, 0.9),
-        memory_mb=(weights + activation) / MB,
-        model_mb=weights / MB,
-        activation_mb=activation / MB,
-        parameters=parameter_count(model),
-    )
+    return Measurement.from_timings(timings, model_bytes(model), activation, parameter_count(model))

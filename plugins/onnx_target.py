@@ -12,7 +12,6 @@ see ``autocompress.onnx_export``) fails its trial with that reason; the search g
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import weakref
 from pathlib import Path
@@ -22,13 +21,11 @@ from torch import nn
 
 from autocompress import hookimpl
 from autocompress.measure import (
-    MB,
     Measurement,
     MeasureSettings,
     Target,
     memory_growth,
     parameter_count,
-    percentile,
     time_calls,
 )
 from autocompress.onnx_export import (
@@ -86,15 +83,7 @@ class OnnxRuntimeTarget(Target):
 
         timings = time_calls(run, settings.warmup, settings.repeats)
         activation = memory_growth(run)
-        weights = path.stat().st_size
-        return Measurement(
-            latency_ms=statistics.median(timings),
-            latency_p90_ms=percentile(timings, 0.9),
-            memory_mb=(weights + activation) / MB,
-            model_mb=weights / MB,
-            activation_mb=activation / MB,
-            parameters=parameter_count(model),
-        )
+        return Measurement.from_timings(timings, path.stat().st_size, activation, parameter_count(model))
 
 
 @hookimpl
