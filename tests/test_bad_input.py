@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import synthetic_sentiment, write_tiny_task
 
 EXIT_BAD_INPUT = 2
 #: Every case must end well within this; loading the tiny teacher is the most any case may do.
@@ -36,9 +36,7 @@ class ReachedTraining(AssertionError):
 
 def build_fixtures(root: Path) -> Path:
     """A tiny fine-tuned checkpoint and a good data file: each case breaks one thing."""
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(60)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 60)
     return root
 
 

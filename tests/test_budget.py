@@ -6,7 +6,7 @@ import pytest
 from autocompress.cli import main
 from autocompress.config import UNLIMITED_TRIALS, parse_budget, settings_from_options
 from autocompress.errors import InputError
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -32,9 +32,7 @@ def test_budget_and_trials_together_is_refused():
 
 
 def test_a_search_stops_at_its_budget(tmp_path):
-    write_tiny_checkpoint(tmp_path / "model")
-    texts, labels = synthetic_sentiment(200, seed=1)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "data.csv", index=False)
+    write_tiny_task(tmp_path, 200, seed=1)
     common = ["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.csv"), "--repeats", "3",
               "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3", "--techniques", "quantization"]
     assert main([*common, "--out", str(tmp_path / "a"), "--budget", "3"]) == 0

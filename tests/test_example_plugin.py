@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 DISTRIBUTION = "autocompress-example-plugin"
 TECHNIQUE = "embedding_factorization"
@@ -53,9 +53,7 @@ def test_plugins_lists_the_example_technique_with_its_distribution():
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(300, seed=5)
-    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    write_tiny_task(root, 300, seed=5, text_column="sentence", label_column="polarity", filename="reviews.csv")
     return root
 
 

@@ -19,15 +19,13 @@ from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
 from autocompress.search.isolate import host_recipe
 from autocompress.search.study import DIRECTIONS, run_search
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(160, seed=4)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 160, seed=4)
     return root
 
 

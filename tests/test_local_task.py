@@ -3,7 +3,6 @@
 
 import shutil
 
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,15 +11,13 @@ from autocompress.cli import build_parser
 from autocompress.config import OPTIONS, merge_options, settings_from_options
 from autocompress.errors import InputError
 from autocompress.plugins.local_task import LocalTask
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(60)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 60)
     # The same weights in the pickle format only.
     shutil.copytree(root / "model", root / "pickled")
     torch.save(load_file(str(root / "model" / "model.safetensors")), root / "pickled" / "pytorch_model.bin")

@@ -20,7 +20,7 @@ from autocompress.onnx_export import (
 )
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.onnx_target import OnnxRuntimeTarget
-from autocompress.testing import synthetic_sentiment, tiny_model, tiny_tokenizer, write_tiny_checkpoint
+from autocompress.testing import tiny_model, tiny_tokenizer, write_tiny_task
 
 # onnx, onnxscript and onnxruntime come with the dev extra (README set-up), so nothing here skips.
 
@@ -117,9 +117,7 @@ def test_missing_onnxruntime_is_named_with_the_install_command(monkeypatch, tmp_
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(200, seed=5)
-    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    write_tiny_task(root, 200, seed=5, text_column="sentence", label_column="polarity", filename="reviews.csv")
     return root
 
 

@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 URL = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES_URL")
 if not URL:
@@ -28,9 +28,7 @@ if not URL:
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(160, seed=4)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 160, seed=4)
     return root
 
 

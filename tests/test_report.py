@@ -14,7 +14,7 @@ from autocompress.cli import main
 from autocompress.plugin_manager import build_host
 from autocompress.report import load_run, storage_of_run_dir, write_report
 from autocompress.report.facts import ReportSection, plain_plan
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint, write_tiny_task
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -204,9 +204,7 @@ def test_model_card_says_truthfully_whether_plain_transformers_loads_it(tmp_path
 def test_export_onnx_writes_a_model_onnx_runtime_agrees_with(tmp_path, capsys):
     import onnxruntime  # noqa: F401  (the onnx extra is part of dev: this test runs wherever tests do)
 
-    write_tiny_checkpoint(tmp_path / "model")
-    texts, labels = synthetic_sentiment(200, seed=4)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "data.csv", index=False)
+    write_tiny_task(tmp_path, 200, seed=4)
     run = tmp_path / "run"
     assert main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.csv"), "--trials", "2",
                  "--techniques", "ffn_pruning", "--out", str(run), "--repeats", "3", "--warmup", "1",

@@ -15,15 +15,13 @@ from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
 from autocompress.search.study import run_search
 from autocompress.technique import Stage, Technique
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(300, seed=5)
-    pd.DataFrame({"sentence": texts, "polarity": labels}).to_csv(root / "reviews.csv", index=False)
+    write_tiny_task(root, 300, seed=5, text_column="sentence", label_column="polarity", filename="reviews.csv")
     return root
 
 

@@ -12,7 +12,7 @@ from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
 from autocompress.search.study import DIRECTIONS, run_search
 from autocompress.technique import Stage, Technique
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 STEPS = (100, 200, 300, 400)
 
@@ -51,9 +51,7 @@ class CurvePlugin:
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(240, seed=7)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 240, seed=7)
     return root
 
 

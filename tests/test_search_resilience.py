@@ -13,15 +13,13 @@ import pytest
 
 from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
 from autocompress.search.study import COUNTED
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(200, seed=9)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 200, seed=9)
     return root
 
 

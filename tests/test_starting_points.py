@@ -8,7 +8,7 @@ from autocompress.cli import main
 from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
 from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points, plan_params
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,7 @@ def test_the_built_in_starting_points_are_valid_for_the_built_in_spaces(host):
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(200, seed=3)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 200, seed=3)
     return root
 
 

@@ -16,7 +16,7 @@ from autocompress.plugin_manager import build_host
 from autocompress.search.objective import MEMORY_SIGNAL, TrialMemoryExceeded, memory_limit
 from autocompress.search.study import run_search
 from autocompress.technique import Stage, Technique
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import write_tiny_task
 
 MB = 2**20
 
@@ -81,9 +81,7 @@ class BallastPlugin:
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    write_tiny_checkpoint(root / "model")
-    texts, labels = synthetic_sentiment(120, seed=2)
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data.csv", index=False)
+    write_tiny_task(root, 120, seed=2)
     return root
 
 

@@ -14,6 +14,13 @@ pytest then runs every contract check on tiny BERT and DistilBERT models built f
 """
 
 from autocompress.testing.contract import TechniqueContract
-from autocompress.testing.tiny import synthetic_sentiment, tiny_model, tiny_tokenizer, write_tiny_checkpoint
+from autocompress.testing.tiny import (
+    synthetic_sentiment,
+    tiny_model,
+    tiny_tokenizer,
+    write_tiny_checkpoint,
+    write_tiny_task,
+)
 
-__all__ = ["TechniqueContract", "synthetic_sentiment", "tiny_model", "tiny_tokenizer", "write_tiny_checkpoint"]
+__all__ = ["TechniqueContract", "synthetic_sentiment", "tiny_model", "tiny_tokenizer", "write_tiny_checkpoint",
+           "write_tiny_task"]

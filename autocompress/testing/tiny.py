@@ -86,3 +86,16 @@ def write_tiny_checkpoint(directory: Path, train_steps: int = 60, seed: int = 0,
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def write_tiny_task(root: Path, examples: int, seed: int = 0, text_column: str = "text", label_column: str = "label",
+                    filename: str = "data.csv") -> Path:
+    """A whole local task in ``root``: ``model/`` (``write_tiny_checkpoint``) and a CSV of
+    ``synthetic_sentiment(examples, seed)`` with the given column names. Returns ``root``, ready for
+    ``autocompress search --model root/model --data root/<filename>``."""
+    import pandas as pd
+
+    write_tiny_checkpoint(root / "model")
+    texts, labels = synthetic_sentiment(examples, seed=seed)
+    pd.DataFrame({text_column: texts, label_column: labels}).to_csv(root / filename, index=False)
+    return root
