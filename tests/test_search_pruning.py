@@ -88,6 +88,13 @@ def test_weak_recovery_trials_are_pruned_early_with_the_step_recorded(tiny_task,
     assert len(ScriptedRecovery.calls) < len(ORDER) * len(STEPS)
     assert list(trials["param.scripted_recovery.quality"]) == list(ORDER)
     assert pruned["val_accuracy"].isna().all() and pruned["state"].eq("PRUNED").all()
+    # The sampler learns from pruned trials: their last validation accuracy becomes the
+    # accuracy constraint (teacher's validation accuracy - 0.3 - the 0.01 allowed drop).
+    study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    baseline = study.user_attrs["baseline"]["val_accuracy"]
+    for number in pruned["number"]:
+        constraints = study.trials[number].constraints
+        assert constraints == {"accuracy_drop": pytest.approx(baseline - 0.3 - 0.01)}
 
 
 def test_pruner_none_lets_every_trial_finish(tiny_task, tmp_path):

@@ -360,6 +360,20 @@ class Objective:
         finally:
             trial.set_user_attr("work_s", round(work.seconds - bookkeeping.seconds, 4))
 
+    def _constrain_pruned(self, trial: optuna.Trial, measurement: Measurement) -> None:
+        """Give a pruned trial the constraint values its last validation accuracy implies.
+
+        A pruned multi-objective trial has no objective values, so without constraints the sampler
+        learns nothing from it; with them, one pruned far below the accuracy limit counts as badly
+        infeasible, and the sampler steers away from its region. Results ignore them: only a
+        complete trial can be feasible (search/results.py)."""
+        curve = trial.user_attrs.get("intermediate") or {}
+        if not curve:
+            return
+        last = curve[max(curve, key=int)]
+        for key, value in limit_gaps(self.env.limits, measurement, self.env.baseline.val_accuracy - last).items():
+            trial.set_constraint(key, value)
+
     def _work(self, trial: optuna.Trial, plan: Plan, work: Stopwatch, bookkeeping: Stopwatch
               ) -> tuple[float, float, float]:
         env = self.env
@@ -387,7 +401,11 @@ class Objective:
         with work():
             if recover:
                 context.adapter = adapter_for(student, env.architectures)
-                student = apply_steps(student, recover, context)
+                try:
+                    student = apply_steps(student, recover, context)
+                except optuna.TrialPruned:
+                    self._constrain_pruned(trial, measurement)
+                    raise
                 deployed = deploy(student, plan, context)
             validation, test = env.evaluation_sets(context.tokenizer)
             val_accuracy = accuracy(deployed, validation)

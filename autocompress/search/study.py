@@ -71,8 +71,12 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    # Constraints reach the sampler through trial.set_constraint (Optuna 5's core API).
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
+    # Constraints reach the sampler through trial.set_constraint (Optuna 5's core API). The space
+    # is conditional (a technique's fields exist only when it is on): group=True models each set
+    # of fields that occur together jointly, instead of only the use.* switches every trial has.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, group=True)
 
 
 def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseStorage:
