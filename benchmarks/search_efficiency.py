@@ -72,6 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials on a small slice (smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1 "
+                        "(to add seeds to an earlier run)")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="an earlier run's search_efficiency.csv: its rows join this run's table")
     # TPE's first 6 trials are random (its startup); 30 leaves 24 guided ones to tell the samplers apart.
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
@@ -89,7 +93,8 @@ def main() -> None:
         options.update(train_limit=600, teacher_epochs=1.0)
 
     rows = []
-    for seed in range(seeds):
+    seed_list = range(args.first_seed, args.first_seed + seeds)
+    for seed in seed_list:
         for sampler in ("tpe", "random"):
             row = one_run(sampler, seed, trials, root, options)
             rows.append(row)
@@ -98,11 +103,12 @@ def main() -> None:
                   f"{row['ended']}; " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("hv@")),
                   flush=True)
 
-    table = pd.DataFrame(rows)
+    table = pd.concat([*(pd.read_csv(path) for path in args.merge), pd.DataFrame(rows)], ignore_index=True)
+    seed_list = sorted(table["seed"].unique())
     print("\n| seed | default (TPE) hypervolume | random hypervolume | ratio | host share TPE | host share random |")
     print("|---:|---:|---:|---:|---:|---:|")
     ratios = []
-    for seed in range(seeds):
+    for seed in seed_list:
         tpe = table[(table["seed"] == seed) & (table["sampler"] == "tpe")].iloc[0]
         rnd = table[(table["seed"] == seed) & (table["sampler"] == "random")].iloc[0]
         if rnd["hypervolume"] > 0:
@@ -112,6 +118,9 @@ def main() -> None:
         ratios.append(ratio)
         print(f"| {seed} | {tpe['hypervolume']:.4f} | {rnd['hypervolume']:.4f} | {ratio:.2f}x | "
               f"{100 * tpe['host_fraction']:.2f}% | {100 * rnd['host_fraction']:.2f}% |")
+    feasible = table.groupby("sampler")["feasible"].mean()
+    print(f"\nmean feasible trials per run: default {feasible['tpe']:.1f}, random {feasible['random']:.1f} "
+          f"(of {trials})")
     for column in [c for c in table.columns if c.startswith("hv@")]:
         by = table.groupby("sampler")[column].mean()
         print(f"mean {column.replace('hv@', 'hypervolume after ')} trials: default {by['tpe']:.4f}, random "
@@ -124,7 +133,8 @@ def main() -> None:
           f"{sum(r != r for r in ratios)})")
     print(f"host share of optimisation wall time: median {100 * table['host_fraction'].median():.2f}%, max "
           f"{100 * table['host_fraction'].max():.2f}% (target <= 2%)")
-    print(f"{seeds} seeds x {trials} trials per sampler; runs kept in {root}")
+    print(f"{len(seed_list)} seeds x {trials} trials per sampler; runs kept in {root}"
+          + "".join(f" and {path.parent}" for path in args.merge))
     table.to_csv(root / "search_efficiency.csv", index=False)
 
 
