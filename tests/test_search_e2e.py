@@ -1,5 +1,6 @@
 """A tiny end-to-end search through the CLI: outputs, resume, reload of best/, failure isolation."""
 
+import gc
 import json
 import subprocess
 import sys
@@ -173,3 +174,28 @@ def test_a_trial_past_the_time_limit_fails_with_that_reason_and_the_search_goes_
     assert len(slow) >= 1 and (slow["state"] == "FAIL").all()
     assert slow["reason"].str.contains("per-trial time limit of 0.5 s").all()
     assert len(trials) == 4
+
+
+
+class FreezeProbe:
+    """Records, after every trial, how many objects the garbage collector skips."""
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def autocompress_trial_finished(self, trial_number, outcome, run_dir):
+        self.seen.append(gc.get_freeze_count())
+
+
+def test_trials_collect_only_their_own_garbage_and_the_search_unfreezes_afterwards(tiny_task, tmp_path):
+    """Host overhead: the per-trial gc pass skips the objects alive before the trials (torch,
+    the task, the teacher), and those are handed back to the collector when the search ends."""
+    gc.unfreeze()
+    probe = FreezeProbe()
+    options = {"model": tiny_task / "model", "data": tiny_task / "reviews.csv", "text_column": "sentence",
+               "label_column": "polarity", "trials": 3, "out": tmp_path / "run", "repeats": 3, "warmup": 1,
+               "no_progress": True, "techniques": ["quantization"], "starting_points": "none"}
+    run_search(settings_from_options(options), build_host(autoload=False, extra_plugins=[("probe", probe)]))
+    assert len(probe.seen) == 3 and min(probe.seen) > 100_000  # torch and transformers alone are more
+    assert gc.get_freeze_count() == 0
