@@ -176,7 +176,6 @@ def test_a_trial_past_the_time_limit_fails_with_that_reason_and_the_search_goes_
     assert len(trials) == 4
 
 
-
 class FreezeProbe:
     """Records, after every trial, how many objects the garbage collector skips."""
 
