@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).parent.parent
@@ -31,4 +32,20 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
     int8 = report["rows"][1]
     assert int8["memory_mb"] < 0.75 * teacher["memory_mb"]  # int8 linears really are smaller (embeddings stay float)
     for needle in ("| model | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
+        assert needle in result.stdout
+
+
+@pytest.mark.slow
+def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
+    out = tmp_path / "efficiency"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--quick", "--out",
+                             str(out)], capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "search_efficiency.csv")
+    runs = sorted(zip(table["sampler"], table["seed"], strict=True))
+    assert runs == [("random", 0), ("random", 1), ("tpe", 0), ("tpe", 1)]
+    assert (table["trials"] == 4).all() and (table["hypervolume"] >= 0).all()
+    assert ((table["host_fraction"] > 0) & (table["host_fraction"] < 0.5)).all()
+    assert (table["work_s"] < table["optimize_s"]).all() and ((table["hv@4"] - table["hypervolume"]).abs() < 1e-9).all()
+    for needle in ("| seed | default (TPE) hypervolume |", "ratio of means", "host share of optimisation wall time"):
         assert needle in result.stdout
