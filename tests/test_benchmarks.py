@@ -11,12 +11,18 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
+def run_quick(script: str, out: Path) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script> --quick --out <out>`` and require it to succeed."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_path):
     out = tmp_path / "frontier"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_frontier.py"), "--quick", "--out",
-                             str(out)], capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_quick("demo_frontier.py", out)
     report = json.loads((out / "frontier.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names[:5] == ["teacher", "int8 dynamic alone", "bf16 alone", "half depth + distillation",
@@ -38,9 +44,7 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
 @pytest.mark.slow
 def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
     out = tmp_path / "efficiency"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--quick", "--out",
-                             str(out)], capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_quick("search_efficiency.py", out)
     table = pd.read_csv(out / "search_efficiency.csv")
     runs = sorted(zip(table["sampler"], table["seed"], strict=True))
     assert runs == [("random", 0), ("random", 1), ("tpe", 0), ("tpe", 1)]
