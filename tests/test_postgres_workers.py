@@ -15,6 +15,8 @@ import uuid
 import optuna
 import pandas as pd
 import pytest
+import sqlalchemy
+from storage_race import open_at_once
 
 from autocompress.testing import write_tiny_task
 
@@ -40,6 +42,27 @@ def study_name():
         optuna.delete_study(study_name=name, storage=URL)
     except KeyError:
         pass
+
+
+@pytest.fixture
+def fresh_schema_url():
+    """URL of an empty schema in the test database: Optuna's tables do not exist there yet."""
+    schema = f"fresh_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(URL)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    yield f"{URL}{'&' if '?' in URL else '?'}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_workers_opening_a_fresh_database_together_all_get_it(fresh_schema_url, tmp_path, round_):
+    # The first open creates Optuna's schema; workers started together used to crash on a
+    # duplicate type or table.
+    assert open_at_once(fresh_schema_url, tmp_path / "gate") == ["opened"] * 4
+    assert optuna.create_study(study_name="after", storage=fresh_schema_url).study_name == "after"
 
 
 def _worker(task, out, study, trials, *extra):

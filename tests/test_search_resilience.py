@@ -10,6 +10,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
+from storage_race import open_at_once
 
 from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
 from autocompress.search.study import COUNTED
@@ -34,33 +35,45 @@ def _finished(study):
             if t.state == optuna.trial.TrialState.COMPLETE}
 
 
+def _watch(worker, out, log, until, timeout_s=240):
+    """The worker's study once ``until(trial states)`` holds. Fails at once, with the worker's
+    stderr, if the worker ends first; fails after ``timeout_s`` if the states never get there."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        if worker.poll() is not None:
+            pytest.fail(f"the search ended (exit {worker.returncode}) too early:\n{log.read_text()[-3000:]}")
+        if not (out / "run.json").is_file():  # written once the study exists
+            continue
+        study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
+        if until([t.state for t in study.get_trials()]):
+            return study
+    worker.kill()
+    worker.wait()
+    pytest.fail(f"the search did not get there in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
 def test_sigkill_mid_trial_then_the_same_command_resumes(tiny_task, tmp_path):
     out = tmp_path / "run"
     # Many timed repeats make each trial last long enough to be killed in the middle of one.
     slow = ("--repeats", "600", "--threads", "1")
     command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 6, *slow)]
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 240
-    study = None
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name="local-search", storage=storage)
-        except Exception:
-            continue
-        states = [t.state for t in study.get_trials()]
-        if states.count(optuna.trial.TrialState.COMPLETE) >= 2 and states[-1] == optuna.trial.TrialState.RUNNING:
-            break
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def mid_trial_after_two(states):
+        return states.count(optuna.trial.TrialState.COMPLETE) >= 2 and states[-1] == optuna.trial.TrialState.RUNNING
+
+    study = _watch(worker, out, log, mid_trial_after_two)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    assert study is not None
     before = _finished(study)
     running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
     assert len(before) >= 2 and running
 
     assert main(_command(tiny_task, out, 6, "--repeats", "5")) == 0
-    study = optuna.load_study(study_name="local-search", storage=storage)
+    study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
     after = _finished(study)
     assert {n: after[n] for n in before} == before  # finished trials untouched
     interrupted = [t for t in study.get_trials() if t.number in running]
@@ -70,6 +83,15 @@ def test_sigkill_mid_trial_then_the_same_command_resumes(tiny_task, tmp_path):
     assert retried and retried[0].params == interrupted[0].params
     trials = pd.read_csv(out / "trials.csv")
     assert (trials["ended"] != "interrupted").sum() == 6  # the budget counts only real outcomes
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_opening_a_fresh_database_together_all_get_it(tmp_path, round_):
+    # Optuna creates its tables on first open; processes doing so at once used to crash with
+    # "table ... already exists" or a duplicate schema-version row.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert open_at_once(url, tmp_path / "gate") == ["opened"] * 4
+    assert optuna.create_study(study_name="after", storage=url).study_name == "after"
 
 
 def test_impossible_limits_end_with_the_nearest_candidates_and_their_gaps(tiny_task, tmp_path, capsys):
@@ -98,20 +120,16 @@ def test_a_run_directory_of_another_study_is_refused(tiny_task, tmp_path, capsys
 def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_signal):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 50, "--repeats", "400")]
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            if len(optuna.load_study(study_name="local-search", storage=storage).get_trials()) >= 3:
-                break
-        except Exception:
-            continue
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    _watch(worker, out, log, lambda states: len(states) >= 3)
     signalled = time.time()
     os.kill(worker.pid, stop_signal)
-    _, stderr = worker.communicate(timeout=60)
+    worker.wait(timeout=60)
+    stderr = log.read_text()
     assert worker.returncode == 130, stderr
+    storage = f"sqlite:///{out / 'study.db'}"
     assert f"interrupted; results so far are in {out}" in stderr
     study = optuna.load_study(study_name="local-search", storage=storage)
     states = [t.state for t in study.get_trials()]

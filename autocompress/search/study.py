@@ -80,6 +80,27 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, group=True)
 
 
+# Processes that open a fresh database at the same moment (workers started together, or a
+# dashboard opened as a search starts) race to create Optuna's tables: the losers see "table
+# already exists", a duplicate schema-version row or a locked SQLite file. The winner finishes the
+# schema within moments, after which opening again succeeds.
+SCHEMA_RACE = ("already exists", "unique constraint failed", "duplicate key", "database is locked")
+SCHEMA_RACE_TRIES = 8
+
+
+def _open_rdb_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    import sqlalchemy.exc
+
+    for attempt in range(1, SCHEMA_RACE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.DatabaseError as exc:
+            if not any(sign in str(exc).lower() for sign in SCHEMA_RACE):
+                raise
+            time.sleep(0.1 * attempt)
+    return optuna.storages.RDBStorage(url, **kwargs)  # the last try: its error is the one reported
+
+
 def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise InputError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db, "
@@ -87,7 +108,7 @@ def make_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return _open_rdb_storage(
                 url,
                 heartbeat_interval=max(1, round(heartbeat_s)),
                 grace_period=max(2, round(4 * heartbeat_s)),
