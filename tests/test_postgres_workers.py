@@ -95,7 +95,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_
     victim = _worker(tiny_task, tmp_path / "victim", study_name, 8, *slow)
     deadline = time.monotonic() + 240
     running = []
-    while time.monotonic() < deadline and not running:
+    while time.monotonic() < deadline and not running and victim.poll() is None:
         time.sleep(0.3)
         try:
             study = optuna.load_study(study_name=study_name, storage=URL)
@@ -103,8 +103,8 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_
             continue
         running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
     victim.send_signal(signal.SIGKILL)
-    victim.communicate()
-    assert running, "the victim never started a trial"
+    _, err = victim.communicate()
+    assert running, f"the victim never started a trial:\n{err[-3000:]}"
     time.sleep(5)  # longer than the grace period (4 heartbeats)
     survivor = _worker(tiny_task, tmp_path / "survivor", study_name, 8, "--repeats", "5", "--heartbeat", "1")
     _, err = survivor.communicate(timeout=600)
