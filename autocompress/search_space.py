@@ -13,6 +13,7 @@ them with a YAML file mapping technique names to such field maps.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -88,6 +89,7 @@ def parse_distribution(spec: Any, where: str) -> BaseDistribution:
             raise SearchSpaceError(f"{where}: 'step' must be positive, got {step}")
         if log:
             raise SearchSpaceError(f"{where}: 'step' cannot be combined with log: true")
+        _check_steps_reach_high(low, high, step, int if integer else float, where)
     if log and low <= 0:
         raise SearchSpaceError(f"{where}: log: true needs low > 0, got {low}")
     try:
@@ -96,6 +98,18 @@ def parse_distribution(spec: Any, where: str) -> BaseDistribution:
         return FloatDistribution(float(low), float(high), log=log, step=step)
     except ValueError as exc:
         raise SearchSpaceError(f"{where}: {exc}") from None
+
+
+def _check_steps_reach_high(low: float, high: float, step: float, kind: type, where: str) -> None:
+    """Refuse a range that ``step`` does not divide: Optuna would quietly lower ``high``."""
+    span, unit = decimal.Decimal(str(high)) - decimal.Decimal(str(low)), decimal.Decimal(str(step))
+    if span % unit == 0:
+        return
+    below = decimal.Decimal(str(low)) + (span // unit) * unit
+    raise SearchSpaceError(
+        f"{where}: high ({high}) is not low ({low}) plus a whole number of steps ({step}), so {high} "
+        f"could never be drawn; use high: {kind(below)} or {kind(below + unit)}"
+    )
 
 
 def parse_space(doc: Any, technique: type, source: str) -> SearchSpace:

@@ -2,6 +2,8 @@
 one (unknown technique, field or key, wrong type, low > high, empty choices, not a mapping, a value
 the technique rejects) gives a SearchSpaceError naming the file, the culprit and the problem."""
 
+import decimal
+
 import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -48,7 +50,12 @@ def valid_spec(draw, default: BaseDistribution):
     if default.log:
         spec["log"] = True
     elif default.step is not None and (spec["type"] == "float" or default.step != 1):
-        spec["step"] = default.step
+        # A stepped range ends on a step: low as a user writes it, high a whole number of steps above.
+        step = decimal.Decimal(str(default.step))
+        low = draw(st.decimals(decimal.Decimal(str(default.low)), decimal.Decimal(str(default.high)), places=3))
+        steps = draw(st.integers(0, int((decimal.Decimal(str(default.high)) - low) // step)))
+        number = int if spec["type"] == "int" else float
+        spec.update(low=number(low), high=number(low + steps * step), step=default.step)
     return spec
 
 
@@ -75,7 +82,7 @@ def test_every_valid_document_loads_as_written(document):
                 assert isinstance(loaded, CategoricalDistribution) and list(loaded.choices) == spec["choices"]
             else:
                 assert isinstance(loaded, IntDistribution if spec["type"] == "int" else FloatDistribution)
-                assert loaded.low == spec["low"] and spec["low"] <= loaded.high <= spec["high"]
+                assert (loaded.low, loaded.high) == (spec["low"], spec["high"])
                 assert loaded.log == spec.get("log", False)
 
 
@@ -87,15 +94,17 @@ NOT_LISTS = st.one_of(st.text(max_size=6), st.integers(), st.floats(allow_nan=Fa
                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 NOT_MAPPINGS = st.one_of(st.lists(st.integers(), max_size=3), st.text(max_size=6), st.integers(),
                          st.floats(allow_nan=False), st.none())
+STEPPED_FIELDS = [(name, field) for name, field in NUMERIC_FIELDS if DEFAULTS[name][field].step not in (None, 1)]
 KINDS = ["unknown technique", "unknown field", "unknown key", "wrong type", "low > high", "empty choices",
-         "not a mapping", "rejected value"]
+         "not a mapping", "rejected value", "steps miss high"]
 
 
 @st.composite
 def invalid_documents(draw):
     """(kind, document, fragments the error must contain): one valid field broken in one way."""
     kind = draw(st.sampled_from(KINDS))
-    name, field = draw(st.sampled_from(NUMERIC_FIELDS if kind == "low > high" else ALL_FIELDS))
+    fields = {"low > high": NUMERIC_FIELDS, "steps miss high": STEPPED_FIELDS}.get(kind, ALL_FIELDS)
+    name, field = draw(st.sampled_from(fields))
     spec = draw(valid_spec(DEFAULTS[name][field]))
     where = f"{name}.{field}"
     config_fields = TECHNIQUES[name].Config.__dataclass_fields__
@@ -119,6 +128,10 @@ def invalid_documents(draw):
     if kind == "low > high":
         gap = draw(st.integers(1, 10)) if spec["type"] == "int" else draw(st.floats(1e-6, 10))
         return kind, {name: {field: {**spec, "high": spec["low"] - gap}}}, (where, "is greater than high")
+    if kind == "steps miss high":  # half a step past the end of the range
+        high = float(decimal.Decimal(str(spec["high"])) + decimal.Decimal(str(spec["step"])) / 2)
+        return kind, {name: {field: {**spec, "high": high}}}, (
+            where, f"high ({high}) is not low ({spec['low']}) plus a whole number of steps", "use high: ")
     if kind == "empty choices":
         return kind, {name: {field: {"type": "categorical", "choices": []}}}, (
             where, "'choices' must be a non-empty list, got []")
