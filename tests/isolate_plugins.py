@@ -4,14 +4,27 @@ They live in an importable module (registered as the module itself) because with
 each trial's child process imports the plugins registered in code by module path.
 """
 
+import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 from optuna.distributions import CategoricalDistribution
 
 from autocompress import hookimpl
 from autocompress.technique import Stage, Technique
+
+# A plugin that hangs at import, once, in a trial's child process (not in the search process): the
+# first child to import this module while ISOLATE_TEST_HANG_ONCE names a file that does not exist
+# yet creates it and never returns.
+if os.environ.get("ISOLATE_TEST_HANG_ONCE") and multiprocessing.parent_process() is not None:
+    try:
+        open(os.environ["ISOLATE_TEST_HANG_ONCE"], "x").close()
+    except FileExistsError:
+        pass
+    else:
+        time.sleep(3600)
 
 
 @dataclass(frozen=True)
@@ -99,8 +112,6 @@ class Sleeping(Technique):
         return {"seconds": CategoricalDistribution([60.0])}
 
     def apply(self, model, config, context):
-        import time
-
         if os.environ.get("ISOLATE_TEST_MARKER"):  # tells a test that the trial is under way
             open(os.environ["ISOLATE_TEST_MARKER"], "w").close()
         time.sleep(config.seconds)

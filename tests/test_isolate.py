@@ -17,6 +17,7 @@ from autocompress import hookimpl
 from autocompress.config import settings_from_options
 from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
+from autocompress.search import isolate as isolate_module
 from autocompress.search.isolate import host_recipe
 from autocompress.search.study import DIRECTIONS, run_search
 from autocompress.testing import write_tiny_task
@@ -109,6 +110,26 @@ def test_the_parent_kills_a_child_past_the_time_limit(tiny_task, tmp_path):
     assert trials.iloc[0]["ended"] == "failed"
     assert trials.iloc[0]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of 1.5 s "
                                         "(its child process was killed)")
+
+
+def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(tiny_task, tmp_path, monkeypatch):
+    # The first trial's child hangs importing the plugins; the second child loads normally.
+    monkeypatch.setenv("ISOLATE_TEST_HANG_ONCE", str(tmp_path / "hung"))
+    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FLOOR_S", 20.0)
+    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FACTOR", 0.0)
+    out = tmp_path / "run"
+    _queue(out, [{"use.sleeping": False}] * 2)
+    trials = _search(tiny_task, out, ["sleeping"], 2)
+    assert (tmp_path / "hung").exists()
+    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
+    assert trials.iloc[0]["ended"] == "failed"
+    assert trials.iloc[0]["reason"] == ("ChildLoadTimeout: the trial's child process did not finish loading the "
+                                        "plugins, model and data within 20 s (it was killed)")
+
+
+def test_a_child_may_load_for_ten_times_as_long_as_the_search_did_and_never_less_than_two_minutes():
+    assert isolate_module.load_limit(1.5) == 120.0
+    assert isolate_module.load_limit(30.0) == 300.0
 
 
 SIGTERM_SCRIPT = """

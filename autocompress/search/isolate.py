@@ -7,7 +7,8 @@ the plugin host, the task and the shared environment with ``make_environment``, 
 the same ``Objective.execute`` as an in-process trial and sends every record (user attributes,
 constraints, pruning questions, the result) back over a pipe, so ``ended``/``reason`` read as they
 would in-process. The parent fails the trial itself when the child dies (signal or exit code and
-the plan named), kills it past ``--trial-timeout`` and terminates it on Ctrl-C/SIGTERM.
+the plan named), kills it past ``--trial-timeout`` (or when it hangs while loading: see
+``load_limit``) and terminates it on Ctrl-C/SIGTERM.
 
 ``--trial-memory-mb`` becomes a hard cap in the child: its address space (``RLIMIT_AS``) may grow by
 that much after loading, so an allocation over it fails at once (no polling) and the trial fails
@@ -49,6 +50,16 @@ from autocompress.technique import Plan
 
 IN_CODE = "registered in code"
 KILL_GRACE_S = 5.0
+# A child loads what the search process loaded before its first trial (plugins, model, data), so
+# it gets a multiple of the time that took, never less than the floor. Past it, it is hung
+# (a plugin stuck at import, a deadlock) and is killed: the search goes on.
+LOAD_LIMIT_FLOOR_S = 120.0
+LOAD_LIMIT_FACTOR = 10.0
+
+
+def load_limit(search_load_s: float) -> float:
+    """Seconds a trial's child may take to load, given the search process's own loading time."""
+    return max(LOAD_LIMIT_FLOOR_S, LOAD_LIMIT_FACTOR * search_load_s)
 
 
 @dataclass(frozen=True)
@@ -264,10 +275,11 @@ def describe_exit(code: int | None) -> str:
 class IsolatedObjective:
     """Optuna's objective for ``--isolate``: the plan is sampled here, run in a child process."""
 
-    def __init__(self, env: TrialEnvironment, settings: SearchSettings, recipe: HostRecipe):
+    def __init__(self, env: TrialEnvironment, settings: SearchSettings, recipe: HostRecipe, load_limit_s: float):
         self.env = env
         self.settings = settings
         self.recipe = recipe
+        self.load_limit_s = load_limit_s
         self.context = multiprocessing.get_context("spawn")
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
@@ -309,12 +321,16 @@ class IsolatedObjective:
                                        daemon=True)
         process.start()
         sender.close()
-        deadline = None
+        loading, deadline = True, time.monotonic() + self.load_limit_s
         try:
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not receiver.poll(wait):
                     _stop(process)
+                    if loading:
+                        raise self._fail(trial, f"ChildLoadTimeout: the trial's child process did not finish loading "
+                                                f"the plugins, model and data within {self.load_limit_s:g} s "
+                                                "(it was killed)")
                     seconds = self.env.trial_timeout_s
                     raise self._fail(trial, f"TrialTimeout: trial exceeded the per-trial time limit of {seconds:g} s "
                                             "(its child process was killed)")
@@ -326,6 +342,7 @@ class IsolatedObjective:
                                      ) from None
                 kind = message[0]
                 if kind == "ready":
+                    loading, deadline = False, None
                     if self.env.trial_timeout_s is not None:
                         deadline = time.monotonic() + self.env.trial_timeout_s
                 elif kind == "attr":

@@ -32,7 +32,7 @@ from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
 from autocompress.search.fidelity import make_pruner
-from autocompress.search.isolate import IsolatedObjective, host_recipe
+from autocompress.search.isolate import IsolatedObjective, host_recipe, load_limit
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
 from autocompress.search.settings import SearchSettings
 from autocompress.search.starting_points import enqueue_starting_points, validate_starting_points
@@ -234,11 +234,13 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
         enqueue_starting_points(study, settings.starting_points, techniques, spaces, registered)
+        loading = time.monotonic()
         task = provider.load()
         check_run_dir(out_dir, settings.study_name, task.fingerprint)
         env = make_environment(
             settings, host, task, techniques, spaces,
             lambda target, validation, test: _baseline(study, task.teacher, target, settings, validation, test))
+        loaded_s = time.monotonic() - loading
         write_run_json(out_dir, settings, task, env.baseline, study)
         if settings.owns_storage:
             fail_interrupted_trials(study)
@@ -248,7 +250,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         if remaining > 0:
             objective = Objective(env)
             if recipe is not None:
-                objective = IsolatedObjective(env, settings, recipe)
+                objective = IsolatedObjective(env, settings, recipe, load_limit(loaded_s))
             interrupted = _optimize(study, objective, settings, host, remaining)
         outcome = write_outputs(study, settings, env.baseline.as_dict(), out_dir, host)
         if interrupted:
