@@ -168,8 +168,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md)")
     if "onnx" in written:
         check = written["onnx"]["check"]
+        kernels = " (int8 kernels: compared where PyTorch's top two logits are clearly apart)" if check["int8"] else ""
         print(f"onnx: {written['onnx']['path']}: ONNX Runtime's predictions agree with PyTorch's on "
-              f"{check['examples']} texts (largest logit difference {check['max_abs_logit_difference']:.2g})")
+              f"{check['predictions_compared']} of {check['examples']} texts{kernels} "
+              f"(largest logit difference {check['max_abs_logit_difference']:.2g})")
     return EXIT_OK
 
 

@@ -91,6 +91,15 @@ class Target(ABC):
         run the candidate: that trial fails with the message and the search goes on.
         """
 
+    def runtime(self, model: nn.Module) -> nn.Module:
+        """``model`` as this target runs it, for scoring accuracy on what is measured: a module
+        whose ``forward(input_ids, attention_mask, ...)`` returns an object with ``logits``.
+
+        The default is the model itself (the target runs PyTorch). A target whose runtime
+        computes differently (another engine, other int8 kernels) returns a wrapper around it.
+        """
+        return model
+
 
 def _tensor_bytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):

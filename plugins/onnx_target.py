@@ -6,12 +6,14 @@ loads them) plus the peak growth of resident memory while running it. The target
 listed; when onnx, onnxscript or onnxruntime is missing, choosing it fails before the search
 starts with the command that installs them.
 
-A candidate this target cannot run (int8 dynamic-quantized ``torch.ao`` linears, bf16 weights;
-see ``autocompress.onnx_export``) fails its trial with that reason; the search goes on.
+int8 candidates run ONNX Runtime's own int8 kernels (see ``autocompress.onnx_export``), and their
+accuracy is scored under ONNX Runtime too (``runtime``). A candidate this target cannot run
+(bf16 weights) fails its trial with that reason; the search goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import weakref
 from pathlib import Path
@@ -30,6 +32,7 @@ from autocompress.measure import (
 )
 from autocompress.onnx_export import (
     INSTALL_HINT,
+    OnnxRuntimeModule,
     example_inputs,
     export_onnx,
     missing_packages,
@@ -37,11 +40,20 @@ from autocompress.onnx_export import (
     session_feed,
 )
 
+#: Sequence length of the example traced for an export made to score accuracy (both axes stay
+#: dynamic, so any length runs; a model measured first is not exported again).
+SCORING_SEQ_LEN = 64
+
 
 def _structure_version(model: nn.Module) -> tuple:
     """Changes whenever a tensor of the model is replaced, reshaped or modified in place."""
-    return tuple((name, tuple(t.shape), t.dtype, t.data_ptr(), t._version)
-                 for name, t in model.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor))
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    version = [(name, tuple(t.shape), t.dtype, t.data_ptr(), t._version) for name, t in tensors]
+    # int8 modules keep their weights in packed objects, outside parameters and buffers (and
+    # state_dict() builds new tensors from them on every call): a new packed object is new weights.
+    version += [(name, key, id(value)) for name, module in model.named_modules()
+                for key, value in vars(module).items() if isinstance(value, torch.ScriptObject)]
+    return tuple(version)
 
 
 class OnnxRuntimeTarget(Target):
@@ -71,6 +83,11 @@ class OnnxRuntimeTarget(Target):
         path = export_onnx(model, Path(self._directory.name) / f"model-{self._count}.onnx", seq_len)
         self._exports[model] = (version, path)
         return path
+
+    def runtime(self, model: nn.Module) -> nn.Module:
+        """The model's ONNX graph under ONNX Runtime (accuracy is scored on what is measured: an
+        int8 candidate runs ONNX Runtime's int8 kernels, which round unlike torch's)."""
+        return OnnxRuntimeModule(onnx_session(self.exported(model, SCORING_SEQ_LEN)))
 
     def measure(self, model: nn.Module, settings: MeasureSettings) -> Measurement:
         model.eval()

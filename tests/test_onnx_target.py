@@ -2,8 +2,10 @@
 
 import copy
 import sys
+from collections import Counter
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -63,14 +65,56 @@ def test_check_onnx_with_a_tokenizer_and_a_wrong_model_is_caught(tmp_path):
         check_onnx(other, tokenizer, path)
 
 
-def test_int8_dynamic_quantized_model_is_refused_with_the_reason(tmp_path):
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_an_int8_model_exports_to_onnx_runtime_int8_kernels(embeddings, tmp_path):
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    model = tiny_model("bert", ffn=512)
+    int8 = quantize_int8_dynamic(model, "bert.embeddings.word_embeddings" if embeddings else None)
+    float_path = export_onnx(model, tmp_path / "float.onnx", seq_len=8)
+    path = export_onnx(int8, tmp_path / "int8.onnx", seq_len=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.onnx", "int8.onnx"]  # no float twin left
+    graph = onnx.load(str(path))
+    ops = Counter(node.op_type for node in graph.graph.node)
+    linears = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.modules())
+    assert ops["MatMulInteger"] == linears and ops["DynamicQuantizeLinear"] >= 1
+    eight_bit = {i.name for i in graph.graph.initializer if i.data_type in (onnx.TensorProto.INT8,
+                                                                            onnx.TensorProto.UINT8)}
+    assert ("bert.embeddings.word_embeddings.weight_quantized" in eight_bit) == embeddings
+    assert path.stat().st_size < 0.5 * float_path.stat().st_size
+    report = compare_with_torch(int8, path, _inputs(3, 10))
+    assert report["int8"] and report["predictions_agree"]
+
+
+def test_bf16_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(ExportError, match="bfloat16"):
+        export_onnx(tiny_model("bert").to(torch.bfloat16), tmp_path / "b.onnx", seq_len=8)
+
+
+def test_check_of_an_int8_graph_still_catches_a_wrong_model(tmp_path):
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    path = export_onnx(quantize_int8_dynamic(tiny_model("bert")), tmp_path / "model.onnx", seq_len=8)
+    assert check_onnx(quantize_int8_dynamic(tiny_model("bert")), tokenizer, path)["int8"]
+    with pytest.raises(ExportError, match="int8 kernels"):
+        check_onnx(quantize_int8_dynamic(tiny_model("bert", seed=1)), tokenizer, path)
+
+
+def test_the_target_scores_accuracy_with_onnx_runtime(tmp_path):
+    from autocompress.plugins.cpu_target import CpuTarget
     from autocompress.plugins.quantization import quantize_int8_dynamic
 
     model = quantize_int8_dynamic(tiny_model("bert"))
-    with pytest.raises(ExportError, match="int8 dynamic-quantized .*'cpu' target"):
-        export_onnx(model, tmp_path / "q.onnx", seq_len=8)
-    with pytest.raises(ExportError, match="bfloat16"):
-        export_onnx(tiny_model("bert").to(torch.bfloat16), tmp_path / "b.onnx", seq_len=8)
+    assert CpuTarget().runtime(model) is model
+    target = OnnxRuntimeTarget()
+    scored = target.runtime(model)
+    inputs = _inputs(4, 12)
+    logits = scored(**inputs).logits
+    assert isinstance(logits, torch.Tensor) and logits.shape == (4, 2)
+    np.testing.assert_array_equal(logits.numpy(), onnx_logits(target.exported(model, 8), inputs))
+    target.measure(model, SETTINGS)
+    assert target._count == 1  # measuring the same model uses the graph made for scoring
 
 
 def test_target_measures_and_exports_an_unchanged_model_once():
@@ -121,7 +165,7 @@ def tiny_task(tmp_path_factory):
     return root
 
 
-def test_search_on_the_onnxruntime_target_fails_int8_trials_and_goes_on(tiny_task, tmp_path):
+def test_search_on_the_onnxruntime_target_runs_int8_trials_in_onnx_runtime(tiny_task, tmp_path):
     from autocompress.cli import main
 
     out = tmp_path / "run"
@@ -133,8 +177,13 @@ def test_search_on_the_onnxruntime_target_fails_int8_trials_and_goes_on(tiny_tas
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 6
     int8 = trials[trials["param.use.quantization"] & (trials["param.quantization.dtype"] == "int8")]
+    bf16 = trials[trials["param.use.quantization"] & (trials["param.quantization.dtype"] == "bf16")]
     others = trials[~trials["param.use.quantization"]]
-    assert len(int8) >= 1 and (int8["state"] == "FAIL").all()
-    assert int8["reason"].str.contains("int8 dynamic-quantized").all()
+    assert len(int8) >= 1 and (int8["state"] == "COMPLETE").all() and (int8["latency_ms"] > 0).all()
+    assert (bf16["state"] == "FAIL").all() and bf16["reason"].astype(str).str.contains("bfloat16").all()
     assert len(others) >= 1 and (others["state"] == "COMPLETE").all()
     assert (others["latency_ms"] > 0).all()
+    # The int8 graph holds int8 weights: smaller than the float candidates of the same structure.
+    float_mb = others.loc[~others["param.use.ffn_pruning"], "model_mb"]
+    int8_mb = int8.loc[~int8["param.use.ffn_pruning"], "model_mb"]
+    assert len(float_mb) and len(int8_mb) and int8_mb.max() < 0.8 * float_mb.min()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pluggy
 import pytest
+import torch
 
 from autocompress import hookimpl, hookspecs
 from autocompress.arch import BertAdapter, adapter_for
@@ -22,6 +23,9 @@ from autocompress.plugin_manager import BUILTIN, Host, PluginInfo, build_host, r
 from autocompress.search_space import parse_space, read_yaml
 from autocompress.task import LoadedTask, TaskProvider
 from autocompress.technique import Stage, Technique
+from autocompress.testing import tiny_tokenizer
+from autocompress.testing.tiny import POSITIVE
+from autocompress.training import accuracy, encode
 
 
 def test_builtins_are_registered_with_their_provenance():
@@ -225,15 +229,33 @@ def test_hook_autocompress_register_architectures():
     assert isinstance(adapter_for(tiny_model("bert"), host.architectures), _PluginAdapter)
 
 
+class _Oracle(torch.nn.Module):
+    """A runtime that is always right on synthetic_sentiment: "pos" iff a positive word occurs
+    (the tiny model it stands for scores about 0.5)."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.positive = torch.tensor(tokenizer.convert_tokens_to_ids(POSITIVE))
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        positive = torch.isin(input_ids, self.positive).any(dim=1).float()
+        return types.SimpleNamespace(logits=torch.stack([1 - positive, positive], dim=1))
+
+
 class _CountingTarget(Target):
     name = "counting"
-    description = "eager CPU measurement that counts its calls"
+    description = "eager CPU measurement that counts its calls; its runtime is an oracle"
     measured: list[int] = []
 
     def measure(self, model, settings: MeasureSettings) -> Measurement:
         measurement = measure_eager(model, settings)
         type(self).measured.append(measurement.parameters)
         return measurement
+
+    tokenizer = None  # the test sets it
+
+    def runtime(self, model):
+        return _Oracle(type(self).tokenizer)
 
 
 class _InMemoryTask(TaskProvider):
@@ -266,6 +288,7 @@ def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
     assert host.targets.entry("counting").provenance.plugin == "provider-plugin"
     assert host.tasks.entry("in_memory").provenance.plugin == "provider-plugin"
     _CountingTarget.measured.clear()
+    _CountingTarget.tokenizer = tiny_tokenizer(tmp_path / "tok")
     _PluginAdapter.built = 0
     settings = SearchSettings(task="in_memory", task_options=TaskOptions(cache_dir=tmp_path / "tok"),
                               target="counting", measure=MeasureSettings(repeats=2, warmup=0), trials=2,
@@ -278,6 +301,12 @@ def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
     assert _PluginAdapter.built >= 1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["target"] == "counting" and run["task"] == "in_memory"
+    # Accuracy is scored on the target's runtime (here an oracle), the baseline's included.
+    assert (run["baseline"]["val_accuracy"], run["baseline"]["accuracy"]) == (1.0, 1.0)
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert len(complete) >= 1 and (complete["accuracy"] == 1.0).all() and (complete["val_accuracy"] == 1.0).all()
+    task = _InMemoryTask(TaskOptions(cache_dir=tmp_path / "tok")).load()
+    assert accuracy(task.teacher, encode(task.tokenizer, task.data.test, 64)) < 1.0  # PyTorch is no oracle
 
 
 def test_trial_observer_errors_are_reported_not_raised():

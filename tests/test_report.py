@@ -212,7 +212,7 @@ def test_export_onnx_writes_a_model_onnx_runtime_agrees_with(tmp_path, capsys):
     assert main(["export", str(run), "--to", str(tmp_path / "shipped"), "--onnx"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "shipped" / "model.onnx").stat().st_size > 10_000
-    assert "ONNX Runtime's predictions agree with PyTorch's on 4 texts" in out
+    assert "ONNX Runtime's predictions agree with PyTorch's on 4 of 4 texts" in out
 
 
 def test_report_fits_a_laptop_screen_in_headless_chromium(run_dir, tmp_path):

@@ -300,7 +300,8 @@ def _baseline(study, teacher, target, settings, validation, test) -> Baseline:
     stored = study.user_attrs.get("baseline")
     if stored is not None:
         return Baseline.from_dict(stored)
-    baseline = Baseline(accuracy(teacher, validation), accuracy(teacher, test),
+    scored = target.runtime(teacher)
+    baseline = Baseline(accuracy(scored, validation), accuracy(scored, test),
                         target.measure(teacher, settings.measure))
     study.set_user_attr("baseline", baseline.as_dict())
     return baseline
@@ -322,7 +323,8 @@ def _references(study: optuna.Study, host: Host, env: TrialEnvironment) -> list[
                 model = apply_steps(model, plan.at(Stage.STRUCTURE), context)
                 deployed = deploy(model, plan, context)
                 validation, test = env.evaluation_sets(context.tokenizer)
-                row.update(val_accuracy=accuracy(deployed, validation), accuracy=accuracy(deployed, test),
+                scored = env.target.runtime(deployed)
+                row.update(val_accuracy=accuracy(scored, validation), accuracy=accuracy(scored, test),
                            **env.target.measure(deployed, env.measure_settings).as_dict())
             except Exception as exc:  # a baseline that cannot run is reported, never fatal
                 row["error"] = f"{type(exc).__name__}: {exc}"
