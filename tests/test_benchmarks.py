@@ -53,3 +53,18 @@ def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
     assert (table["work_s"] < table["optimize_s"]).all() and ((table["hv@4"] - table["hypervolume"]).abs() < 1e-9).all()
     for needle in ("| seed | default (TPE) hypervolume |", "ratio of means", "host share of optimisation wall time"):
         assert needle in result.stdout
+
+
+@pytest.mark.slow
+def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(tmp_path):
+    out = tmp_path / "onnx-int8"
+    result = run_quick("onnx_int8.py", out)
+    rows = {row["variant"]: row for row in json.loads((out / "onnx_int8.json").read_text())["rows"]}
+    assert list(rows) == ["PyTorch float", "PyTorch int8", "ONNX Runtime float", "ONNX Runtime int8",
+                          "ONNX Runtime int8-emb"]
+    for row in rows.values():
+        assert row["latency_ms"] > 0 and 0.6 < row["accuracy"] <= 1 and row["agrees_with_torch_int8"] > 0.8
+    # int8 weights really are in the graph: smaller files (embeddings too when asked).
+    assert rows["ONNX Runtime int8"]["size_mb"] < 0.75 * rows["ONNX Runtime float"]["size_mb"]
+    assert rows["ONNX Runtime int8-emb"]["size_mb"] < 0.5 * rows["ONNX Runtime int8"]["size_mb"]
+    assert "| variant | size MB | latency b1 ms |" in result.stdout
