@@ -161,9 +161,10 @@ def measurement_note(run: RunData) -> str:
     return (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after {measure.get('warmup')} "
             f"warm-up passes, batch {measure.get('batch_size')}, sequence length {measure.get('seq_len')}, "
             f"{measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each candidate's "
-            "speed-up is against the teacher re-measured right before it on the same machine. Memory: parameter and "
-            "buffer bytes plus the resident-memory growth of inference. Accuracy: the held-out test split; the front "
-            "and the limits use the validation split.")
+            "speed-up is against the teacher re-measured right before it on the same machine. Memory: the bytes of the "
+            "weights as the target holds them plus the resident-memory growth of inference. Accuracy: computed by "
+            "the target's own runtime (what was timed), on the held-out test split; the front and the limits use "
+            "the validation split.")
 
 
 def provenance_rows(run: RunData) -> list[tuple[str, str]]:
