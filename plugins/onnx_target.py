@@ -74,14 +74,22 @@ class OnnxRuntimeTarget(Target):
         return None
 
     def exported(self, model: nn.Module, seq_len: int) -> Path:
-        """The model's ONNX file, exported now unless this same, unchanged model was exported before."""
+        """The model's ONNX file, exported now unless this same, unchanged model was exported before.
+
+        A file lives as long as its model and stays unchanged: it is deleted when the model is
+        garbage-collected or changed and exported again (a search makes one or two per trial, each
+        the size of the model's weights; open sessions keep their own copy in memory).
+        """
         version = _structure_version(model)
         cached = self._exports.get(model)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        if cached is not None:
+            if cached[0] == version:
+                return cached[1]
+            cached[1].unlink(missing_ok=True)
         self._count += 1
         path = export_onnx(model, Path(self._directory.name) / f"model-{self._count}.onnx", seq_len)
         self._exports[model] = (version, path)
+        weakref.finalize(model, path.unlink, missing_ok=True)
         return path
 
     def runtime(self, model: nn.Module) -> nn.Module:

@@ -1,6 +1,7 @@
 """ONNX export, ONNX Runtime's agreement with PyTorch, and the onnxruntime target."""
 
 import copy
+import gc
 import sys
 from collections import Counter
 
@@ -139,6 +140,19 @@ def test_target_measures_and_exports_an_unchanged_model_once():
     pruned = FfnPruning().apply(pruned, FfnPruning.make_config({"keep_fraction": 0.25}), context)
     smaller = target.measure(pruned, SETTINGS)
     assert target._count == 2 and smaller.model_mb < first.model_mb
+
+
+def test_an_exported_file_lives_as_long_as_its_model_and_is_replaced_when_it_changes():
+    target = OnnxRuntimeTarget()
+    model = tiny_model("bert")
+    first = target.exported(model, 8)
+    with torch.no_grad():
+        model.classifier.weight.mul_(2)  # changed in place: exported again, the old file removed
+    second = target.exported(model, 8)
+    assert second != first and second.exists() and not first.exists()
+    del model
+    gc.collect()
+    assert not second.exists()  # a search does not pile up one file per candidate
 
 
 def test_missing_onnxruntime_is_named_with_the_install_command(monkeypatch, tmp_path):
