@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy
 from storage_race import open_at_once
 
+from autocompress.cli import main
 from autocompress.testing import write_tiny_task
 
 URL = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES_URL")
@@ -65,12 +67,17 @@ def test_workers_opening_a_fresh_database_together_all_get_it(fresh_schema_url, 
     assert optuna.create_study(study_name="after", storage=fresh_schema_url).study_name == "after"
 
 
-def _worker(task, out, study, trials, *extra):
-    command = [sys.executable, "-m", "autocompress.cli", "search", "--model", str(task / "model"),
+def _worker(task, out, study, trials, *extra, stall_marker=None):
+    """A worker process; with ``stall_marker``, one that holds its first trial (``stalling_search.py``)."""
+    program, env = ["-m", "autocompress.cli"], None
+    if stall_marker is not None:
+        program = [str(Path(__file__).parent / "stalling_search.py")]
+        env = {**os.environ, "STALL_TRIAL": "0", "STALL_MARKER": str(stall_marker)}
+    command = [sys.executable, *program, "search", "--model", str(task / "model"),
                "--data", str(task / "data.csv"), "--storage", URL, "--study", study, "--out", str(out),
                "--trials", str(trials), "--no-progress", "--threads", "1", "--max-accuracy-drop", "0.3",
                "--techniques", "ffn_pruning,quantization", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_three_workers_share_one_study_without_losing_or_duplicating_trials(tiny_task, tmp_path, study_name):
@@ -84,27 +91,28 @@ def test_three_workers_share_one_study_without_losing_or_duplicating_trials(tiny
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(numbers)))  # every number exactly once
     assert len(trials) >= 12 and not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    # Each worker's report is built from the database: it lists every trial, whoever ran it.
+    # Each worker's report is built from the database when it stops: every trial so far, whoever ran
+    # it (at least the budget; others may still be finishing one). Built after all stopped: all.
     for i in range(3):
         csv = pd.read_csv(tmp_path / f"w{i}" / "trials.csv")
-        assert sorted(csv["number"]) == sorted(numbers)
+        assert len(csv) >= 12 and set(csv["number"]) <= set(numbers)
+    assert main(["report", "--storage", URL, "--study", study_name, "--out", str(tmp_path / "report")]) == 0
+    assert sorted(pd.read_csv(tmp_path / "report" / "trials.csv")["number"]) == sorted(numbers)
 
 
 def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_name):
-    slow = ("--repeats", "400", "--heartbeat", "1")
-    victim = _worker(tiny_task, tmp_path / "victim", study_name, 8, *slow)
+    marker = tmp_path / "in-trial"
+    victim = _worker(tiny_task, tmp_path / "victim", study_name, 8, "--repeats", "5", "--heartbeat", "1",
+                     stall_marker=marker)
     deadline = time.monotonic() + 240
-    running = []
-    while time.monotonic() < deadline and not running and victim.poll() is None:
+    while time.monotonic() < deadline and not marker.exists() and victim.poll() is None:
         time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=URL)
-        except KeyError:
-            continue
-        running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
     victim.send_signal(signal.SIGKILL)
     _, err = victim.communicate()
-    assert running, f"the victim never started a trial:\n{err[-3000:]}"
+    assert marker.exists(), f"the victim never started a trial:\n{err[-3000:]}"
+    study = optuna.load_study(study_name=study_name, storage=URL)
+    running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    assert running == [0]
     time.sleep(5)  # longer than the grace period (4 heartbeats)
     survivor = _worker(tiny_task, tmp_path / "survivor", study_name, 8, "--repeats", "5", "--heartbeat", "1")
     _, err = survivor.communicate(timeout=600)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -53,24 +54,28 @@ def _watch(worker, out, log, until, timeout_s=240):
     pytest.fail(f"the search did not get there in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
+def _start_stalling(command, tmp_path):
+    """The search ``command`` in a process that stalls in trial 2 (``stalling_search.py``), once it is
+    there; and its stderr file."""
+    log, marker = tmp_path / "stderr.txt", tmp_path / "in-trial-2"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen([sys.executable, str(Path(__file__).parent / "stalling_search.py"), *command],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=stderr, env={**os.environ, "STALL_MARKER": str(marker)})
+    out = Path(command[command.index("--out") + 1])
+    _watch(worker, out, log, lambda states: marker.exists())
+    return worker, log
+
+
 def test_sigkill_mid_trial_then_the_same_command_resumes(tiny_task, tmp_path):
     out = tmp_path / "run"
-    # Many timed repeats make each trial last long enough to be killed in the middle of one.
-    slow = ("--repeats", "600", "--threads", "1")
-    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 6, *slow)]
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-
-    def mid_trial_after_two(states):
-        return states.count(optuna.trial.TrialState.COMPLETE) >= 2 and states[-1] == optuna.trial.TrialState.RUNNING
-
-    study = _watch(worker, out, log, mid_trial_after_two)
+    worker, _ = _start_stalling(_command(tiny_task, out, 6, "--repeats", "5"), tmp_path)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
     before = _finished(study)
     running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
-    assert len(before) >= 2 and running
+    assert sorted(before) == [0, 1] and running == [2]
 
     assert main(_command(tiny_task, out, 6, "--repeats", "5")) == 0
     study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
@@ -119,11 +124,7 @@ def test_a_run_directory_of_another_study_is_refused(tiny_task, tmp_path, capsys
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_signal):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "autocompress.cli", *_command(tiny_task, out, 50, "--repeats", "400")]
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    _watch(worker, out, log, lambda states: len(states) >= 3)
+    worker, log = _start_stalling(_command(tiny_task, out, 50, "--repeats", "5"), tmp_path)
     signalled = time.time()
     os.kill(worker.pid, stop_signal)
     worker.wait(timeout=60)
@@ -135,7 +136,7 @@ def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_s
     states = [t.state for t in study.get_trials()]
     assert optuna.trial.TrialState.RUNNING not in states and len(states) >= 3
     *finished, in_flight = study.get_trials()
-    assert in_flight.state == optuna.trial.TrialState.FAIL
+    assert in_flight.number == 2 and in_flight.state == optuna.trial.TrialState.FAIL
     assert in_flight.user_attrs["ended"] == "interrupted"
     assert in_flight.user_attrs["reason"] == "interrupted by the user"
     assert all(t.user_attrs["ended"] in COUNTED for t in finished)
