@@ -97,6 +97,7 @@ class Target(ABC):
 
         The default is the model itself (the target runs PyTorch). A target whose runtime
         computes differently (another engine, other int8 kernels) returns a wrapper around it.
+        Added in plugin API 1.2.
         """
         return model
 
