@@ -6,8 +6,10 @@ racing against the trial's end.
 """
 
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from autocompress import cli
 from autocompress.search import objective
@@ -20,6 +22,22 @@ def stall(self, trial, plan):
         open(os.environ["STALL_MARKER"], "w").close()
         time.sleep(600)
     return run_trial(self, trial, plan)
+
+
+def start(arguments: list[str], marker: Path, trial: int = 2, **popen) -> subprocess.Popen:
+    """``autocompress <arguments>`` in a process that holds trial ``trial`` and then creates ``marker``."""
+    env = {**os.environ, "STALL_TRIAL": str(trial), "STALL_MARKER": str(marker)}
+    return subprocess.Popen([sys.executable, __file__, *arguments], env=env, **popen)
+
+
+def wait_until_held(process: subprocess.Popen, marker: Path, timeout_s: float = 240) -> bool:
+    """True once ``process`` holds its trial; False if it ended first or ``timeout_s`` ran out."""
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return marker.exists()
+        time.sleep(0.1)
+    return True
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
+import stalling_search
 from storage_race import open_at_once
 
 from autocompress.cli import main
@@ -69,15 +69,13 @@ def test_workers_opening_a_fresh_database_together_all_get_it(fresh_schema_url, 
 
 def _worker(task, out, study, trials, *extra, stall_marker=None):
     """A worker process; with ``stall_marker``, one that holds its first trial (``stalling_search.py``)."""
-    program, env = ["-m", "autocompress.cli"], None
+    arguments = ["search", "--model", str(task / "model"), "--data", str(task / "data.csv"), "--storage", URL,
+                 "--study", study, "--out", str(out), "--trials", str(trials), "--no-progress", "--threads", "1",
+                 "--max-accuracy-drop", "0.3", "--techniques", "ffn_pruning,quantization", *extra]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     if stall_marker is not None:
-        program = [str(Path(__file__).parent / "stalling_search.py")]
-        env = {**os.environ, "STALL_TRIAL": "0", "STALL_MARKER": str(stall_marker)}
-    command = [sys.executable, *program, "search", "--model", str(task / "model"),
-               "--data", str(task / "data.csv"), "--storage", URL, "--study", study, "--out", str(out),
-               "--trials", str(trials), "--no-progress", "--threads", "1", "--max-accuracy-drop", "0.3",
-               "--techniques", "ffn_pruning,quantization", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        return stalling_search.start(arguments, stall_marker, trial=0, **pipes)
+    return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *arguments], **pipes)
 
 
 def test_three_workers_share_one_study_without_losing_or_duplicating_trials(tiny_task, tmp_path, study_name):
@@ -104,12 +102,10 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_
     marker = tmp_path / "in-trial"
     victim = _worker(tiny_task, tmp_path / "victim", study_name, 8, "--repeats", "5", "--heartbeat", "1",
                      stall_marker=marker)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not marker.exists() and victim.poll() is None:
-        time.sleep(0.3)
+    held = stalling_search.wait_until_held(victim, marker)
     victim.send_signal(signal.SIGKILL)
     _, err = victim.communicate()
-    assert marker.exists(), f"the victim never started a trial:\n{err[-3000:]}"
+    assert held, f"the victim never started a trial:\n{err[-3000:]}"
     study = optuna.load_study(study_name=study_name, storage=URL)
     running = [t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
     assert running == [0]

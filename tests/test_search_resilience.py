@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+import stalling_search
 from storage_race import open_at_once
 
 from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
@@ -36,34 +36,16 @@ def _finished(study):
             if t.state == optuna.trial.TrialState.COMPLETE}
 
 
-def _watch(worker, out, log, until, timeout_s=240):
-    """The worker's study once ``until(trial states)`` holds. Fails at once, with the worker's
-    stderr, if the worker ends first; fails after ``timeout_s`` if the states never get there."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        if worker.poll() is not None:
-            pytest.fail(f"the search ended (exit {worker.returncode}) too early:\n{log.read_text()[-3000:]}")
-        if not (out / "run.json").is_file():  # written once the study exists
-            continue
-        study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
-        if until([t.state for t in study.get_trials()]):
-            return study
-    worker.kill()
-    worker.wait()
-    pytest.fail(f"the search did not get there in {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
 def _start_stalling(command, tmp_path):
-    """The search ``command`` in a process that stalls in trial 2 (``stalling_search.py``), once it is
-    there; and its stderr file."""
+    """The search ``command`` in a process held in trial 2 (``stalling_search.py``), once it is there;
+    and its stderr file. Fails, with that stderr, if the process ends first or never gets there."""
     log, marker = tmp_path / "stderr.txt", tmp_path / "in-trial-2"
     with log.open("w") as stderr:
-        worker = subprocess.Popen([sys.executable, str(Path(__file__).parent / "stalling_search.py"), *command],
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=stderr, env={**os.environ, "STALL_MARKER": str(marker)})
-    out = Path(command[command.index("--out") + 1])
-    _watch(worker, out, log, lambda states: marker.exists())
+        worker = stalling_search.start(command, marker, stdout=subprocess.DEVNULL, stderr=stderr)
+    if not stalling_search.wait_until_held(worker, marker):
+        worker.kill()
+        worker.wait()
+        pytest.fail(f"the search never got into trial 2 (exit {worker.returncode}):\n{log.read_text()[-3000:]}")
     return worker, log
 
 
