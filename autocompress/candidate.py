@@ -9,12 +9,22 @@ import torch
 from torch import nn
 
 from autocompress.errors import TechniqueError
+from autocompress.structure import record_step
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 
 
 def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) -> nn.Module:
-    """Apply steps in order; any failure is re-raised as TechniqueError naming the technique."""
+    """Apply steps in order; any failure is re-raised as TechniqueError naming the technique.
+
+    Each structure step is recorded on the model (``autocompress.structure``): its technique,
+    version and config, the state its ``apply`` recorded and the config changes it made, so a
+    saved candidate can be rebuilt.
+    """
     for step in steps:
+        structural = step.technique.stage == Stage.STRUCTURE
+        before = model.config.to_dict() if structural else None
+        context.take_recorded()  # a state recorded outside a step belongs to no step
+        source = model
         try:
             model = step.technique().apply(model, step.config, context)
         except TechniqueError:
@@ -27,6 +37,11 @@ def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) 
             raise TechniqueError(step.technique.name, f"{type(exc).__name__}: {exc}") from exc
         if model is None:
             raise TechniqueError(step.technique.name, "apply() returned None instead of the model")
+        states = context.take_recorded()
+        if structural:
+            record_step(model, step, before, states, source)
+        elif states:
+            raise TechniqueError(step.technique.name, "apply() recorded a state, but only structure steps record one")
     return model
 
 
