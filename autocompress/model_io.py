@@ -31,7 +31,7 @@ from torch import nn
 from autocompress import __version__
 from autocompress.errors import InputError
 from autocompress.shared_weights import distinct_state, tie
-from autocompress.structure import StructureRecord, replay, resolve_technique, structure_of
+from autocompress.structure import StructureRecord, rebuild_model, resolve_technique, structure_of
 
 if TYPE_CHECKING:
     from autocompress.registry import Registry
@@ -101,25 +101,22 @@ def load_pretrained(directory: str | Path, techniques: Registry, architectures: 
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from autocompress.arch import adapter_for
-    from autocompress.technique import ApplyContext
-
     directory = Path(directory)
     manifest = read_manifest(directory)
     where = str(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     state = load_file(str(directory / WEIGHTS))
-    if "structure" in manifest:
-        record = StructureRecord.from_manifest(manifest["structure"], where)
-        base = dict(record.base_config)
-        config = AutoConfig.for_model(base.pop("model_type"), **base)
-    else:  # format 1: no steps recorded; config.json describes the model up to per-module shapes
-        config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        record = StructureRecord(base_config=config.to_dict())
-    model = AutoModelForSequenceClassification.from_config(config)
-    context = ApplyContext(adapter=adapter_for(model, architectures), tokenizer=tokenizer)
-    model = replay(model, record, techniques, context, {k: tuple(v.shape) for k, v in state.items()}, where,
-                   infer_shapes="structure" not in manifest)
+    final = AutoConfig.from_pretrained(directory, local_files_only=True).to_dict()
+    # Format 1 recorded no structure: the final configuration, then the saved shapes, describe it.
+    record = (StructureRecord.from_manifest(manifest["structure"], where) if "structure" in manifest
+              else StructureRecord(base_config=final))
+
+    def build(config: dict[str, Any]) -> nn.Module:
+        return AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    model = rebuild_model(record, final, build, techniques, architectures, tokenizer, shapes, where,
+                          infer_shapes="structure" not in manifest)
     ties = manifest.get("ties") or {}
     for alias, canonical in ties.items():
         state[alias] = state[canonical]

@@ -5,14 +5,16 @@ itself (so copies, recovery training and re-saving keep it): the model's configu
 the first step (the base), then per step the technique's name, version and config, the ``State``
 its ``apply`` recorded (``context.record``) and the changes it made to ``model.config``.
 
-Loading replays the record (``replay``): build the model from the base configuration, then for
-each step call the technique's ``rebuild`` with its state and re-apply its config changes, in
+Loading replays the record (``rebuild_model``): build the model from the base configuration, then
+for each step call the technique's ``rebuild`` with its state and re-apply its config changes, in
 the order they were applied. The saved weights are loaded afterwards. Nothing here knows a layer
 shape or a technique's state: each technique rebuilds what it changed.
 
 Techniques written for plugin API <= 1.2 declare no ``State`` and no ``rebuild``; their steps are
 recorded too, and on load the modules whose saved shapes differ are rebuilt from those shapes
-(``autocompress.arch.match_saved_shapes``, deprecated), with a ``PluginDeprecationWarning``.
+(``autocompress.arch.match_saved_shapes``, deprecated), with a ``PluginDeprecationWarning``. When
+every step is such a technique the model is built from the final configuration first, as before
+plugin API 1.3 (so a technique that kept the configuration true, e.g. a layer count, reloads).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -148,39 +150,53 @@ def resolve_technique(techniques: Registry, name: str, version: str, where: str)
     return technique
 
 
-def replay(model: nn.Module, record: StructureRecord, techniques: Registry, context: ApplyContext,
-           saved_shapes: Mapping[str, tuple[int, ...]], where: str, infer_shapes: bool = False) -> nn.Module:
-    """Rebuild ``record``'s steps on ``model`` (built from ``record.base_config``), in order.
+def rebuild_model(record: StructureRecord, final_config: dict[str, Any], build: Callable[[dict[str, Any]], nn.Module],
+                  techniques: Registry, architectures: Registry, tokenizer: Any,
+                  saved_shapes: Mapping[str, tuple[int, ...]], where: str, infer_shapes: bool = False) -> nn.Module:
+    """The model ``record`` describes, in any weights, ready for the saved ones to be loaded strictly.
 
-    ``saved_shapes`` (tensor name -> shape of the saved weights) serve only the deprecated
-    inference for techniques without ``rebuild``, and ``infer_shapes`` (format-1 directories, which
-    recorded no steps).
+    ``build(config_dict)`` makes a model from a configuration. The model is built from the base
+    configuration; each step's technique rebuilds what it changed (``Technique.rebuild``) and its
+    config changes are re-applied, in the order they were applied. ``saved_shapes`` (tensor name
+    -> saved shape) serve only the deprecated inference for techniques without ``rebuild``; when
+    every step is such (or ``infer_shapes``: a format-1 directory, which recorded no steps) the
+    model is built from ``final_config`` and its modules from the saved shapes, as before plugin
+    API 1.3.
     """
-    from autocompress.arch import match_saved_shapes
+    from autocompress.arch import adapter_for, match_saved_shapes
     from autocompress.hookspecs import PluginDeprecationWarning
+    from autocompress.technique import ApplyContext
 
-    legacy = []
-    for step in record.steps:
-        technique = resolve_technique(techniques, step.technique, step.version, where)
-        config = technique.make_config(step.config)
-        if technique.rebuilds_structure():
-            if step.state is not None or technique.State is None:
-                state = technique.make_state(step.state) if step.state is not None else None
-                try:
-                    model = technique().rebuild(model, config, state, context)
-                except InputError:
-                    raise
-                except Exception as exc:
-                    raise TechniqueError(step.technique, f"rebuild() failed: {type(exc).__name__}: {exc}") from exc
-                if model is None:
-                    raise TechniqueError(step.technique, "rebuild() returned None instead of the model")
-        else:
-            legacy.append(step.technique)
-        apply_config_changes(model.config, step.config_changes)
+    steps = [(step, resolve_technique(techniques, step.technique, step.version, where)) for step in record.steps]
+    legacy = [step.technique for step, technique in steps if not technique.rebuilds_structure()]
+    if infer_shapes or (steps and len(legacy) == len(steps)):
+        model = build(dict(final_config))
+    else:
+        model = build(dict(record.base_config))
+        context = ApplyContext(adapter=adapter_for(model, architectures), tokenizer=tokenizer)
+        for step, technique in steps:
+            if technique.rebuilds_structure() and (step.state is not None or technique.State is None):
+                model = _rebuild_step(model, step, technique, context)
+            apply_config_changes(model.config, step.config_changes)
     if (legacy or infer_shapes) and match_saved_shapes(model, saved_shapes) and legacy:
         warnings.warn(PluginDeprecationWarning(
             f"{where}: technique(s) {', '.join(sorted(set(legacy)))} declare no State/rebuild(); their modules were "
             "rebuilt from the saved tensor shapes, which plugin API 2.0 removes (see docs/plugins.md, "
             "'Structure: record and rebuild')"), stacklevel=2)
     set_structure(model, record)
+    return model
+
+
+def _rebuild_step(model: nn.Module, step: StructureStep, technique: type[Technique],
+                  context: ApplyContext) -> nn.Module:
+    config = technique.make_config(step.config)
+    state = technique.make_state(step.state) if step.state is not None else None
+    try:
+        model = technique().rebuild(model, config, state, context)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise TechniqueError(step.technique, f"rebuild() failed: {type(exc).__name__}: {exc}") from exc
+    if model is None:
+        raise TechniqueError(step.technique, "rebuild() returned None instead of the model")
     return model

@@ -34,7 +34,8 @@ def test_every_part_on_the_stream_narrows_and_the_config_stays_true(tmp_path, fa
     model = tiny_model(family, hidden=64, heads=4, ffn=128)
     student, _ = _narrow(copy.deepcopy(model), tmp_path, width_fraction=0.5)
     width = 32
-    hidden_attribute, heads_attribute = ("hidden_size", "num_attention_heads") if family == "bert" else ("dim", "n_heads")
+    hidden_attribute, heads_attribute = (("hidden_size", "num_attention_heads") if family == "bert"
+                                         else ("dim", "n_heads"))
     assert getattr(student.config, hidden_attribute) == width and getattr(student.config, heads_attribute) == 2
     state = student.state_dict()
     for name, value in state.items():
@@ -74,7 +75,7 @@ def test_the_channels_that_carry_activation_are_kept(tmp_path):
     model = tiny_model("bert", hidden=64, heads=4)
     dead = torch.arange(0, 64, 2)  # half of the stream
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight[dead] = 0.0
                 module.bias[dead] = 0.0
