@@ -120,7 +120,10 @@ def load_pretrained(directory: str | Path, techniques: Registry, architectures: 
     ties = manifest.get("ties") or {}
     for alias, canonical in ties.items():
         state[alias] = state[canonical]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that differs is raised, not listed
+        raise InputError(f"{directory}: weights do not match the rebuilt model: {exc}") from None
     missing = [k for k in missing if not k.endswith(DERIVED_SUFFIXES)]
     if missing or unexpected:
         raise InputError(f"{directory}: weights do not match the rebuilt model: missing {missing}, "

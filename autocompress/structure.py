@@ -109,13 +109,13 @@ def record_step(model: nn.Module, step: PlanStep, before_config: dict[str, Any],
                                                  f"State ({technique.State.__name__})")
     values = dataclasses.asdict(state) if state is not None else None
     changes = config_changes(before_config, model.config.to_dict())
-    try:
-        json.dumps([values, changes])
+    try:  # kept in JSON form, as saved and reloaded (e.g. id2label keys become strings)
+        values, changes = json.loads(json.dumps([values, changes]))
     except (TypeError, ValueError) as exc:
         raise TechniqueError(technique.name, f"its State or config changes are not JSON-serialisable: {exc}") from None
     record = structure_of(model) or (structure_of(source) if source is not None else None)
     if record is None:
-        record = StructureRecord(base_config=before_config)
+        record = StructureRecord(base_config=json.loads(json.dumps(before_config, default=str)))
     record.steps.append(StructureStep(technique.name, technique.version, dataclasses.asdict(step.config),
                                       values, changes))
     set_structure(model, record)
