@@ -305,7 +305,9 @@ class LegacyPlugin:
 def test_a_plugin_without_rebuild_still_reloads_with_a_deprecation_warning(tmp_path, with_new_style_step):
     host = build_host(autoload=False, extra_plugins=[("legacy", LegacyPlugin())])
     model = tiny_model("bert", layers=4)
-    steps = [(LegacyPerLayerPruner, {})] + ([(LayerSharing, {"group_size": 2, "representative": "first"})] if with_new_style_step else [])
+    steps = [(LegacyPerLayerPruner, {})]
+    if with_new_style_step:
+        steps.append((LayerSharing, {"group_size": 2, "representative": "first"}))
     student, context = _apply(model, tmp_path, *steps)
     directory = _save(student, context, tmp_path / "saved")
     with pytest.warns(PluginDeprecationWarning, match="legacy_pruner declare no State/rebuild"):
@@ -351,3 +353,25 @@ def test_tie_groups_are_listed_canonical_first():
     groups = tie_groups(distinct_state(model)[1])
     assert groups[0][0].startswith("bert.encoder.layer.1.") and groups[0][1].startswith("bert.encoder.layer.2.")
     assert all(isinstance(m, nn.Module) for m in model.bert.encoder.layer)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_every_structure_technique_at_once_reloads_identically(tmp_path, family):
+    """Replay composes: each rebuild works on what the earlier ones rebuilt (pruned heads, dropped and shared
+    layers, factorised linears narrowed afterwards, a trimmed vocabulary)."""
+    from autocompress.technique import Plan
+
+    host = _host()
+    values = {"layer_sharing": {"group_size": 2, "representative": "first"}, "width_pruning": {"width_fraction": 0.5},
+              "head_pruning": {"fraction": 0.25, "scoring": "l1"}, "low_rank": {"rank_ratio": 0.25, "layers": "both"},
+              "layer_drop": {"keep_layers": 4}, "ffn_pruning": {"keep_fraction": 0.5}, "vocab_trim": {}}
+    plan = Plan.build([PlanStep(host.techniques[n], host.techniques[n].make_config(v)) for n, v in values.items()])
+    model = tiny_model(family, layers=6)
+    context = _context(model, tmp_path, host)
+    student = apply_steps(model, list(plan.steps), context)
+    directory = _save(student, context, tmp_path / "saved")
+    reloaded, tokenizer = load_pretrained(directory, host.techniques, host.architectures)
+    assert TechniqueContract.structure_of(reloaded) == TechniqueContract.structure_of(student)
+    vocab = student.get_input_embeddings().num_embeddings
+    assert torch.equal(_logits(reloaded, vocab), _logits(student, vocab))
+    assert parameter_count(reloaded) == parameter_count(student) < parameter_count(tiny_model(family, layers=6)) / 3
