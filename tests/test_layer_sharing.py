@@ -98,3 +98,23 @@ def test_shared_weights_get_gradients_from_every_position(tmp_path):
     assert len(contributions) == 2  # the one module was called (and differentiated) at both positions
     assert weight.grad is not None and weight.grad.abs().sum() > 0
     assert sum(1 for p in student.parameters() if p is weight) == 1  # the optimiser sees it once
+
+
+def test_lora_recovery_keeps_the_sharing(tmp_path):
+    from autocompress.arch import adapter_for
+    from autocompress.candidate import apply_steps
+    from autocompress.plugin_manager import build_host
+    from autocompress.plugins.lora import LoraRecovery
+    from autocompress.technique import PlanStep
+
+    student, context = _share(tiny_model("bert", layers=4), tmp_path, group_size=2, representative="first")
+    count = parameter_count(student)
+    weight = student.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    context.adapter = adapter_for(student, build_host(autoload=False).architectures)
+    config = LoraRecovery.make_config({"epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2, "targets": "both"})
+    trained = apply_steps(student, [PlanStep(LoraRecovery, config)], context)
+    layers = trained.bert.encoder.layer
+    assert layers[0] is layers[1] and layers[2] is layers[3]
+    assert type(layers[0].attention.self.query) is torch.nn.Linear  # merged, no adapter left
+    assert not torch.equal(layers[0].attention.self.query.weight, weight)  # the merged update reached it
+    assert parameter_count(trained) == count

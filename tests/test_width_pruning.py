@@ -134,3 +134,34 @@ def test_roberta_and_shared_layers_narrow_too(tmp_path):
     assert layers[0] is layers[1] and layers[0].attention.self.query.weight.shape == (32, 32)
     roberta, _ = _narrow(tiny_model("roberta"), tmp_path, width_fraction=0.5)
     assert roberta.config.hidden_size == 32 and roberta.classifier.out_proj.weight.shape == (2, 32)
+
+
+def test_hidden_state_distillation_projects_the_narrow_student_to_the_teacher_width(tmp_path, monkeypatch):
+    from autocompress import distill
+    from autocompress.arch import adapter_for
+    from autocompress.candidate import apply_steps
+    from autocompress.plugin_manager import build_host
+    from autocompress.plugins.distillation import Distillation
+    from autocompress.technique import PlanStep
+
+    seen = []
+    original = distill.hidden_state_loss
+
+    def spy(student, teacher, mask, projection=None):
+        seen.append((student.shape[-1], teacher.shape[-1], projection))
+        return original(student, teacher, mask, projection)
+
+    monkeypatch.setattr(distill, "hidden_state_loss", spy)
+    model = tiny_model("bert")
+    context = TestWidthPruningContract().context(model, tmp_path)  # the teacher: the unpruned model
+    student = apply_steps(model, [PlanStep(WidthPruning, WidthPruning.make_config({"width_fraction": 0.5}))], context)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    context.adapter = adapter_for(student, build_host(autoload=False).architectures)
+    config = Distillation.make_config({"hidden_weight": 1.0, "attention_weight": 1.0, "epochs": 1.0, "batch_size": 8,
+                                       "learning_rate": 1e-3})
+    student = apply_steps(student, [PlanStep(Distillation, config)], context)
+    assert seen and all(ours == 32 and theirs == 64 and isinstance(projection, torch.nn.Linear)
+                        and (projection.in_features, projection.out_features) == (32, 64)
+                        for ours, theirs, projection in seen)
+    assert student.config.hidden_size == 32 and "projections" not in "".join(student.state_dict())  # thrown away
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())  # it trained
