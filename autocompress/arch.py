@@ -251,8 +251,8 @@ class FactorizedEmbedding(nn.Sequential):
 
     It answers ``num_embeddings``, ``embedding_dim`` and ``padding_idx`` like the ``nn.Embedding``
     it replaces, so code reading them off ``get_input_embeddings()`` works unchanged. Its weights
-    are saved as ``path.0.weight`` and ``path.1.weight``; ``autocompress.model_io`` rebuilds it
-    from those shapes on reload, whichever plugin made it.
+    are saved as ``path.0.weight`` and ``path.1.weight``; the technique that made it rebuilds it
+    on reload (``Technique.rebuild``).
     """
 
     def __init__(self, embedding: nn.Embedding, projection: nn.Linear):

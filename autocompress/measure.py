@@ -2,7 +2,8 @@
 
 Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes on a batch of
 ``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
-deployed model's parameters and buffers (int8 packed weights included), plus the peak growth of
+deployed model's parameters and buffers (int8 packed weights included; a tensor shared by several
+modules counted once, ``autocompress.shared_weights``), plus the peak growth of
 the process's resident memory during a few more forward passes after warm-up (activations and
 scratch space), sampled by a background thread.
 """
