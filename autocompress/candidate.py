@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import TechniqueError
+from autocompress.shared_weights import distinct_state
 from autocompress.structure import record_step
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 
@@ -51,7 +52,8 @@ def deploy(model: nn.Module, plan: Plan, context: ApplyContext) -> nn.Module:
 
 
 def structure_key(model: nn.Module, plan: Plan, extra: str = "") -> str:
-    """Identifies what latency and memory depend on: module types, tensor shapes/dtypes, post steps.
+    """Identifies what latency and memory depend on: module types, tensor shapes/dtypes, which tensors
+    are shared, post steps.
 
     Weight values are deliberately left out: they do not change latency or memory.
     """
@@ -61,6 +63,8 @@ def structure_key(model: nn.Module, plan: Plan, extra: str = "") -> str:
     for name, value in model.state_dict().items():
         if isinstance(value, torch.Tensor):
             digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
+    for alias, canonical in sorted(distinct_state(model)[1].items()):
+        digest.update(f"{alias}={canonical};".encode())
     for step in plan.at(Stage.POST):
         digest.update(step.describe().encode())
         digest.update(step.technique.version.encode())

@@ -118,3 +118,11 @@ def test_lora_recovery_keeps_the_sharing(tmp_path):
     assert type(layers[0].attention.self.query) is torch.nn.Linear  # merged, no adapter left
     assert not torch.equal(layers[0].attention.self.query.weight, weight)  # the merged update reached it
     assert parameter_count(trained) == count
+
+
+def test_plain_transformers_cannot_rebuild_shared_layers_and_is_not_claimed_to(tmp_path):
+    from autocompress.model_io import loads_with_plain_transformers, save_candidate
+
+    student, context = _share(tiny_model("bert", layers=4), tmp_path, group_size=2)
+    directory = save_candidate(tmp_path / "saved", student, context.tokenizer, [])
+    assert not loads_with_plain_transformers(directory)  # the aliases are not in the file: only ties

@@ -375,3 +375,14 @@ def test_every_structure_technique_at_once_reloads_identically(tmp_path, family)
     vocab = student.get_input_embeddings().num_embeddings
     assert torch.equal(_logits(reloaded, vocab), _logits(student, vocab))
     assert parameter_count(reloaded) == parameter_count(student) < parameter_count(tiny_model(family, layers=6)) / 3
+
+
+def test_a_tie_changes_the_structure_key_that_caches_measurements():
+    from autocompress.candidate import structure_key
+    from autocompress.technique import Plan
+
+    model = tiny_model("bert")
+    untied = structure_key(model, Plan(()))
+    layer = model.bert.encoder.layer[0].attention.self
+    layer.key.weight = layer.query.weight  # same modules and shapes, one tensor fewer: other memory
+    assert structure_key(model, Plan(())) != untied
