@@ -10,7 +10,7 @@ Width pruning to 288 of 384 channels has about the parameters of half the layers
 two rows side by side compare a narrower model with a shallower one at equal size.
 
     python benchmarks/techniques.py            # the published table (about 20 minutes on 2 cores)
-    python benchmarks/techniques.py --quick    # smoke run: fewer repeats, tiny recovery
+    python benchmarks/techniques.py --quick    # smoke run: 1,200 training texts, fewer repeats, tiny recovery
     python benchmarks/techniques.py --only width,sharing   # the variants whose label contains a word
 """
 
@@ -76,7 +76,9 @@ def main() -> None:
     epochs = args.recovery_epochs if args.recovery_epochs is not None else (0.05 if args.quick else 0.5)
 
     host = build_host()
-    task = host.tasks["demo"](TaskOptions()).load()
+    # --quick: the demo slice benchmarks/demo_frontier.py --quick uses (its teacher is cached once for both).
+    options = TaskOptions(train_limit=1200, teacher_epochs=1.0) if args.quick else TaskOptions()
+    task = host.tasks["demo"](options).load()
     teacher = task.teacher.eval()
     test = encode(task.tokenizer, task.data.test, 64)
     teacher_accuracy = accuracy(teacher, test)
