@@ -1,9 +1,14 @@
 """Architecture adapters and the model surgery that techniques share.
 
 An adapter names the parts of one model family (embeddings, encoder layers, each layer's
-attention q/k/v/output and FFN in/out linears) as dotted module paths, so techniques never
+attention q/k/v/output and FFN in/out linears, and for techniques that narrow the hidden width
+every part that reads or writes the residual stream) as dotted module paths, so techniques never
 hard-code attribute chains. Supporting a new family means registering one adapter through
 ``autocompress_register_architectures``; no technique changes.
+
+The surgery below is written once for every technique: get/replace a module, slice a linear's
+rows/columns (plain or factorised), narrow embeddings and LayerNorms, keep some attention heads,
+and build modules at given shapes for ``Technique.rebuild``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,32 @@ class LayerPaths:
     attention_output: str
     ffn_in: str
     ffn_out: str
+    #: LayerNorms over the residual stream inside the layer (after attention, after the FFN); None
+    #: when the family has none there. Needed only by techniques that narrow the hidden width.
+    attention_norm: str | None = None
+    output_norm: str | None = None
+
+
+@dataclass(frozen=True)
+class ResidualStream:
+    """Every part outside the encoder layers that reads or writes the residual stream (hidden width).
+
+    Within each layer, q/k/v and the FFN input read the stream, the attention output and FFN output
+    write it, and ``LayerPaths.attention_norm`` / ``output_norm`` normalise it.
+    """
+
+    #: Config attributes holding the hidden width and the attention head count.
+    width_attribute: str
+    heads_attribute: str
+    #: Embedding tables whose rows are added into the stream (word, position, token type).
+    embeddings: tuple[str, ...]
+    #: LayerNorms over the stream outside the layers (e.g. after the embeddings).
+    norms: tuple[str, ...]
+    #: The classification head: a linear reading the final stream into a head-internal width of
+    #: the same size (BERT's pooler, DistilBERT's pre_classifier), or None when the output linear
+    #: reads the stream itself; and the linear producing the logits.
+    head_dense: str | None
+    head_output: str
 
 
 class ArchitectureAdapter(ABC):
@@ -60,6 +91,11 @@ class ArchitectureAdapter(ABC):
     @abstractmethod
     def head_size(self) -> int:
         """Width of one attention head (unchanged by head pruning)."""
+
+    def residual_stream(self) -> ResidualStream | None:
+        """The parts outside the layers that read or write the hidden width, or None when this adapter
+        does not name them (techniques that narrow the hidden width then refuse the family)."""
+        return None
 
     def num_layers(self) -> int:
         return len(get_module(self.model, self.layer_list_path()))
@@ -96,10 +132,30 @@ class BertAdapter(ArchitectureAdapter):
             attention_output=f"{layer}.attention.output.dense",
             ffn_in=f"{layer}.intermediate.dense",
             ffn_out=f"{layer}.output.dense",
+            attention_norm=f"{layer}.attention.output.LayerNorm",
+            output_norm=f"{layer}.output.LayerNorm",
         )
 
     def word_embeddings_path(self) -> str:
         return f"{self._prefix()}.embeddings.word_embeddings"
+
+    def residual_stream(self) -> ResidualStream | None:
+        prefix, model = self._prefix(), self.model
+        embeddings = get_module(model, f"{prefix}.embeddings")
+        if hasattr(embeddings, "embeddings_project") or hasattr(get_module(model, prefix), "embeddings_project"):
+            return None  # ELECTRA-style: the embeddings have their own width, projected into the stream
+        tables = tuple(f"{prefix}.embeddings.{name}" for name in
+                       ("word_embeddings", "position_embeddings", "token_type_embeddings")
+                       if isinstance(getattr(embeddings, name, None), nn.Module))
+        if getattr(get_module(model, prefix), "pooler", None) is not None and \
+                isinstance(getattr(model, "classifier", None), nn.Linear):
+            head_dense, head_output = f"{prefix}.pooler.dense", "classifier"
+        elif hasattr(getattr(model, "classifier", None), "out_proj"):  # RoBERTa/ELECTRA classification head
+            head_dense, head_output = "classifier.dense", "classifier.out_proj"
+        else:
+            return None
+        return ResidualStream("hidden_size", "num_attention_heads", tables, (f"{prefix}.embeddings.LayerNorm",),
+                              head_dense, head_output)
 
     def head_size(self) -> int:
         config = self.model.config
@@ -124,10 +180,21 @@ class DistilBertAdapter(ArchitectureAdapter):
             attention_output=f"{layer}.attention.out_lin",
             ffn_in=f"{layer}.ffn.lin1",
             ffn_out=f"{layer}.ffn.lin2",
+            attention_norm=f"{layer}.sa_layer_norm",
+            output_norm=f"{layer}.output_layer_norm",
         )
 
     def word_embeddings_path(self) -> str:
         return "distilbert.embeddings.word_embeddings"
+
+    def residual_stream(self) -> ResidualStream | None:
+        if getattr(self.model.config, "sinusoidal_pos_embds", False):
+            return None  # fixed sinusoidal positions are a function of the width, not a table to slice
+        if not isinstance(getattr(self.model, "pre_classifier", None), nn.Linear):
+            return None
+        return ResidualStream("dim", "n_heads", ("distilbert.embeddings.word_embeddings",
+                                                 "distilbert.embeddings.position_embeddings"),
+                              ("distilbert.embeddings.LayerNorm",), "pre_classifier", "classifier")
 
     def head_size(self) -> int:
         config = self.model.config
@@ -184,8 +251,8 @@ class FactorizedEmbedding(nn.Sequential):
 
     It answers ``num_embeddings``, ``embedding_dim`` and ``padding_idx`` like the ``nn.Embedding``
     it replaces, so code reading them off ``get_input_embeddings()`` works unchanged. Its weights
-    are saved as ``path.0.weight`` and ``path.1.weight``; ``autocompress.model_io`` rebuilds it
-    from those shapes on reload, whichever plugin made it.
+    are saved as ``path.0.weight`` and ``path.1.weight``; the technique that made it rebuilds it
+    on reload (``Technique.rebuild``).
     """
 
     def __init__(self, embedding: nn.Embedding, projection: nn.Linear):
@@ -208,3 +275,161 @@ class FactorizedEmbedding(nn.Sequential):
     @property
     def rank(self) -> int:
         return self[0].embedding_dim
+
+
+#: Attention-module attributes holding the head count / total head width, across families.
+HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
+HEAD_WIDTH_ATTRIBUTES = ("all_head_size",)
+
+
+def _index(keep: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(keep, dtype=torch.long, device=device)
+
+
+def slice_module(module: nn.Module, keep_out: Sequence[int] | torch.Tensor | None = None,
+                 keep_in: Sequence[int] | torch.Tensor | None = None) -> nn.Module:
+    """A new, physically smaller copy of ``module`` keeping output features ``keep_out`` and input
+    features ``keep_in`` (None: all), whatever form the module has taken:
+
+    - ``nn.Linear``: rows / columns of the weight (``slice_linear``);
+    - a factorised linear (``nn.Sequential`` of linears, e.g. low-rank): input columns of the first,
+      output rows of the last;
+    - ``nn.Embedding``: embedding columns (``keep_out``);
+    - ``FactorizedEmbedding``: the projection's rows (``keep_out``);
+    - ``nn.LayerNorm``: its elements (``keep_out``), weight and bias alike.
+    """
+    if isinstance(module, nn.Linear):
+        return slice_linear(module, keep_out=keep_out, keep_in=keep_in)
+    if isinstance(module, FactorizedEmbedding):
+        if keep_in is not None:
+            raise TypeError("a factorised embedding has no input features to slice")
+        return FactorizedEmbedding(module[0], slice_linear(module[1], keep_out=keep_out))
+    if isinstance(module, nn.Sequential) and len(module) and all(isinstance(m, nn.Linear) for m in module):
+        parts = list(module)
+        if keep_in is not None:
+            parts[0] = slice_linear(parts[0], keep_in=keep_in)
+        if keep_out is not None:
+            parts[-1] = slice_linear(parts[-1], keep_out=keep_out)
+        return nn.Sequential(*parts)
+    if isinstance(module, nn.Embedding):
+        if keep_in is not None:
+            raise TypeError("slice an embedding's rows (token ids) with its own technique, not slice_module")
+        weight = module.weight.detach()
+        if keep_out is not None:
+            weight = weight.index_select(1, _index(keep_out, weight.device))
+        table = nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=module.padding_idx,
+                             device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            table.weight.copy_(weight)
+        table.weight.requires_grad_(module.weight.requires_grad)
+        return table
+    if isinstance(module, nn.LayerNorm):
+        if keep_in is not None or len(module.normalized_shape) != 1:
+            raise TypeError("a LayerNorm is sliced over its one normalised dimension (keep_out)")
+        keep = _index(keep_out if keep_out is not None else range(module.normalized_shape[0]),
+                      module.weight.device if module.weight is not None else torch.device("cpu"))
+        norm = nn.LayerNorm(len(keep), eps=module.eps, elementwise_affine=module.elementwise_affine,
+                            bias=module.bias is not None, device=keep.device,
+                            dtype=module.weight.dtype if module.weight is not None else None)
+        with torch.no_grad():
+            if module.weight is not None:
+                norm.weight.copy_(module.weight.detach().index_select(0, keep))
+            if module.bias is not None:
+                norm.bias.copy_(module.bias.detach().index_select(0, keep))
+        return norm
+    raise TypeError(f"slice_module does not know how to slice a {type(module).__name__}")
+
+
+def replace_sliced(model: nn.Module, path: str, keep_out: Sequence[int] | torch.Tensor | None = None,
+                   keep_in: Sequence[int] | torch.Tensor | None = None) -> nn.Module:
+    """Replace the module at ``path`` by ``slice_module(module, keep_out, keep_in)``; returns the new module."""
+    new = slice_module(get_module(model, path), keep_out=keep_out, keep_in=keep_in)
+    set_module(model, path, new)
+    return new
+
+
+def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int) -> None:
+    """Keep only the attention heads ``keep`` of one layer: q/k/v output rows and attention-output columns.
+
+    Transformers 5 BERT/DistilBERT attention infer the head count from the q/k/v width; the
+    attention module's head-count attributes are updated too so nothing stale remains.
+    """
+    # Head i owns rows i*head_size ... (i+1)*head_size - 1 of q/k/v (and those attention-output columns).
+    units = torch.tensor([u for head in keep for u in range(head * head_size, (head + 1) * head_size)],
+                         dtype=torch.long)
+    for path in (paths.query, paths.key, paths.value):
+        replace_sliced(model, path, keep_out=units)
+    replace_sliced(model, paths.attention_output, keep_in=units)
+    attention = get_module(model, paths.query.rpartition(".")[0])
+    for name in HEAD_COUNT_ATTRIBUTES:
+        if isinstance(getattr(attention, name, None), int):
+            setattr(attention, name, len(keep))
+    for name in HEAD_WIDTH_ATTRIBUTES:
+        if isinstance(getattr(attention, name, None), int):
+            setattr(attention, name, len(keep) * head_size)
+
+
+def head_count(model: nn.Module, paths: LayerPaths, head_size: int) -> int:
+    """Attention heads layer ``paths`` has now (its attention output's input width / head size)."""
+    return in_features(get_module(model, paths.attention_output)) // head_size
+
+
+def in_features(module: nn.Module) -> int:
+    """Input width of a linear, plain or factorised."""
+    first = module[0] if isinstance(module, nn.Sequential) else module
+    return first.in_features
+
+
+def out_features(module: nn.Module) -> int:
+    """Output width of a linear, plain or factorised."""
+    last = module[-1] if isinstance(module, nn.Sequential) else module
+    return last.out_features
+
+
+def factorised_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
+    """``Sequential(Linear(in, rank, bias=False), Linear(rank, out, bias=linear has one))`` in
+    ``linear``'s dtype and device, weights not set: the shape of a low-rank factorisation."""
+    weight = linear.weight
+    return nn.Sequential(
+        nn.Linear(linear.in_features, rank, bias=False, device=weight.device, dtype=weight.dtype),
+        nn.Linear(rank, linear.out_features, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype),
+    )
+
+
+def match_saved_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Deprecated (removed with plugin API 2.0): give modules the shapes their saved tensors have.
+
+    The rule autocompress used before techniques rebuilt their own structure, kept for techniques
+    written for plugin API <= 1.2 (and format-1 directories): a linear saved at another shape is
+    rebuilt at that shape; a linear saved as ``path.0.weight`` + ``path.1.weight`` becomes a
+    ``Sequential`` of two linears; an embedding saved that way a ``FactorizedEmbedding``; an
+    embedding saved at another shape an embedding of that shape. Returns whether anything changed.
+    """
+    def linear(prefix: str, like: nn.Module) -> nn.Linear:
+        out, inp = shapes[f"{prefix}.weight"]
+        return nn.Linear(inp, out, bias=f"{prefix}.bias" in shapes, dtype=like.weight.dtype)
+
+    changed = False
+    for path, module in list(model.named_modules()):
+        factors = f"{path}.weight" not in shapes and f"{path}.0.weight" in shapes and f"{path}.1.weight" in shapes
+        if isinstance(module, nn.Linear):
+            if factors:
+                set_module(model, path, nn.Sequential(linear(f"{path}.0", module), linear(f"{path}.1", module)))
+            elif f"{path}.weight" in shapes and tuple(shapes[f"{path}.weight"]) != tuple(module.weight.shape):
+                set_module(model, path, linear(path, module))
+            else:
+                continue
+            changed = True
+        elif isinstance(module, nn.Embedding):
+            if factors:
+                vocabulary, rank = shapes[f"{path}.0.weight"]
+                table = nn.Embedding(vocabulary, rank, padding_idx=module.padding_idx, dtype=module.weight.dtype)
+                set_module(model, path, FactorizedEmbedding(table, linear(f"{path}.1", module)))
+            elif f"{path}.weight" in shapes and tuple(shapes[f"{path}.weight"]) != tuple(module.weight.shape):
+                rows, width = shapes[f"{path}.weight"]
+                padding = module.padding_idx if module.padding_idx is not None and module.padding_idx < rows else None
+                set_module(model, path, nn.Embedding(rows, width, padding_idx=padding, dtype=module.weight.dtype))
+            else:
+                continue
+            changed = True
+    return changed

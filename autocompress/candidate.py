@@ -9,12 +9,23 @@ import torch
 from torch import nn
 
 from autocompress.errors import TechniqueError
+from autocompress.shared_weights import distinct_state
+from autocompress.structure import record_step
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 
 
 def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) -> nn.Module:
-    """Apply steps in order; any failure is re-raised as TechniqueError naming the technique."""
+    """Apply steps in order; any failure is re-raised as TechniqueError naming the technique.
+
+    Each structure step is recorded on the model (``autocompress.structure``): its technique,
+    version and config, the state its ``apply`` recorded and the config changes it made, so a
+    saved candidate can be rebuilt.
+    """
     for step in steps:
+        structural = step.technique.stage == Stage.STRUCTURE
+        before = model.config.to_dict() if structural else None
+        context.take_recorded()  # a state recorded outside a step belongs to no step
+        source = model
         try:
             model = step.technique().apply(model, step.config, context)
         except TechniqueError:
@@ -27,6 +38,11 @@ def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) 
             raise TechniqueError(step.technique.name, f"{type(exc).__name__}: {exc}") from exc
         if model is None:
             raise TechniqueError(step.technique.name, "apply() returned None instead of the model")
+        states = context.take_recorded()
+        if structural:
+            record_step(model, step, before, states, source)
+        elif states:
+            raise TechniqueError(step.technique.name, "apply() recorded a state, but only structure steps record one")
     return model
 
 
@@ -36,7 +52,8 @@ def deploy(model: nn.Module, plan: Plan, context: ApplyContext) -> nn.Module:
 
 
 def structure_key(model: nn.Module, plan: Plan, extra: str = "") -> str:
-    """Identifies what latency and memory depend on: module types, tensor shapes/dtypes, post steps.
+    """Identifies what latency and memory depend on: module types, tensor shapes/dtypes, which tensors
+    are shared, post steps.
 
     Weight values are deliberately left out: they do not change latency or memory.
     """
@@ -46,6 +63,8 @@ def structure_key(model: nn.Module, plan: Plan, extra: str = "") -> str:
     for name, value in model.state_dict().items():
         if isinstance(value, torch.Tensor):
             digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
+    for alias, canonical in sorted(distinct_state(model)[1].items()):
+        digest.update(f"{alias}={canonical};".encode())
     for step in plan.at(Stage.POST):
         digest.update(step.describe().encode())
         digest.update(step.technique.version.encode())

@@ -164,7 +164,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.run_dir.is_dir():
         raise InputError(f"{args.run_dir}: no such run directory")
-    written = export(args.run_dir, _load_run(args), args.to, args.trial, args.onnx)
+    host = None
+    if args.onnx:  # rebuilding the model needs the techniques that made it
+        from autocompress.plugin_manager import build_host
+
+        host = build_host()
+    written = export(args.run_dir, _load_run(args), args.to, args.trial, args.onnx, host)
     print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md)")
     if "onnx" in written:
         check = written["onnx"]["check"]

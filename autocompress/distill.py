@@ -1,4 +1,4 @@
-"""Knowledge-distillation losses and the recovery training loop shared by ``distillation`` and ``lora``.
+"""Knowledge-distillation losses and the recovery training loop shared by the recovery techniques.
 
 Loss of one batch (``s``/``t``: student/teacher logits, ``T``: temperature)::
 
@@ -8,15 +8,15 @@ Loss of one batch (``s``/``t``: student/teacher logits, ``T``: temperature)::
 
 Student layer ``i`` of ``n_s`` is matched with teacher layer ``floor((i+1) * n_t / n_s + 1/2) - 1``
 (uniform, half rounded up so the last layers always meet), unless a structure step recorded which
-teacher layers the student kept (``context.extras[KEPT_LAYERS_KEY]``). When widths differ a
+teacher layer each student layer came from (``context.layer_origin``). When widths differ a
 learned linear projection per layer maps student states to the teacher's width; it is trained
 with the student and thrown away afterwards. When heads differ (head pruning) the attention maps
 are averaged over heads before they are compared. Padding positions never count.
 
 The teacher's logits on the training split are computed once and kept in ``TEACHER_LOGITS``,
 keyed by ``(id(teacher), data.fingerprint(), max_length)``; inside an entry each example is found
-by its teacher-side token ids, so a student with a trimmed vocabulary (its ids translated back
-through ``context.extras["vocab_trim.old_ids"]``) still hits the cache. Hidden states and
+by its teacher-side token ids, so a student whose token ids differ from the teacher's (its ids
+translated through ``context.token_map``) still hits the cache. Hidden states and
 attention maps are too big to keep for a whole training split: they are computed per batch under
 ``torch.no_grad`` and only when their loss is on.
 
@@ -40,10 +40,6 @@ from autocompress.data import TextDataset
 from autocompress.technique import ApplyContext
 from autocompress.training import Encoded, accuracy, encode, fine_tune
 
-#: ``context.extras`` key of the vocabulary trimmer's new-id -> old-id tensor (plugins/vocab_trim.py).
-OLD_IDS_KEY = "vocab_trim.old_ids"
-#: ``context.extras`` key where a layer-dropping step may record the teacher layer each student layer came from.
-KEPT_LAYERS_KEY = "layer_drop.kept_layers"
 #: Validation examples scored for intermediate reports (a fixed, seeded subset).
 EVAL_SUBSET = 512
 ATTENTION_LOSSES = ("kl", "mse")
@@ -164,15 +160,15 @@ class TeacherSignals:
 
     def __init__(self, teacher: nn.Module, context: ApplyContext, train: Encoded):
         self.teacher = teacher
-        self.old_ids = context.extras.get(OLD_IDS_KEY)
+        self.token_map = context.token_map
         self.cache = _logit_cache(teacher, context.data.fingerprint(), context.max_length)
         self._fill(train)
 
     def teacher_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Student inputs in the teacher's vocabulary (they differ only after vocabulary trimming)."""
-        if self.old_ids is None:
+        """Student inputs in the teacher's token ids (``context.token_map``, when a step changed them)."""
+        if self.token_map is None:
             return inputs
-        return {**inputs, "input_ids": self.old_ids[inputs["input_ids"]]}
+        return {**inputs, "input_ids": self.token_map[inputs["input_ids"]]}
 
     def _fill(self, train: Encoded) -> None:
         missing, offset = [], 0
@@ -244,11 +240,11 @@ def _num_layers(model: nn.Module) -> int:
 
 
 def layer_map(teacher: nn.Module, context: ApplyContext) -> list[int]:
-    """Teacher layer index for each student layer (recorded by a structure step, or uniform)."""
+    """Teacher layer index for each student layer (``context.layer_origin``, or uniform)."""
     n_student, n_teacher = context.adapter.num_layers(), _num_layers(teacher)
-    kept = context.extras.get(KEPT_LAYERS_KEY)
-    if kept is not None and len(kept) == n_student and all(0 <= i < n_teacher for i in kept):
-        return list(kept)
+    origin = context.layer_origin
+    if origin is not None and len(origin) == n_student and all(0 <= i < n_teacher for i in origin):
+        return list(origin)
     return uniform_layer_map(n_student, n_teacher)
 
 

@@ -40,8 +40,12 @@ def candidate_dir(run_dir: Path, run: RunData, trial: int | None) -> tuple[int, 
     return trial, source
 
 
-def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx: bool = False) -> dict[str, Any]:
-    """Write the candidate to ``to`` (must not exist or be empty). Returns what was written."""
+def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx: bool = False,
+           host: Any = None) -> dict[str, Any]:
+    """Write the candidate to ``to`` (must not exist or be empty). Returns what was written.
+
+    ``host`` (the plugin host) rebuilds the model for ``onnx``; required then.
+    """
     trial, source = candidate_dir(run_dir, run, trial)
     if to.exists() and any(to.iterdir()):
         raise InputError(f"--to {to}: exists and is not empty; choose a new directory")
@@ -54,7 +58,7 @@ def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx
     written: dict[str, Any] = {"trial": trial, "directory": str(to)}
     if onnx:
         try:
-            written["onnx"] = _export_onnx(staging, run)
+            written["onnx"] = _export_onnx(staging, run, host)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
             raise
@@ -66,11 +70,11 @@ def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx
     return written
 
 
-def _export_onnx(directory: Path, run: RunData) -> dict[str, Any]:
+def _export_onnx(directory: Path, run: RunData, host: Any) -> dict[str, Any]:
     from autocompress.model_io import load_pretrained
     from autocompress.onnx_export import check_onnx, export_onnx
 
-    model, tokenizer = load_pretrained(directory)
+    model, tokenizer = load_pretrained(directory, host.techniques, host.architectures)
     seq_len = int(run.record.get("measure", {}).get("seq_len", 64))
     path = export_onnx(model, directory / "model.onnx", seq_len=seq_len)
     return {"path": str(path), "check": check_onnx(model, tokenizer, path)}
@@ -108,9 +112,10 @@ def model_card(run: RunData, row: Any, plain_loadable: bool) -> str:
         "model, tokenizer = autocompress.load_pretrained(\"path/to/this/directory\")",
         "logits = model(**tokenizer([\"a sentence\"], return_tensors=\"pt\")).logits",
         "```", "",
-        "`load_pretrained` rebuilds layers whose shapes differ from the config (pruned heads, FFN widths, "
-        "low-rank factors) and re-applies post-training steps such as int8 quantization recorded in "
-        "`autocompress.json`. It unpickles nothing: weights are safetensors.",
+        "`load_pretrained` lets each technique recorded in `autocompress.json` rebuild the structure it "
+        "changed (per-layer head counts and FFN widths, low-rank factors, shared layers), ties shared weights "
+        "again and re-applies post-training steps such as int8 quantization. It unpickles nothing: weights are "
+        "safetensors.",
         plain, "",
         "## Provenance", "", "| | |", "|---|---|",
         *[f"| {k} | {v.replace('|', '/')} |" for k, v in provenance_rows(run)],

@@ -25,7 +25,7 @@ hookspec = pluggy.HookspecMarker("autocompress")
 #: Version of the plugin API described in this module and in docs/plugins.md, ``MAJOR.MINOR``.
 #: A minor bump adds hooks, optional hook arguments or contract attributes (old plugins keep
 #: working); a major bump removes or changes something, and only what was deprecated before.
-PLUGIN_API_VERSION = "1.2"
+PLUGIN_API_VERSION = "1.3"
 
 #: Module (or plugin object) attribute in which a plugin declares the API versions it supports,
 #: as a PEP 440 specifier, e.g. ``AUTOCOMPRESS_PLUGIN_API = ">=1.0,<2"``. A plugin whose range
@@ -47,7 +47,8 @@ def autocompress_register_techniques(register: Register) -> None:
     """Register compression techniques: call ``register.add(TechniqueClass)`` once per class.
 
     Called once when the plugin manager is built. A technique class implements
-    ``autocompress.technique.Technique`` (name, Config, stage, search_space, apply).
+    ``autocompress.technique.Technique`` (name, Config, stage, search_space, apply; a structure
+    technique that changes modules also ``State`` and ``rebuild``, API 1.3).
     Two plugins registering the same technique name is an error naming both plugins.
     """
 
@@ -77,6 +78,9 @@ def autocompress_register_architectures(register: Register) -> None:
     Call ``register.add(AdapterClass)`` where the class implements
     ``autocompress.arch.ArchitectureAdapter``. Techniques reach embeddings, encoder layers,
     attention and FFN linears only through an adapter, so supporting a new family is one adapter.
+    An adapter may also name every part that reads or writes the hidden width
+    (``residual_stream()`` and the per-layer norms of ``LayerPaths``; API 1.3), which techniques
+    that narrow the width need.
     """
 
 

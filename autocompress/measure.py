@@ -2,7 +2,8 @@
 
 Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes on a batch of
 ``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
-deployed model's parameters and buffers (int8 packed weights included), plus the peak growth of
+deployed model's parameters and buffers (int8 packed weights included; a tensor shared by several
+modules counted once, ``autocompress.shared_weights``), plus the peak growth of
 the process's resident memory during a few more forward passes after warm-up (activations and
 scratch space), sampled by a background thread.
 """
@@ -22,6 +23,8 @@ from typing import Any, ClassVar
 import psutil
 import torch
 from torch import nn
+
+from autocompress.shared_weights import distinct_state
 
 MB = 2**20
 
@@ -111,14 +114,17 @@ def _tensor_bytes(value: Any) -> int:
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of everything the model's state holds (int8 packed linears unpack to int8 tensors)."""
-    return sum(_tensor_bytes(v) for v in model.state_dict().values())
+    """Bytes of everything the model's state holds (int8 packed linears unpack to int8 tensors).
+
+    A tensor shared by several modules (tied or shared weights) counts once.
+    """
+    return sum(_tensor_bytes(v) for v in distinct_state(model)[0].values())
 
 
 def parameter_count(model: nn.Module) -> int:
-    """Number of weights, counting int8 packed linears' weights and biases too."""
+    """Number of weights, counting int8 packed linears' weights and biases too; shared weights once."""
     total = 0
-    for value in model.state_dict().values():
+    for value in distinct_state(model)[0].values():
         values = value if isinstance(value, (tuple, list)) else (value,)
         total += sum(v.numel() for v in values if isinstance(v, torch.Tensor) and v.dtype != torch.long)
     return total

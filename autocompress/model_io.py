@@ -1,34 +1,47 @@
 """Save and reload compressed candidates.
 
-What is saved is the float model before post-training steps (quantization), as
-``model.safetensors`` with one tensor per module path, its ``config.json``, the tokenizer, and
-``autocompress.json`` (the plan, the post steps, measured numbers). Reloading builds the model
-from its config, resizes every linear whose saved shape differs (pruned heads and FFN widths
-may differ per layer), loads the weights strictly, then re-applies the post steps, which are
-deterministic functions of the float weights. Nothing is unpickled.
+What is saved is the float model before post-training steps, as ``model.safetensors`` (each
+distinct tensor once: a tensor shared by several modules is written under its first name and
+the other names are recorded as ties), its ``config.json`` (the final model's configuration),
+the tokenizer, and ``autocompress.json``: the format version, the structure record (the
+configuration before the first structure step, then each structure step with its technique,
+version, config, recorded state and config changes; see ``autocompress.structure``), the ties,
+the post steps and measured numbers.
 
-When the structure matches what the config describes (e.g. uniform FFN pruning, dropped layers,
-trimmed vocabulary) and no post step is recorded, plain
-``AutoModelForSequenceClassification.from_pretrained(dir)`` loads the directory too.
+Reloading builds the model from the recorded base configuration, lets each structure step's
+technique rebuild what it changed (``Technique.rebuild``), loads the weights strictly, ties
+shared tensors again, then re-applies the post steps, which are deterministic functions of the
+float weights. This module knows no layer shape and no technique: the techniques registry it
+is given does. Nothing is unpickled.
+
+When every saved tensor has the shape ``config.json`` implies, every tensor is present (no ties)
+and no post step is recorded, plain ``AutoModelForSequenceClassification.from_pretrained(dir)``
+loads the directory too (``loads_with_plain_transformers``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress import __version__
-from autocompress.arch import FactorizedEmbedding, set_module
 from autocompress.errors import InputError
+from autocompress.shared_weights import distinct_state, tie
+from autocompress.structure import StructureRecord, rebuild_model, resolve_technique, structure_of
+
+if TYPE_CHECKING:
+    from autocompress.registry import Registry
 
 MANIFEST = "autocompress.json"
 WEIGHTS = "model.safetensors"
-FORMAT_VERSION = 1
+#: 2: structure record and ties (plugin API 1.3). 1: shapes inferred from the saved tensors.
+FORMAT_VERSION = 2
+#: State-dict entries a model derives itself and that may be absent from a file.
+DERIVED_SUFFIXES = ("position_ids",)
 
 
 def save_candidate(
@@ -38,17 +51,22 @@ def save_candidate(
     post_steps: list[dict[str, Any]],
     info: dict[str, Any] | None = None,
 ) -> Path:
+    """Write ``float_model`` (before post steps), its tokenizer and manifest to ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in float_model.state_dict().items()}
-    # Tied weights share storage; safetensors refuses shared tensors, hence the clone above.
-    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
+    distinct, ties = distinct_state(float_model)
+    # safetensors refuses tensors that share memory; distinct ones may still be views of one storage.
+    save_file({k: v.detach().contiguous().clone() for k, v in distinct.items()}, str(directory / WEIGHTS),
+              metadata={"format": "pt"})
     float_model.config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    record = structure_of(float_model) or StructureRecord(base_config=float_model.config.to_dict())
     manifest = {
         "format": FORMAT_VERSION,
         "autocompress_version": __version__,
         "model_class": type(float_model).__name__,
+        "structure": record.to_manifest(),
+        "ties": ties,
         "post_steps": post_steps,
         **(info or {}),
     }
@@ -56,84 +74,90 @@ def save_candidate(
     return directory
 
 
-def _linear_like(state: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
-    weight = state[f"{prefix}.weight"]
-    return nn.Linear(weight.shape[1], weight.shape[0], bias=f"{prefix}.bias" in state, dtype=weight.dtype)
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of ``directory``; InputError when there is none or it was written by a newer format."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{directory}: no {MANIFEST}; not a directory written by autocompress")
+    try:
+        manifest = json.loads(path.read_text())
+        saved = int(manifest.get("format", 1))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a valid autocompress manifest ({exc})") from None
+    if saved > FORMAT_VERSION:
+        raise InputError(f"{path}: written in autocompress save format {saved} (by autocompress "
+                         f"{manifest.get('autocompress_version', '?')}), but this autocompress {__version__} reads "
+                         f"formats up to {FORMAT_VERSION}; upgrade autocompress to load it")
+    return manifest
 
 
-def _rebuild_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every linear and embedding the shape its saved weights have.
-
-    A linear saved with a different shape (pruned heads or FFN neurons, per layer) is rebuilt at
-    that shape. A module saved as two factors, ``path.0.weight`` + ``path.1.weight``, is rebuilt
-    from them: a linear as ``nn.Sequential`` of the two thin linears (low-rank factorisation), an
-    embedding as ``FactorizedEmbedding(Embedding(V, r), Linear(r, H))``.
-    """
-    for path, module in list(model.named_modules()):
-        factors = f"{path}.weight" not in state and f"{path}.0.weight" in state and f"{path}.1.weight" in state
-        if isinstance(module, nn.Linear):
-            if factors:
-                set_module(model, path, nn.Sequential(_linear_like(state, f"{path}.0"),
-                                                      _linear_like(state, f"{path}.1")))
-            elif f"{path}.weight" in state and state[f"{path}.weight"].shape != module.weight.shape:
-                set_module(model, path, _linear_like(state, path))
-        elif isinstance(module, nn.Embedding) and factors:
-            vocabulary, rank = state[f"{path}.0.weight"].shape
-            embedding = nn.Embedding(vocabulary, rank, padding_idx=module.padding_idx,
-                                     dtype=state[f"{path}.0.weight"].dtype)
-            set_module(model, path, FactorizedEmbedding(embedding, _linear_like(state, f"{path}.1")))
-
-
-def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module, Any]:
+def load_pretrained(directory: str | Path, techniques: Registry, architectures: Registry) -> tuple[nn.Module, Any]:
     """Reload a directory written by autocompress (``best/`` or an export): returns (model, tokenizer).
 
-    The model is in eval mode and in its deployed form (quantized when the plan quantized it).
+    ``techniques`` rebuild the recorded structure steps and re-apply the post steps;
+    ``architectures`` name the model's parts for them. The model is in eval mode and in its
+    deployed form (quantized when the plan quantized it).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     directory = Path(directory)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
-        raise InputError(f"{directory}: no {MANIFEST}; not a directory written by autocompress")
-    manifest = json.loads(manifest_path.read_text())
-    config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_config(config)
-    state = load_file(str(directory / WEIGHTS))
-    _rebuild_linears(model, state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied/derived buffers (e.g. position_ids) may be absent; any missing weight is an error.
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise InputError(f"{directory}: weights do not match the model: missing {missing}, unexpected {unexpected}")
-    model.eval()
+    manifest = read_manifest(directory)
+    where = str(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    state = load_file(str(directory / WEIGHTS))
+    final = AutoConfig.from_pretrained(directory, local_files_only=True).to_dict()
+    # Format 1 recorded no structure: the final configuration, then the saved shapes, describe it.
+    record = (StructureRecord.from_manifest(manifest["structure"], where) if "structure" in manifest
+              else StructureRecord(base_config=final))
+
+    def build(config: dict[str, Any]) -> nn.Module:
+        return AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    model = rebuild_model(record, final, build, techniques, architectures, tokenizer, shapes, where,
+                          infer_shapes="structure" not in manifest)
+    ties = manifest.get("ties") or {}
+    for alias, canonical in ties.items():
+        state[alias] = state[canonical]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that differs is raised, not listed
+        raise InputError(f"{directory}: weights do not match the rebuilt model: {exc}") from None
+    missing = [k for k in missing if not k.endswith(DERIVED_SUFFIXES)]
+    if missing or unexpected:
+        raise InputError(f"{directory}: weights do not match the rebuilt model: missing {missing}, "
+                         f"unexpected {unexpected}")
+    tie(model, ties)
+    model.eval()
     if manifest.get("post_steps"):
-        model = apply_post_steps(model, tokenizer, manifest["post_steps"], host)
+        model = apply_post_steps(model, tokenizer, manifest["post_steps"], techniques, architectures, where)
     return model, tokenizer
 
 
-def apply_post_steps(model: nn.Module, tokenizer: Any, steps: list[dict[str, Any]], host: Any = None) -> nn.Module:
+def apply_post_steps(model: nn.Module, tokenizer: Any, steps: list[dict[str, Any]], techniques: Registry,
+                     architectures: Registry, where: str = "post steps") -> nn.Module:
+    """Re-apply recorded post-training steps (``Plan.to_manifest`` form), each version-checked."""
     from autocompress.arch import adapter_for
-    from autocompress.plugin_manager import build_host
     from autocompress.technique import ApplyContext
 
-    host = host or build_host()
-    context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer)
+    context = ApplyContext(adapter=adapter_for(model, architectures), tokenizer=tokenizer)
     for step in steps:
-        technique = host.techniques[step["technique"]]
+        technique = resolve_technique(techniques, step["technique"], step.get("version", "1"), where)
         model = technique().apply(model, technique.make_config(step["config"]), context)
     return model.eval()
 
 
 def loads_with_plain_transformers(directory: str | Path) -> bool:
     """True when ``AutoModelForSequenceClassification.from_pretrained(directory)`` gives the same model:
-    every saved tensor has the shape the config implies and no post-training step is recorded."""
+    every tensor the config implies is saved (no ties), at that shape, and no post step is recorded."""
+    import torch
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     directory = Path(directory)
-    manifest = json.loads((directory / MANIFEST).read_text())
-    if manifest.get("post_steps"):
+    manifest = read_manifest(directory)
+    if manifest.get("post_steps") or manifest.get("ties"):
         return False
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     with torch.device("meta"):
@@ -142,4 +166,4 @@ def loads_with_plain_transformers(directory: str | Path) -> bool:
     with safe_open(str(directory / WEIGHTS), framework="pt") as saved:
         shapes = {k: tuple(saved.get_slice(k).get_shape()) for k in saved.keys()}  # noqa: SIM118
     return all(expected.get(k) == shape for k, shape in shapes.items()) and all(
-        k in shapes or k.endswith("position_ids") for k in expected)
+        k in shapes or k.endswith(DERIVED_SUFFIXES) for k in expected)

@@ -146,7 +146,10 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int, opset: int | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     int8 = _top_quantized(model)
     if not int8:
-        return _export_float(model, path, seq_len, opset)
+        _export_float(model, path, seq_len, opset)
+        fold_weight_transposes(path)
+        share_identical_initializers(path)
+        return path
     require("onnxruntime")
     twin, op_types = copy.deepcopy(model), set()
     for module_path, module in int8:
@@ -156,9 +159,12 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int, opset: int | None = 
     float_path = path.with_name(f"{path.stem}.float{path.suffix}")
     try:
         _export_float(twin, float_path, seq_len, opset)
+        # Constant weights for the quantizer; copies of shared weights are merged once quantized.
+        fold_weight_transposes(float_path)
         _quantize_back(float_path, path, sorted(op_types))
     finally:
         float_path.unlink(missing_ok=True)
+    share_identical_initializers(path)
     return path
 
 
@@ -207,6 +213,81 @@ def _export_float(model: nn.Module, path: Path, seq_len: int, opset: int | None)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {first_line}") from exc
     return path
+
+
+def fold_weight_transposes(path: Path) -> int:
+    """Replace every ``Transpose`` of a constant in the graph at ``path`` by its result; returns how many.
+
+    The exporter folds a linear's transposed weight into a constant, except (above a size) when
+    the weight is read at several places, as in cross-layer parameter sharing: that graph then
+    transposes the weight at every run, and ONNX Runtime's int8 quantizer, which only quantizes
+    MatMuls with a constant operand, leaves those products in float.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    constants = {initializer.name: initializer for initializer in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type == "Transpose" and node.input[0] in constants:
+            array = numpy_helper.to_array(constants[node.input[0]])
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array.transpose(perm)),
+                                                             name=node.output[0]))
+            folded.append(node)
+    if not folded:
+        return 0
+    for node in folded:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    kept = [initializer for initializer in graph.initializer if initializer.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(graph_model, str(path))
+    return len(folded)
+
+
+def share_identical_initializers(path: Path) -> int:
+    """Store each distinct constant of the graph at ``path`` once; returns the bytes saved.
+
+    A shared module's weights (cross-layer parameter sharing) are folded into one constant per use
+    (``fold_weight_transposes``); identical initializers (same type, shape and bytes) become one,
+    read by every node that read a copy, so the file, like the PyTorch model, holds them once.
+    """
+    import hashlib
+
+    import onnx
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    canonical: dict[tuple, str] = {}
+    renamed: dict[str, str] = {}
+    kept, saved = [], 0
+    outputs = {output.name for output in graph.output}
+    for initializer in graph.initializer:
+        anonymous = onnx.TensorProto()
+        anonymous.CopyFrom(initializer)
+        anonymous.name = ""
+        key = (initializer.data_type, tuple(initializer.dims),
+               hashlib.sha256(anonymous.SerializeToString(deterministic=True)).hexdigest())
+        if key in canonical and initializer.name not in outputs:
+            renamed[initializer.name] = canonical[key]
+            saved += initializer.ByteSize()
+        else:
+            canonical.setdefault(key, initializer.name)
+            kept.append(initializer)
+    if not renamed:
+        return 0
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(graph_model, str(path))
+    return saved
 
 
 def onnx_session(path: Path, threads: int | None = None) -> Any:

@@ -46,6 +46,8 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.low_rank",
     "autocompress.plugins.layer_drop",
     "autocompress.plugins.vocab_trim",
+    "autocompress.plugins.layer_sharing",
+    "autocompress.plugins.width_pruning",
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
     "autocompress.plugins.report_outcomes",

@@ -5,12 +5,20 @@ A technique is one class: a ``name``, a typed ``Config`` dataclass (defaults, an
 ``search_space()`` (Optuna distributions; by default read from ``search_spaces/<name>.yaml``)
 and ``apply(model, config, context) -> model``. Techniques may declare ``conflicts`` and
 ``requires`` (other technique names); a plan that breaks them is rejected before any work.
+
+A structure technique owns the structure it changes: it declares a ``State`` dataclass (what
+``apply`` decided: kept layers, kept token ids, widths...), hands one to ``context.record(state)``
+from ``apply``, and implements ``rebuild(model, config, state, context) -> model``, which redoes the
+change on a model built from the configuration the step started from, without data (the weights
+are loaded afterwards). ``autocompress.structure`` keeps the record with the model and replays it
+on load; the save/load code knows no layer shapes and no technique's keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +28,7 @@ from autocompress.errors import InputError, PluginError
 from autocompress.search_space import SearchSpace, builtin_space_file, check_space, parse_space, read_yaml
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from autocompress.arch import ArchitectureAdapter
@@ -36,7 +45,16 @@ class Stage(enum.IntEnum):
 
 @dataclass
 class ApplyContext:
-    """What a technique may use besides the model. Tokenizer may be replaced (vocabulary trimming)."""
+    """What a technique may use besides the model, and what structure steps tell later steps.
+
+    The tokenizer may be replaced (vocabulary trimming). ``token_map`` and ``layer_origin`` say how
+    the student relates to the teacher, in general terms, so that whatever feeds or compares with
+    the teacher (distillation) needs to know no technique: a step that changes token ids or layers
+    sets them, composing with what an earlier step set.
+
+    When a structure step's model is rebuilt on load (``Technique.rebuild``), ``data`` and
+    ``teacher`` are None and ``tokenizer`` is the saved (final) tokenizer.
+    """
 
     adapter: ArchitectureAdapter
     tokenizer: Any
@@ -47,7 +65,37 @@ class ApplyContext:
     #: Recovery techniques call ``report(step, validation_accuracy)``; it may raise
     #: ``optuna.TrialPruned`` to stop a weak trial early.
     report: Callable[[int, float], None] = lambda step, value: None
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: Student token id -> teacher token id (a LongTensor indexed by student ids), when they differ;
+    #: ``token_map[input_ids]`` turns student inputs into teacher inputs. None: the same ids.
+    token_map: torch.Tensor | None = None
+    #: The teacher layer each student layer came from (one index per student layer), when a step
+    #: removed or reordered layers. None: layer ``i`` is teacher layer ``i``.
+    layer_origin: list[int] | None = None
+    _recorded: list[Any] = field(default_factory=list, init=False, repr=False)
+    _extras: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def record(self, state: Any) -> None:
+        """Record what a structure technique's ``apply`` decided: an instance of its ``State``.
+
+        Called once by ``apply`` when it changed the model (not at all when it changed nothing);
+        saved with the model and handed back to ``rebuild`` on load.
+        """
+        self._recorded.append(state)
+
+    def take_recorded(self) -> list[Any]:
+        """The states recorded since the last call (``autocompress.candidate.apply_steps`` reads them)."""
+        recorded, self._recorded = self._recorded, []
+        return recorded
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """Deprecated since plugin API 1.3 (removed in 2.0): nothing reads it; use the typed fields."""
+        from autocompress.hookspecs import PluginDeprecationWarning
+
+        warnings.warn(PluginDeprecationWarning(
+            "ApplyContext.extras is deprecated since plugin API 1.3 and nothing reads it; use the typed fields "
+            "(token_map, layer_origin) and Technique.State / context.record(state)"), stacklevel=2)
+        return self._extras
 
 
 class Technique(ABC):
@@ -64,6 +112,10 @@ class Technique(ABC):
     #: alone to the teacher, without recovery training, evaluated and measured once per run; the
     #: report marks them beside the searched candidates ("does the search beat int8 alone?").
     references: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Structure techniques: a dataclass of JSON values recording what ``apply`` decided, enough for
+    #: ``rebuild`` to redo the change without data (kept layer indices, per-layer widths, ...).
+    #: ``apply`` hands one to ``context.record(state)``; it is saved in the candidate's manifest.
+    State: ClassVar[type | None] = None
 
     @classmethod
     def search_space(cls) -> SearchSpace:
@@ -96,9 +148,44 @@ class Technique(ABC):
         """Why this technique cannot run on the adapter's model family, or None when it can."""
         return None
 
+    @classmethod
+    def make_state(cls, values: Mapping[str, Any]) -> Any:
+        """The ``State`` saved as ``values`` (JSON); InputError naming the technique when it does not fit."""
+        if cls.State is None:
+            raise InputError(f"technique '{cls.name}' declares no State, yet a state was saved for it")
+        try:
+            return cls.State(**values)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"technique '{cls.name}': the saved state does not fit its State "
+                             f"({cls.State.__name__}): {exc}") from None
+
     @abstractmethod
     def apply(self, model: nn.Module, config: Any, context: ApplyContext) -> nn.Module:
-        """Return the transformed model (may modify ``model`` in place and return it)."""
+        """Return the transformed model (may modify ``model`` in place and return it).
+
+        A structure technique with a ``State`` calls ``context.record(state)`` when it changed the
+        model. Changes to ``model.config`` are recorded by the host and replayed on load.
+        """
+
+    def rebuild(self, model: nn.Module, config: Any, state: Any, context: ApplyContext) -> nn.Module:
+        """Redo this step's structural change on ``model`` without data, from the recorded ``state``.
+
+        Called when a saved candidate is loaded: ``model`` is built from the configuration the step
+        started from (earlier steps already rebuilt), in any weights; the saved weights are loaded
+        strictly afterwards, so only module types, shapes and ties (shared modules) matter. Return
+        the model. Config changes ``apply`` made are replayed by the host after this call. Called
+        only when ``apply`` recorded a state, or with ``state=None`` when the technique declares no
+        ``State`` but overrides this method.
+
+        Techniques that declare neither (plugin API <= 1.2) are rebuilt by the deprecated
+        inference from saved tensor shapes (``autocompress.arch.match_saved_shapes``).
+        """
+        return model
+
+    @classmethod
+    def rebuilds_structure(cls) -> bool:
+        """Whether this technique implements the structure contract (overrides ``rebuild``)."""
+        return cls.rebuild is not Technique.rebuild
 
 
 def validate_technique_class(cls: type) -> None:
@@ -115,6 +202,15 @@ def validate_technique_class(cls: type) -> None:
         config()
     except Exception as exc:  # a default Config must exist so a technique can run with no tuning
         raise PluginError(f"{who}: Config() with defaults fails: {exc}") from None
+    state = getattr(cls, "State", None)
+    if state is not None:
+        if not dataclasses.is_dataclass(state):
+            raise PluginError(f"{who}: 'State' must be a dataclass (JSON-serialisable fields)")
+        if cls.stage != Stage.STRUCTURE:
+            raise PluginError(f"{who}: only structure techniques record a State (stage is {cls.stage.name.lower()})")
+        if not cls.rebuilds_structure():
+            raise PluginError(f"{who} declares a State but does not implement rebuild(model, config, state, "
+                              "context): saved candidates could not be reloaded")
     # A YAML space is checked as it is parsed; one built in code is checked here.
     check_space(cls.search_space(), cls, f"{cls.__name__}.search_space()")
     for label, values in cls.references.items():

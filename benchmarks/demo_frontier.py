@@ -132,16 +132,17 @@ def measure_fresh(directory: str, flags: list[str]) -> dict[str, Any]:
 def _measure_here(directory: str, flags: list[str]) -> None:
     import torch
 
+    from autocompress import load_pretrained
     from autocompress.demo_data import default_cache_dir, load_demo_task_data
     from autocompress.measure import MeasureSettings
-    from autocompress.model_io import load_pretrained
     from autocompress.plugin_manager import build_host
     from autocompress.training import accuracy, encode
 
     torch.manual_seed(0)
     options = _options(flags)
-    model, tokenizer = load_pretrained(directory)
-    target = build_host().targets["cpu"]()
+    host = build_host()
+    model, tokenizer = load_pretrained(directory, host)
+    target = host.targets["cpu"]()
     record: dict[str, Any] = {}
     for batch in BATCHES:
         m = target.measure(model, MeasureSettings(batch_size=batch, seq_len=64, threads=2, repeats=30, warmup=5))

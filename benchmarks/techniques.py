@@ -1,11 +1,17 @@
 """Each technique alone on the demo model, measured side by side in one run.
 
-For every variant: parameter ratio, memory ratio (model bytes), latency ratio (median of
-interleaved runs, teacher vs variant, batch 1 and batch 16, sequence 64, 2 threads) and test
-accuracy after a short distillation recovery (structure techniques) or as is (quantization).
+For every variant: parameter ratio, memory ratio (model bytes, shared weights once), latency
+ratio (median of interleaved runs, teacher vs variant, batch 1 and batch 16, sequence 64,
+2 threads) and test accuracy after a short distillation recovery (structure techniques; a variant
+may bring its own distillation settings, e.g. hidden-state distillation for width pruning) or as
+is (quantization).
 
-    python benchmarks/techniques.py            # the published table (about 15 minutes on 2 cores)
-    python benchmarks/techniques.py --quick    # smoke run: fewer repeats, tiny recovery
+Width pruning to 288 of 384 channels has about the parameters of half the layers (3 of 6): the
+two rows side by side compare a narrower model with a shallower one at equal size.
+
+    python benchmarks/techniques.py            # the published table (about 20 minutes on 2 cores)
+    python benchmarks/techniques.py --quick    # smoke run: 1,200 training texts, fewer repeats, tiny recovery
+    python benchmarks/techniques.py --only width,sharing   # the variants whose label contains a word
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ VARIANTS = {
     "low-rank SVD, rank 25%, attention+FFN": [("low_rank", {"rank_ratio": 0.25, "layers": "both"})],
     "layer drop, keep 3 of 6 (every other)": [("layer_drop", {"keep_layers": 3, "strategy": "every_other"})],
     "vocabulary trim (min_count=1)": [("vocab_trim", {"min_count": 1})],
+    "width pruning to 256 of 384 (8 heads), hidden-state KD": [
+        ("width_pruning", {"width_fraction": 2 / 3}), ("distillation", {"hidden_weight": 1.0})],
+    "width pruning to 288 of 384 (9 heads; params of 3 layers), hidden-state KD": [
+        ("width_pruning", {"width_fraction": 0.75}), ("distillation", {"hidden_weight": 1.0})],
+    "layer sharing, groups of 2 (best member)": [("layer_sharing", {"group_size": 2, "representative": "best"})],
+    "layer sharing, groups of 3 (best member)": [("layer_sharing", {"group_size": 3, "representative": "best"})],
     "3 layers + FFN 50% + int8": [("layer_drop", {"keep_layers": 3}), ("ffn_pruning", {"keep_fraction": 0.5}),
                                   ("quantization", {"dtype": "int8"})],
 }
@@ -55,12 +67,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--recovery-epochs", type=float, default=None)
+    parser.add_argument("--only", default="", help="comma-separated words: run only the variants whose label has one")
     args = parser.parse_args()
+    words = [w.strip().lower() for w in args.only.split(",") if w.strip()]
+    variants = {label: steps for label, steps in VARIANTS.items()
+                if not words or any(word in label.lower() for word in words)}
     rounds, repeats = (3, 3) if args.quick else (8, 5)
     epochs = args.recovery_epochs if args.recovery_epochs is not None else (0.05 if args.quick else 0.5)
 
     host = build_host()
-    task = host.tasks["demo"](TaskOptions()).load()
+    # --quick: the demo slice benchmarks/demo_frontier.py --quick uses (its teacher is cached once for both).
+    options = TaskOptions(train_limit=1200, teacher_epochs=1.0) if args.quick else TaskOptions()
+    task = host.tasks["demo"](options).load()
     teacher = task.teacher.eval()
     test = encode(task.tokenizer, task.data.test, 64)
     teacher_accuracy = accuracy(teacher, test)
@@ -72,7 +90,7 @@ def main() -> None:
               "| test acc | % of teacher | wall s |")
     print(header)
     print("|" + "---|" * 10)
-    for label, steps in VARIANTS.items():
+    for label, steps in variants.items():
         started = time.perf_counter()
         student = copy.deepcopy(teacher)
         context = ApplyContext(adapter=adapter_for(student, host.architectures), tokenizer=task.tokenizer,
@@ -80,9 +98,11 @@ def main() -> None:
         plan = [PlanStep(host.techniques[name], host.techniques[name].make_config(values)) for name, values in steps]
         structure = [s for s in plan if s.technique.stage == Stage.STRUCTURE]
         post = [s for s in plan if s.technique.stage == Stage.POST]
+        own = dict(next((values for name, values in steps if name == "distillation"), {}))
         student = apply_steps(student, structure, context)
         if structure:  # a short recovery, as the search would do
-            recover = PlanStep(distillation, distillation.make_config({"epochs": epochs, "learning_rate": 1e-4}))
+            settings = {"epochs": epochs, "learning_rate": 1e-4, **own}
+            recover = PlanStep(distillation, distillation.make_config(settings))
             context.adapter = adapter_for(student, host.architectures)
             student = apply_steps(student, [recover], context)
         deployed = apply_steps(copy.deepcopy(student), post, context).eval()

@@ -3,6 +3,8 @@
 Neuron i of layer l scores ``s_l(i) = sum_j |W_l(i, j)|`` over the rows of the FFN input
 linear (``intermediate.dense`` in BERT). The top ``keep_fraction`` neurons of each layer are
 kept and both linears are physically sliced: rows of the FFN input, columns of the FFN output.
+The kept width of every layer is the step's recorded state; ``rebuild`` gives a model built from
+the original configuration those widths.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from autocompress import hookimpl
-from autocompress.arch import set_module, slice_linear
+from autocompress.arch import get_module, replace_sliced
 from autocompress.technique import ApplyContext, Stage, Technique
 
 
@@ -41,27 +43,51 @@ def kept_width(total: int, keep_fraction: float, multiple_of: int) -> int:
     return max(1, min(total, width))
 
 
+@dataclass(frozen=True)
+class FfnPruningState:
+    #: Per encoder layer, the number of FFN neurons kept.
+    widths: list[int]
+
+
 class FfnPruning(Technique):
     name = "ffn_pruning"
     stage = Stage.STRUCTURE
     Config = FfnPruningConfig
+    State = FfnPruningState
     description = "L1-norm structured pruning of FFN neurons (weights physically removed)"
 
     def apply(self, model, config: FfnPruningConfig, context: ApplyContext):
         adapter = context.adapter
-        widths = set()
+        widths = []
         for paths in adapter.all_layer_paths():
-            ffn_in, ffn_out = adapter.linear(paths.ffn_in), adapter.linear(paths.ffn_out)
+            ffn_in = adapter.linear(paths.ffn_in)
+            adapter.linear(paths.ffn_out)  # a clear error when the FFN is not two plain linears
             scores = l1_neuron_scores(ffn_in.weight)
             width = kept_width(scores.numel(), config.keep_fraction, config.multiple_of)
             # Keep the original neuron order: only which neurons survive changes.
-            keep = torch.topk(scores, width).indices.sort().values
-            set_module(model, paths.ffn_in, slice_linear(ffn_in, keep_out=keep))
-            set_module(model, paths.ffn_out, slice_linear(ffn_out, keep_in=keep))
-            widths.add(width)
-        if len(widths) == 1:  # keeps the config true, so plain transformers can reload the model
-            setattr(model.config, adapter.ffn_size_attribute, widths.pop())
+            self._keep(model, paths, torch.topk(scores, width).indices.sort().values)
+            widths.append(width)
+        context.record(FfnPruningState(widths=widths))
+        self._update_config(model, adapter, widths)
         return model
+
+    def rebuild(self, model, config: FfnPruningConfig, state: FfnPruningState, context: ApplyContext):
+        adapter = context.adapter
+        for paths, width in zip(adapter.all_layer_paths(), state.widths, strict=True):
+            if get_module(model, paths.ffn_in).out_features != width:
+                self._keep(model, paths, torch.arange(width))
+        self._update_config(model, adapter, state.widths)
+        return model
+
+    @staticmethod
+    def _keep(model, paths, neurons: torch.Tensor) -> None:
+        replace_sliced(model, paths.ffn_in, keep_out=neurons)
+        replace_sliced(model, paths.ffn_out, keep_in=neurons)
+
+    @staticmethod
+    def _update_config(model, adapter, widths: list[int]) -> None:
+        if len(set(widths)) == 1:  # keeps the config true, so plain transformers can reload the model
+            setattr(model.config, adapter.ffn_size_attribute, widths[0])
 
 
 @hookimpl

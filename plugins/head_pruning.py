@@ -23,9 +23,10 @@ Gradient scoring without task data raises ``ValueError`` rather than falling bac
 silently: a trial recorded as ``scoring=gradient`` must have been scored by gradients.
 
 Transformers 5 BERT/DistilBERT attention infer the head count from the q/k/v output width, so
-slicing the linears is enough for the forward pass; the attention module's head-count attributes
-are updated too so nothing stale remains. The model config keeps the original head count (the
-head size is derived from it); the saved weight shapes carry the per-layer counts.
+slicing the linears is enough for the forward pass (``autocompress.arch.keep_heads``). The model
+config keeps the original head count (the head size is derived from it); the kept heads of every
+layer are the step's recorded state, and ``rebuild`` keeps the same heads of a model built from
+the original configuration.
 """
 
 from __future__ import annotations
@@ -39,13 +40,10 @@ import torch
 from torch import nn
 
 from autocompress import hookimpl
-from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, set_module, slice_linear
+from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads
 from autocompress.technique import ApplyContext, Stage, Technique
 
 SCORINGS = ("gradient", "l1")
-#: Attention-module attributes holding the head count / total head width, across families.
-HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
-HEAD_WIDTH_ATTRIBUTES = ("all_head_size",)
 #: Examples per forward/backward pass during gradient scoring.
 SCORING_BATCH = 16
 
@@ -180,19 +178,9 @@ def heads_to_keep(scores: torch.Tensor, fraction: float) -> list[list[int]]:
 
 def prune_layer_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int) -> None:
     """Keep only heads ``keep`` of one layer: slice q/k/v rows and attention-output columns."""
-    # Head i owns rows i*head_size ... (i+1)*head_size - 1 of q/k/v (and those attention-output columns).
-    units = torch.tensor([u for head in keep for u in range(head * head_size, (head + 1) * head_size)])
-    for path in (paths.query, paths.key, paths.value):
-        set_module(model, path, slice_linear(_linear(model, path), keep_out=units))
-    set_module(model, paths.attention_output,
-               slice_linear(_linear(model, paths.attention_output), keep_in=units))
-    attention = get_module(model, paths.query.rpartition(".")[0])
-    for name in HEAD_COUNT_ATTRIBUTES:
-        if isinstance(getattr(attention, name, None), int):
-            setattr(attention, name, len(keep))
-    for name in HEAD_WIDTH_ATTRIBUTES:
-        if isinstance(getattr(attention, name, None), int):
-            setattr(attention, name, len(keep) * head_size)
+    for path in (paths.query, paths.key, paths.value, paths.attention_output):
+        _linear(model, path)  # a clear error when a layer is not made of plain linears
+    keep_heads(model, paths, keep, head_size)
 
 
 def _scoring_batches(context: ApplyContext, samples: int):
@@ -205,10 +193,17 @@ def _scoring_batches(context: ApplyContext, samples: int):
     return encode(context.tokenizer, subset, context.max_length).batches(SCORING_BATCH)
 
 
+@dataclass(frozen=True)
+class HeadPruningState:
+    #: Per encoder layer, the indices of the heads kept.
+    kept_heads: list[list[int]]
+
+
 class HeadPruning(Technique):
     name = "head_pruning"
     stage = Stage.STRUCTURE
     Config = HeadPruningConfig
+    State = HeadPruningState
     description = "Attention head pruning by gradient (Michel et al. 2019) or L1 importance (heads removed)"
 
     def score(self, model: nn.Module, config: HeadPruningConfig, context: ApplyContext) -> torch.Tensor:
@@ -224,10 +219,15 @@ class HeadPruning(Technique):
     def apply(self, model, config: HeadPruningConfig, context: ApplyContext):
         if config.fraction == 0:
             return model
-        adapter = context.adapter
         keep = heads_to_keep(self.score(model, config, context), config.fraction)
+        state = HeadPruningState(kept_heads=keep)
+        context.record(state)
+        return self.rebuild(model, config, state, context)
+
+    def rebuild(self, model, config: HeadPruningConfig, state: HeadPruningState, context: ApplyContext):
+        adapter = context.adapter
         head_size = adapter.head_size()
-        for paths, kept in zip(adapter.all_layer_paths(), keep, strict=True):
+        for paths, kept in zip(adapter.all_layer_paths(), state.kept_heads, strict=True):
             if len(kept) * head_size != _linear(model, paths.attention_output).in_features:
                 prune_layer_heads(model, paths, kept, head_size)
         return model

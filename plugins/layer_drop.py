@@ -10,8 +10,10 @@ weights (DistilBERT initialises its student from every other teacher layer). Whi
   measured against the full model's output).
 
 The layer list is replaced by the kept layers and the config's layer count is updated, so plain
-``AutoModelForSequenceClassification.from_pretrained`` reloads the result. The kept teacher indices
-go to ``context.extras[KEPT_LAYERS_KEY]`` so distillation can match each student layer to its source.
+``AutoModelForSequenceClassification.from_pretrained`` reloads the result. The kept indices are the
+step's recorded state (``rebuild`` keeps the same layers of a model built from the original
+configuration), and ``context.layer_origin`` receives the teacher layer each student layer came
+from, so distillation can match each student layer to its source.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from autocompress.technique import ApplyContext, Stage, Technique
 STRATEGIES = ("every_other", "top", "bottom", "importance")
 #: Config attribute holding the layer count, per adapter name; other families are detected.
 LAYER_COUNT_ATTRIBUTE = {"bert": "num_hidden_layers", "distilbert": "n_layers"}
-#: ``context.extras`` key of the teacher layer index each student layer came from (read by distillation).
-KEPT_LAYERS_KEY = "layer_drop.kept_layers"
 #: Texts of the training split used to score layers for ``importance``.
 IMPORTANCE_SAMPLE = 64
 
@@ -138,10 +138,17 @@ def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
     return kept
 
 
+@dataclass(frozen=True)
+class LayerDropState:
+    #: Indices (before dropping) of the kept layers, in order.
+    kept_layers: list[int]
+
+
 class LayerDrop(Technique):
     name = "layer_drop"
     stage = Stage.STRUCTURE
     Config = LayerDropConfig
+    State = LayerDropState
     description = "keep k of the n encoder layers (DistilBERT-style student initialised from the teacher)"
 
     def apply(self, model, config: LayerDropConfig, context: ApplyContext):
@@ -158,8 +165,14 @@ class LayerDrop(Technique):
             indices = importance_layers(model, adapter, config.keep_layers, _sample_inputs(context))
         else:
             indices = positional_layers(num_layers, config.keep_layers, strategy)
-        context.extras[KEPT_LAYERS_KEY] = list(indices)
-        return keep_layers(model, adapter, indices)
+        state = LayerDropState(kept_layers=list(indices))
+        context.record(state)
+        origin = context.layer_origin
+        context.layer_origin = [origin[i] if origin is not None else i for i in indices]
+        return self.rebuild(model, config, state, context)
+
+    def rebuild(self, model, config: LayerDropConfig, state: LayerDropState, context: ApplyContext):
+        return keep_layers(model, context.adapter, state.kept_layers)
 
 
 @hookimpl

@@ -11,8 +11,9 @@ The rank is ``ceil(rank_ratio * min(out, in))``, or, when ``energy`` is set, the
 keeping that fraction of the sum of squared singular values; either way it is rounded up to a
 multiple of 8 (SIMD-friendly shapes run faster) and capped at ``min(out, in)``.
 
-Nothing besides the weights is recorded: the reloader in ``autocompress.model_io`` rebuilds
-``path.0.weight`` + ``path.1.weight`` as this same ``Sequential`` from the saved shapes.
+The rank of every factorised linear (by module path) is the step's recorded state; ``rebuild``
+replaces those linears of a model built from the original configuration by factor pairs of
+those ranks (``autocompress.arch.factorised_linear``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from autocompress import hookimpl
-from autocompress.arch import LayerPaths, get_module, set_module
+from autocompress.arch import LayerPaths, factorised_linear, get_module, set_module
 from autocompress.technique import ApplyContext, Stage, Technique
 
 LAYER_GROUPS = ("attention", "ffn", "both")
@@ -89,24 +90,31 @@ def factorise_linear(linear: nn.Linear, rank: int, singular: tuple[torch.Tensor,
     weight = linear.weight.detach()
     u, s, vh = singular if singular is not None else torch.linalg.svd(weight.double(), full_matrices=False)
     root = torch.sqrt(s[:rank])
-    first = nn.Linear(linear.in_features, rank, bias=False, device=weight.device, dtype=weight.dtype)
-    second = nn.Linear(rank, linear.out_features, bias=linear.bias is not None,
-                       device=weight.device, dtype=weight.dtype)
+    pair = factorised_linear(linear, rank)
+    first, second = pair[0], pair[1]
     with torch.no_grad():
         first.weight.copy_(root[:, None] * vh[:rank])
         second.weight.copy_(u[:, :rank] * root[None, :])
         if linear.bias is not None:
             second.bias.copy_(linear.bias.detach())
-    return nn.Sequential(first, second)
+    return pair
+
+
+@dataclass(frozen=True)
+class LowRankState:
+    #: Module path -> rank of each linear that was factorised.
+    ranks: dict[str, int]
 
 
 class LowRank(Technique):
     name = "low_rank"
     stage = Stage.STRUCTURE
     Config = LowRankConfig
+    State = LowRankState
     description = "Truncated-SVD factorisation of attention and/or FFN linears into two thin linears"
 
     def apply(self, model, config: LowRankConfig, context: ApplyContext):
+        ranks = {}
         for paths in context.adapter.all_layer_paths():
             for path in target_paths(paths, config.layers):
                 linear = get_module(model, path)
@@ -117,6 +125,14 @@ class LowRank(Technique):
                 rank = choose_rank(singular[1], config)
                 if saves_work(rank, linear.in_features, linear.out_features):
                     set_module(model, path, factorise_linear(linear, rank, singular))
+                    ranks[path] = rank
+        if ranks:
+            context.record(LowRankState(ranks=ranks))
+        return model
+
+    def rebuild(self, model, config: LowRankConfig, state: LowRankState, context: ApplyContext):
+        for path, rank in state.ranks.items():
+            set_module(model, path, factorised_linear(get_module(model, path), rank))
         return model
 
 

@@ -16,9 +16,11 @@ Token counts come from the training texts without truncation: a token seen only 
 ``max_length`` in training can still occur early in another input, and counting whole texts
 keeps the trimmed model independent of the max length used at deployment.
 
-The new tokenizer replaces ``context.tokenizer``. ``context.extras[OLD_IDS_KEY]`` receives a
-tensor mapping each new id to its old id, so a later step that feeds the untrimmed teacher
-(distillation) can translate student inputs with ``old_ids[input_ids]``.
+The new tokenizer replaces ``context.tokenizer``. ``context.token_map`` maps each new id to the
+teacher's id (composed with any map an earlier step set), so a later step that feeds the
+untrimmed teacher (distillation) can translate student inputs with ``token_map[input_ids]``.
+The kept old ids are the step's recorded state; on load, ``rebuild`` trims the embedding rows of
+a model built from the original configuration to them.
 
 Only WordPiece fast tokenizers (BERT, DistilBERT, ELECTRA, MiniLM) are supported: a BPE or
 Unigram vocabulary cannot be cut without also rewriting its merges/scores.
@@ -41,8 +43,6 @@ from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, get_module, set_module
 from autocompress.technique import ApplyContext, Stage, Technique
 
-#: ``context.extras`` key of the new-id -> old-id tensor.
-OLD_IDS_KEY = "vocab_trim.old_ids"
 #: Model families whose tokenizers are not WordPiece (checked before the search starts).
 NON_WORDPIECE_MODEL_TYPES = {"roberta": "byte-level BPE", "xlm-roberta": "SentencePiece Unigram"}
 #: Config attributes holding token ids, remapped with the vocabulary.
@@ -166,10 +166,17 @@ def trim_embeddings(model: nn.Module, adapter: ArchitectureAdapter, kept: Sequen
     return model
 
 
+@dataclass(frozen=True)
+class VocabTrimState:
+    #: Ids (in the untrimmed vocabulary) of the kept tokens, in order: new id i is old id kept_ids[i].
+    kept_ids: list[int]
+
+
 class VocabTrim(Technique):
     name = "vocab_trim"
     stage = Stage.STRUCTURE
     Config = VocabTrimConfig
+    State = VocabTrimState
     description = "keep only the token embeddings the training texts use; rewrites the WordPiece tokenizer"
 
     @classmethod
@@ -189,10 +196,16 @@ class VocabTrim(Technique):
         kept = kept_token_ids(tokenizer, model.config, context.data.train.texts, config.min_count,
                               embeddings.num_embeddings)
         new_tokenizer = trimmed_tokenizer(tokenizer, kept)
-        model = trim_embeddings(model, context.adapter, kept)
+        state = VocabTrimState(kept_ids=list(kept))
+        model = self.rebuild(model, config, state, context)
+        context.record(state)
         context.tokenizer = new_tokenizer
-        context.extras[OLD_IDS_KEY] = torch.as_tensor(kept, dtype=torch.long)
+        old_ids = torch.as_tensor(kept, dtype=torch.long)
+        context.token_map = old_ids if context.token_map is None else context.token_map[old_ids]
         return model
+
+    def rebuild(self, model, config: VocabTrimConfig, state: VocabTrimState, context: ApplyContext):
+        return trim_embeddings(model, context.adapter, state.kept_ids)
 
 
 @hookimpl

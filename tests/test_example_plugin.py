@@ -43,7 +43,7 @@ def test_plugins_lists_the_example_technique_with_its_distribution():
     assert row["kind"] == "technique" and row["plugin"] == TECHNIQUE
     assert row["distribution"] == f"{DISTRIBUTION} {version(DISTRIBUTION)}"
     [plugin] = [p for p in listing["plugins"] if p["plugin"] == TECHNIQUE]
-    assert plugin["api"] == ">=1.0,<2" and plugin["error"] is None
+    assert plugin["api"] == ">=1.3,<2" and plugin["error"] is None
     assert not listing["broken"]
     text = subprocess.run([sys.executable, "-m", "autocompress.cli", "plugins"], capture_output=True, text=True,
                           env=env, check=True).stdout

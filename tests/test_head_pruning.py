@@ -5,9 +5,10 @@ import copy
 import pytest
 import torch
 
+from autocompress import load_pretrained
 from autocompress.arch import adapter_for
 from autocompress.measure import dummy_inputs
-from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.head_pruning import (
     HeadPruning,

@@ -9,7 +9,7 @@ from autocompress.arch import adapter_for
 from autocompress.measure import dummy_inputs, thread_count
 from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.plugins.layer_drop import KEPT_LAYERS_KEY, LayerDrop, positional_layers
+from autocompress.plugins.layer_drop import LayerDrop, positional_layers
 from autocompress.technique import ApplyContext
 from autocompress.testing import TechniqueContract, tiny_model, tiny_tokenizer
 
@@ -56,7 +56,7 @@ def test_keeps_exactly_the_chosen_teacher_layers(tmp_path, family, strategy, exp
     teacher = tiny_model(family, layers=6)
     _silence_residual_branches(teacher, [1, 3, 4])  # the least important layers by construction
     student, context = _drop(copy.deepcopy(teacher), tmp_path, keep_layers=3, strategy=strategy)
-    assert context.extras[KEPT_LAYERS_KEY] == expected
+    assert context.layer_origin == expected
     teacher_layers = teacher.get_submodule(LAYER_LISTS[family])
     student_layers = student.get_submodule(LAYER_LISTS[family])
     assert len(student_layers) == 3
@@ -103,7 +103,7 @@ def test_keeping_all_layers_or_more_changes_nothing(tmp_path):
     model = tiny_model("bert", layers=3)
     layers = list(model.bert.encoder.layer)
     student, context = _drop(model, tmp_path, keep_layers=5)
-    assert student is model and KEPT_LAYERS_KEY not in context.extras
+    assert student is model and context.layer_origin is None
     assert list(model.bert.encoder.layer) == layers and model.config.num_hidden_layers == 3
 
 

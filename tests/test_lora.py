@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from autocompress import load_pretrained
 from autocompress.arch import adapter_for, set_module
 from autocompress.data import stratified_split
 from autocompress.measure import dummy_inputs, parameter_count, thread_count
-from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.lora import LoraRecovery, target_module_names
 from autocompress.technique import ApplyContext

@@ -201,3 +201,43 @@ def test_search_on_the_onnxruntime_target_runs_int8_trials_in_onnx_runtime(tiny_
     float_mb = others.loc[~others["param.use.ffn_pruning"], "model_mb"]
     int8_mb = int8.loc[~int8["param.use.ffn_pruning"], "model_mb"]
     assert len(float_mb) and len(int8_mb) and int8_mb.max() < 0.8 * float_mb.min()
+
+
+def test_every_structure_technique_at_once_exports_and_agrees_with_torch(tmp_path):
+    """One plan with every built-in structure technique (one export, for time): each step's modules
+    (sliced, factorised, shared, narrowed) export, and ONNX Runtime computes what PyTorch does."""
+    from autocompress.candidate import apply_steps
+    from autocompress.structure import structure_of
+    from autocompress.technique import Plan, PlanStep, Stage
+    from autocompress.testing import TechniqueContract
+
+    techniques = build_host(autoload=False).techniques
+    values = {"layer_sharing": {"group_size": 2, "representative": "first"}, "width_pruning": {"width_fraction": 0.5},
+              "head_pruning": {"fraction": 0.25, "scoring": "l1"}, "low_rank": {"rank_ratio": 0.25, "layers": "both"},
+              "layer_drop": {"keep_layers": 4}, "ffn_pruning": {"keep_fraction": 0.5}, "vocab_trim": {}}
+    plan = Plan.build([PlanStep(techniques[name], techniques[name].make_config(v)) for name, v in values.items()])
+    model = tiny_model("bert", layers=6)
+    model = apply_steps(model, plan.at(Stage.STRUCTURE), TechniqueContract().context(model, tmp_path))
+    assert [step.technique for step in structure_of(model).steps] == sorted(values)  # each one changed the model
+    path = export_onnx(model, tmp_path / "model.onnx", seq_len=8)
+    vocab = model.get_input_embeddings().num_embeddings
+    assert compare_with_torch(model, path, _inputs(2, 10, vocab=vocab))["predictions_agree"]
+
+
+def test_shared_layers_are_stored_once_in_the_graph_and_run_int8_kernels(tmp_path):
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    sizes, kernels = [], []
+    for shared in (False, True):
+        model = tiny_model("bert", layers=4, hidden=128, ffn=512)  # weights big enough not to be folded per use
+        if shared:
+            model.bert.encoder.layer[1] = model.bert.encoder.layer[0]
+        model = quantize_int8_dynamic(model)
+        path = export_onnx(model, tmp_path / f"{shared}.onnx", seq_len=8)
+        sizes.append(path.stat().st_size)
+        ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+        kernels.append(ops["MatMulInteger"])
+        assert compare_with_torch(model, path, _inputs(2, 10))["predictions_agree"]
+    one_layer = 4 * 128 * 128 + 2 * 128 * 512  # int8: one byte per weight
+    assert sizes[0] - sizes[1] > 0.8 * one_layer  # one layer's weights fewer
+    assert kernels[0] == kernels[1]  # every product of a shared layer is int8 too

@@ -5,13 +5,15 @@ import copy
 import pytest
 import torch
 
+from autocompress import load_pretrained
 from autocompress.arch import adapter_for
+from autocompress.candidate import apply_steps
 from autocompress.data import TaskData, TextDataset
 from autocompress.measure import parameter_count, thread_count
-from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.plugins.vocab_trim import OLD_IDS_KEY, VocabTrim
-from autocompress.technique import ApplyContext
+from autocompress.plugins.vocab_trim import VocabTrim
+from autocompress.technique import ApplyContext, PlanStep
 from autocompress.testing import TechniqueContract, tiny_model, tiny_tokenizer
 
 # Leaves gaps in the tiny vocabulary (e.g. "good", "fine", "w0".."w39" unused) so ids really move.
@@ -91,7 +93,7 @@ def test_new_tokenizer_maps_in_vocabulary_text_to_the_remapped_ids(tmp_path):
     old = context.tokenizer
     _trim(model, context)
     new = context.tokenizer
-    old_ids = context.extras[OLD_IDS_KEY]
+    old_ids = context.token_map
     for text in IN_VOCAB:
         before, after = old(text)["input_ids"], new(text)["input_ids"]
         assert after != before  # unused tokens before them were dropped, so ids really moved
@@ -153,7 +155,7 @@ def test_parameter_count_goes_down(tmp_path):
 def test_save_and_reload_round_trip(tmp_path, family):
     model = tiny_model(family)
     context = _context(model, tmp_path)
-    trimmed = _trim(model, context)
+    trimmed = apply_steps(model, [PlanStep(VocabTrim, VocabTrim.make_config({}))], context)  # records the step
     directory = save_candidate(tmp_path / "candidate", trimmed, context.tokenizer, [])
     reloaded, tokenizer = load_pretrained(directory)
     texts = IN_VOCAB + ["good movie w5 great"]

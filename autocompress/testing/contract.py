@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,9 +16,10 @@ from autocompress.arch import adapter_for
 from autocompress.candidate import apply_steps
 from autocompress.errors import InputError
 from autocompress.measure import dummy_inputs, model_bytes, parameter_count, time_forward
-from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.model_io import MANIFEST, WEIGHTS, load_pretrained, save_candidate
 from autocompress.plugin_manager import build_host
 from autocompress.search.objective import suggest
+from autocompress.shared_weights import distinct_state, tie_groups
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
 from autocompress.testing.tiny import synthetic_sentiment, tiny_model, tiny_tokenizer
 
@@ -154,7 +156,8 @@ class TechniqueContract:
                 float_model = apply_steps(model, [step], context)
                 deployed, post = float_model, []
             directory = save_candidate(tmp_path / family, float_model, context.tokenizer, post)
-            reloaded, tokenizer = load_pretrained(directory)
+            host = self.host()
+            reloaded, tokenizer = load_pretrained(directory, host.techniques, host.architectures)
             inputs = dummy_inputs(2, 10, reloaded.get_input_embeddings().num_embeddings)
             with torch.inference_mode():
                 expected = deployed(**inputs).logits
@@ -174,3 +177,63 @@ class TechniqueContract:
             base += time_forward(model, inputs, warmup=1, repeats=3)
             cand += time_forward(compressed, inputs, warmup=1, repeats=3)
         assert statistics.median(cand) < statistics.median(base), (statistics.median(cand), statistics.median(base))
+
+    # -- structure: recorded in the manifest, rebuilt by the technique, shared weights once (API 1.3) --------
+    #: Config entries that say where/when a model was made, not what it is.
+    VOLATILE_CONFIG: ClassVar[frozenset[str]] = frozenset({"transformers_version", "_name_or_path", "architectures",
+                                                           "dtype"})
+
+    @staticmethod
+    def structure_of(model) -> list[tuple]:
+        """Every module path with its type, every state entry with its shape and dtype (shared paths included)."""
+        modules = [(path, type(module).__name__) for path, module in model.named_modules(remove_duplicate=False)]
+        state = [(name, tuple(value.shape), str(value.dtype)) for name, value in model.state_dict().items()
+                 if isinstance(value, torch.Tensor)]
+        return modules + state
+
+    def structure_families(self):
+        if self.technique.stage != Stage.STRUCTURE:
+            pytest.skip(f"{self.technique.name} is a {self.technique.stage.name.lower()} technique: it changes no "
+                        "structure")
+        return [family for family in self.families if self.supported(family)]
+
+    def test_structure_rebuilds_from_manifest(self, tmp_path):
+        """The step is recorded in the manifest (technique, version, state) and the model is rebuilt from it
+        alone: same modules, shapes, ties (``is``-identical shared tensors) and configuration."""
+        for family in self.structure_families():
+            compressed, context = self.apply(tiny_model(family), self.strong_config, tmp_path / family)
+            directory = save_candidate(tmp_path / family / "saved", compressed, context.tokenizer, [])
+            steps = json.loads((directory / MANIFEST).read_text())["structure"]["steps"]
+            assert [(s["technique"], s["version"]) for s in steps] == [(self.technique.name, self.technique.version)]
+            if self.technique.State is not None and self.reduces_parameters:
+                assert steps[0]["state"] is not None, f"{family}: apply() changed the model but recorded no State"
+            host = self.host()
+            reloaded, _ = load_pretrained(directory, host.techniques, host.architectures)
+            assert self.structure_of(reloaded) == self.structure_of(compressed), family
+            ties = tie_groups(distinct_state(compressed)[1])
+            assert tie_groups(distinct_state(reloaded)[1]) == ties, family
+            for group in ties:
+                tensors = [reloaded.get_parameter(n) if n in dict(reloaded.named_parameters(remove_duplicate=False))
+                           else reloaded.get_buffer(n) for n in group]
+                assert all(t is tensors[0] for t in tensors), (family, group)
+            saved, again = compressed.config.to_dict(), reloaded.config.to_dict()
+            assert {k: v for k, v in again.items() if k not in self.VOLATILE_CONFIG} == \
+                {k: v for k, v in saved.items() if k not in self.VOLATILE_CONFIG}, family
+
+    def test_shared_weights_counted_and_saved_once(self, tmp_path):
+        """Parameters and bytes count each distinct tensor once; the file stores each once (and shrinks when
+        memory is claimed)."""
+        for family in self.structure_families():
+            model = tiny_model(family)
+            teacher_file = save_candidate(tmp_path / family / "teacher", model, tiny_tokenizer(tmp_path / "tok"), [])
+            compressed, context = self.apply(copy.deepcopy(model), self.strong_config, tmp_path / family)
+            saved = compressed.state_dict(keep_vars=True)
+            tensors = {id(t): t for t in saved.values() if isinstance(t, torch.Tensor) and t.dtype != torch.long}
+            # named_parameters()/buffers() list a shared tensor once: so must the count.
+            distinct = [t for _, t in [*compressed.named_parameters(), *compressed.named_buffers()] if id(t) in tensors]
+            assert parameter_count(compressed) == sum(t.numel() for t in distinct), family
+            directory = save_candidate(tmp_path / family / "saved", compressed, context.tokenizer, [])
+            size = (directory / WEIGHTS).stat().st_size
+            assert 0 <= size - model_bytes(compressed) < 64 * 1024, (family, size, model_bytes(compressed))
+            if self.reduces_memory:
+                assert size < (teacher_file / WEIGHTS).stat().st_size, family

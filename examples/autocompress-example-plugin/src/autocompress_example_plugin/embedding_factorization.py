@@ -9,8 +9,11 @@ matrix product per token is added, the lookup gets cheaper), so the technique is
 
 The rank is ``ceil(rank_ratio * H)``, rounded up to a multiple of 8; when that would not save
 weights the embedding is left as it is. It conflicts with vocabulary trimming (both rewrite the
-same matrix). The reloader in ``autocompress.model_io`` rebuilds the two factors from their
-saved shapes as ``autocompress.arch.FactorizedEmbedding``.
+same matrix).
+
+The technique owns the structure it changes (plugin API 1.3): ``apply`` records the rank it chose
+(``context.record(State(rank))``) and ``rebuild`` gives a model built from the original
+configuration a ``FactorizedEmbedding`` of that rank, into which the saved weights are loaded.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from autocompress import hookimpl
 from autocompress.arch import FactorizedEmbedding, get_module, set_module
 from autocompress.technique import ApplyContext, Stage, Technique
 
-#: The plugin API versions this plugin is written against (checked by autocompress when loading).
-AUTOCOMPRESS_PLUGIN_API = ">=1.0,<2"
+#: The plugin API versions this plugin is written against (checked by autocompress when loading):
+#: 1.3 brought Technique.State / rebuild, which this plugin implements.
+AUTOCOMPRESS_PLUGIN_API = ">=1.3,<2"
 
 RANK_MULTIPLE = 8
 
@@ -42,6 +46,12 @@ class EmbeddingFactorizationConfig:
             raise ValueError(f"rank_ratio must be a number, got {self.rank_ratio!r}")
         if not 0.0 < self.rank_ratio <= 1.0:
             raise ValueError(f"rank_ratio must be in (0, 1], got {self.rank_ratio}")
+
+
+@dataclass(frozen=True)
+class EmbeddingFactorizationState:
+    #: Rank r of the factorisation: a V x r table and an r x H projection.
+    rank: int
 
 
 def choose_rank(hidden: int, rank_ratio: float) -> int:
@@ -67,6 +77,7 @@ class EmbeddingFactorization(Technique):
     stage = Stage.STRUCTURE
     Config = EmbeddingFactorizationConfig
     description = "Word embeddings V x H as V x r embeddings + r x H projection (truncated SVD)"
+    State = EmbeddingFactorizationState
     conflicts = frozenset({"vocab_trim"})
 
     @classmethod
@@ -84,6 +95,18 @@ class EmbeddingFactorization(Technique):
         rank = choose_rank(hidden, config.rank_ratio)
         if rank * (vocabulary + hidden) < vocabulary * hidden:
             set_module(model, path, factorize_embedding(embedding, rank))
+            context.record(EmbeddingFactorizationState(rank=rank))
+        return model
+
+    def rebuild(self, model, config: EmbeddingFactorizationConfig, state: EmbeddingFactorizationState,
+                context: ApplyContext):
+        # The shapes alone: the saved weights are loaded into them afterwards.
+        path = context.adapter.word_embeddings_path()
+        embedding = get_module(model, path)
+        table = nn.Embedding(embedding.num_embeddings, state.rank, padding_idx=embedding.padding_idx,
+                             dtype=embedding.weight.dtype)
+        projection = nn.Linear(state.rank, embedding.embedding_dim, bias=False, dtype=embedding.weight.dtype)
+        set_module(model, path, FactorizedEmbedding(table, projection))
         return model
 
 
