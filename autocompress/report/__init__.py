@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocompress.errors import MissingPackage
 from autocompress.report import facts
 from autocompress.report.run import RunData, load_run, storage_of_run_dir
 from autocompress.search import results
@@ -77,10 +78,23 @@ def _table_md(rows: list[dict[str, str]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plotting():
+    """``autocompress.report.plots``; MissingPackage (exit code 2, saying what to install) when the
+    plotting library is not installed, instead of a traceback."""
+    try:
+        from autocompress.report import plots
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "autocompress":
+            raise
+        raise MissingPackage.for_import(exc, "the report's plots") from None
+    return plots
+
+
 def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
     """Render the report of ``run`` into ``out_dir`` (created if needed)."""
     from autocompress.plugin_manager import build_host
-    from autocompress.report import plots
+
+    plots = plotting()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = out_dir / "plots"

@@ -7,8 +7,13 @@ import statistics
 from pathlib import Path
 from typing import Any, ClassVar
 
+try:
+    import pytest
+except ImportError as exc:  # the kit is pytest test classes; say how to get it
+    from autocompress.errors import MissingPackage
+
+    raise MissingPackage.for_import(exc, "autocompress.testing (the technique contract kit)") from None
 import optuna
-import pytest
 import torch
 
 from autocompress.arch import adapter_for
