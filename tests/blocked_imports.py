@@ -45,13 +45,12 @@ else:
 """
 
 
-def run_without(modules: Sequence[str], args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+def run_without(modules: Sequence[str], args: Sequence[str]) -> subprocess.CompletedProcess:
     """``autocompress ARGS`` in a child process where ``modules`` are not installed."""
-    return subprocess.run([sys.executable, "-c", CHILD, ",".join(modules), *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", CHILD, ",".join(modules), *args], capture_output=True, text=True)
 
 
-def import_without(modules: Sequence[str], module: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def import_without(modules: Sequence[str], module: str) -> subprocess.CompletedProcess:
     """``import MODULE`` in a child process where ``modules`` are not installed."""
     return subprocess.run([sys.executable, "-c", CHILD, ",".join(modules), "--import", module],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True)
