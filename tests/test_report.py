@@ -64,6 +64,9 @@ def test_search_renders_a_self_contained_report_with_the_right_content(run_dir):
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert not re.search(r"https?:|ftp:|url\(|@import|href=|<script|<link|<iframe", text), "reference outside the page"
     assert re.findall(r"src=\"([^\"]*)\"", text) == [""] * len(images)  # every src is an embedded image
+    # Seven trials are too few to rank parameters: the report says so instead of ranking noise.
+    assert "Parameter importances appear once 8 trials have been trained" in page
+    assert "validation</b> accuracy, the split the accuracy limit and the Pareto front use" in page
     # Trial outcomes (built-in report-section plugin) and provenance.
     assert "How the trials ended" in page and "<code>complete</code>" in page
     for needle in ("CPU", "torch 2.", "optuna", "seed / sampler / pruner", "--max-latency-ms"):
