@@ -9,7 +9,7 @@ figure beside the fresh one. Prints a Markdown table, the target checks and whet
 front dominates each baseline; writes frontier.json next to the models.
 
     python benchmarks/demo_frontier.py            # the published table (benchmarks/RESULTS.md)
-    python benchmarks/demo_frontier.py --quick    # CI smoke run: small slice, 3 trials, a few minutes
+    python benchmarks/demo_frontier.py --quick    # CI smoke run: smoke teacher, 3 trials, short recovery
 """
 
 from __future__ import annotations
@@ -46,6 +46,30 @@ def task_flags(quick: bool) -> list[str]:
     return [*smoke_demo_flags(), "--eval-limit", "400", "--repeats", "5", "--warmup", "1"] if quick else []
 
 
+#: Quick mode trains every recovery step this long (a few optimiser steps): the smoke run checks
+#: that each number is there and sane, and training is nearly all of a search's time.
+QUICK_RECOVERY_EPOCHS = 0.1
+
+
+def quick_search_flags(out: Path) -> list[str]:
+    """Quick mode's search: the built-in starting points' plans with the short recovery, and a
+    search space whose recovery epochs are that short too (written into ``out``)."""
+    import yaml
+
+    short = {"type": "float", "low": QUICK_RECOVERY_EPOCHS, "high": 2 * QUICK_RECOVERY_EPOCHS,
+             "step": QUICK_RECOVERY_EPOCHS}
+    space, starting = out / "quick-space.yaml", out / "quick-starting-points.yaml"
+    space.write_text(yaml.safe_dump({"distillation": {"epochs": short}, "lora": {"epochs": short}}))
+    starting.write_text(yaml.safe_dump([
+        {"quantization": {"dtype": "int8"}},
+        {"ffn_pruning": {"keep_fraction": 0.7}, "distillation": {"epochs": QUICK_RECOVERY_EPOCHS},
+         "quantization": {"dtype": "int8"}},
+        {"layer_drop": {"keep_layers": 4, "strategy": "every_other"},
+         "distillation": {"epochs": QUICK_RECOVERY_EPOCHS}, "quantization": {"dtype": "int8"}},
+    ]))
+    return ["--search-space", str(space), "--starting-points", str(starting)]
+
+
 def _options(flags: list[str]) -> dict[str, Any]:
     from autocompress.cli import build_parser
     from autocompress.config import OPTIONS, merge_options
@@ -79,7 +103,7 @@ def build_baselines(out: Path, flags: list[str], quick: bool) -> dict[str, dict[
         for technique, values in steps:
             cls = host.techniques[technique]
             if quick and "epochs" in values:
-                values = {**values, "epochs": 0.2}
+                values = {**values, "epochs": QUICK_RECOVERY_EPOCHS}
             plan_steps.append(PlanStep(cls, cls.make_config(values)))
         plan = Plan.build(plan_steps)
         recipe = json.dumps([s for s in plan.to_manifest() if s["technique"] != "quantization"])
@@ -176,7 +200,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     models = build_baselines(args.out, flags, args.quick)
-    search = run_search(args.out, flags, trials)
+    search = run_search(args.out, [*flags, *(quick_search_flags(args.out) if args.quick else [])], trials)
     models.update(search["found"])
     fresh = {name: measure_fresh(info["dir"], flags) for name, info in models.items()}
     # The teacher once more at the end: the machine's drift over the run, stated with the table.

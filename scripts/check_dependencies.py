@@ -128,6 +128,22 @@ def declared(project: dict) -> tuple[set[str], dict[str, set[str]]]:
     return core, extras
 
 
+def requirements_closure(names: set[str]) -> set[str]:
+    """``names`` and everything they require unconditionally, as installed here."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [requirement_name(r) for r in requirements if "extra ==" not in r]
+    return seen
+
+
 def check(root: Path = ROOT, pyproject: str | None = None) -> list[str]:
     """Every problem found, one line each (empty: all declared). ``pyproject``: the text to read
     instead of ``root/pyproject.toml`` (to show what the check says about an edited file)."""
@@ -136,6 +152,7 @@ def check(root: Path = ROOT, pyproject: str | None = None) -> list[str]:
     project = config["project"]
     package_dirs = config.get("tool", {}).get("setuptools", {}).get("package-dir", {})
     core, extras = declared(project)
+    transitive = requirements_closure(core) - core
     in_extra = {name: {extra for extra, names in extras.items() if name in names} for names in extras.values()
                 for name in names}
     own = own_modules(root, package_dirs) | {"__future__"}
@@ -167,8 +184,12 @@ def check(root: Path = ROOT, pyproject: str | None = None) -> list[str]:
                                     f"not in the dependencies or the '{DEV_EXTRA}' extra of pyproject.toml")
                 continue
             if not extra_names:
-                how = ("it only comes as a dependency of another package" if module in providers
-                       else "and no installed distribution provides it")
+                if dists & transitive:
+                    how = "it only comes as a dependency of a declared package"
+                elif module in providers:
+                    how = "it is installed here, but a fresh install would not have it"
+                else:
+                    how = "and no installed distribution provides it"
                 problems.append(f"{module} (distribution {', '.join(sorted(dists))}): imported in {where}, not "
                                 f"declared in pyproject.toml ({how}): add it to [project] dependencies")
                 continue

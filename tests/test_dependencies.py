@@ -71,7 +71,7 @@ def test_the_check_rejects_undeclared_transitive_and_unguarded_optional_imports(
     assert len(problems) == 5, problems
     hypothesis, onnx, onnxruntime, sqlalchemy, surely = sorted(problems)
     assert onnx.startswith("onnx is only in the optional extra(s) onnx") and "pkg/__init__.py:5" in onnx
-    assert sqlalchemy.startswith("sqlalchemy") and "only comes as a dependency of another package" in sqlalchemy
+    assert sqlalchemy.startswith("sqlalchemy") and "only comes as a dependency of a declared package" in sqlalchemy
     assert surely.startswith("surely_not_a_module_anywhere") and "no installed distribution" in surely
     assert onnxruntime.startswith("onnxruntime") and "not declared" in onnxruntime  # guarded, but in no extra
     assert hypothesis.startswith("hypothesis") and "tests/test_pkg.py:2" in hypothesis and "'dev' extra" in hypothesis
