@@ -202,7 +202,8 @@ class TechniqueContract:
     def test_save_reload_gives_identical_outputs(self, tmp_path):
         host = self.host()
         for family in self.supported_families():
-            model = tiny_model(family)
+            # Trained weights: a structure rebuilt wrongly (a head layout, say) changes outputs visibly.
+            model = trained_tiny_model(family)
             step = PlanStep(self.technique, self.technique.make_config(self.strong_config))
             context = self.context(model, tmp_path)
             if self.technique.stage == Stage.POST:
