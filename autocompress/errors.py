@@ -5,6 +5,8 @@ Every error that the user can fix (bad input, bad config, a broken plugin) deriv
 ``exit_code``.
 """
 
+from __future__ import annotations
+
 
 class AutocompressError(Exception):
     """Base class: the message names the file, field or plugin at fault."""
@@ -16,6 +18,44 @@ class InputError(AutocompressError):
     """The user's input (CLI option, config file, data, model) is invalid. Exit code 2."""
 
     exit_code = 2
+
+
+class MissingPackage(InputError):
+    """A Python package that a command needs is not installed. Exit code 2; the message says what
+    to install (the requirement autocompress declares for it, when it declares one)."""
+
+    @classmethod
+    def for_import(cls, error: ImportError, needed_for: str) -> MissingPackage:
+        """The error for ``error`` (raised importing what ``needed_for`` needs)."""
+        module = (error.name or str(error)).split(".")[0]
+        requirement, extra = declared_requirement(module)
+        install = f'pip install "autocompress[{extra}]"' if extra else f'pip install "{requirement}"'
+        return cls(f"{needed_for}: the Python package '{module}' is not installed ({error}); run {install}")
+
+
+def declared_requirement(module: str) -> tuple[str, str | None]:
+    """(requirement, extra) autocompress declares for the distribution named like ``module``
+    (extra None: a core dependency); (module, None) when it declares none."""
+    import importlib.metadata
+    import re
+
+    def name(requirement: str) -> str:
+        return re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;@(]", requirement, maxsplit=1)[0]).lower()
+
+    wanted = re.sub(r"[-_.]+", "-", module).lower()
+    try:
+        requirements = importlib.metadata.requires("autocompress") or []
+    except importlib.metadata.PackageNotFoundError:
+        requirements = []
+    found = [r for r in requirements if name(r) == wanted]
+    core = [r for r in found if "extra ==" not in r]
+    if core:
+        return core[0].split(";")[0].strip(), None
+    for requirement in found:
+        match = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
+        if match and match.group(1) != "dev":
+            return requirement.split(";")[0].strip(), match.group(1)
+    return module, None
 
 
 class DataError(InputError):

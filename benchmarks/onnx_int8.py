@@ -7,7 +7,7 @@ a shared machine hits them alike), speed-up over PyTorch float, test accuracy, a
 predictions agree with PyTorch int8's (the model the cpu target would have measured).
 
     python benchmarks/onnx_int8.py            # the published table (about a minute on 2 cores)
-    python benchmarks/onnx_int8.py --quick    # smoke run: fewer repeats, 200 test sentences
+    python benchmarks/onnx_int8.py --quick    # smoke run: the small smoke teacher, few repeats, 200 sentences
 
 ``--out DIR`` also writes the rows to ``DIR/onnx_int8.json``.
 """
@@ -27,6 +27,7 @@ from autocompress.onnx_export import OnnxRuntimeModule, example_inputs, export_o
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.quantization import quantize_int8_dynamic
 from autocompress.task import TaskOptions
+from autocompress.testing.smoke import SMOKE_DEMO_OPTIONS
 from autocompress.training import encode, predict
 
 
@@ -35,10 +36,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    rounds, repeats = (3, 5) if args.quick else (10, 10)
+    rounds, repeats = (2, 3) if args.quick else (10, 10)
 
     host = build_host()
-    task = host.tasks["demo"](TaskOptions()).load()
+    # Quick: the smoke demo task the test suite shares (one cached teacher, fine-tuned in a minute).
+    task = host.tasks["demo"](TaskOptions(**(SMOKE_DEMO_OPTIONS if args.quick else {}))).load()
     teacher = task.teacher.eval()
     test_data = task.data.test.head(200) if args.quick else task.data.test
     test = encode(task.tokenizer, test_data, 64)

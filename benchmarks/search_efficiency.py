@@ -87,8 +87,10 @@ def main() -> None:
     # (the built-in starting points also fix recovery epochs outside this proxy's short range).
     options = {"search_space": space, "starting_points": "none", "max_accuracy_drop": 0.05,
                "eval_limit": 200 if args.quick else 500, "repeats": 10, "warmup": 3, "no_progress": True}
-    if args.quick:
-        options.update(train_limit=600, teacher_epochs=1.0)
+    if args.quick:  # the smoke demo task the test suite shares (one cached teacher), few timed runs
+        from autocompress.testing.smoke import SMOKE_DEMO_OPTIONS
+
+        options.update(SMOKE_DEMO_OPTIONS, repeats=3, warmup=1)
 
     rows = []
     for seed in range(args.first_seed, args.first_seed + seeds):

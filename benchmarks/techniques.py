@@ -10,16 +10,23 @@ Width pruning to 288 of 384 channels has about the parameters of half the layers
 two rows side by side compare a narrower model with a shallower one at equal size.
 
     python benchmarks/techniques.py            # the published table (about 20 minutes on 2 cores)
-    python benchmarks/techniques.py --quick    # smoke run: 1,200 training texts, fewer repeats, tiny recovery
+    python benchmarks/techniques.py --quick    # smoke run: smoke teacher, few repeats, tiny recovery
     python benchmarks/techniques.py --only width,sharing   # the variants whose label contains a word
+
+It prints section 5 of benchmarks/RESULTS.md exactly as that file holds it (heading, command,
+machine, table); ``--out DIR`` also writes it to ``DIR/techniques.md`` and the rows to
+``DIR/techniques.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,6 +36,7 @@ from autocompress.measure import dummy_inputs, model_bytes, parameter_count, thr
 from autocompress.plugin_manager import build_host
 from autocompress.task import TaskOptions
 from autocompress.technique import ApplyContext, PlanStep, Stage
+from autocompress.testing.smoke import SMOKE_DEMO_OPTIONS
 from autocompress.training import accuracy, encode
 
 VARIANTS = {
@@ -63,33 +71,63 @@ def interleaved_ratio(teacher, variant, batch: int, rounds: int, repeats: int) -
     return statistics.median(base), statistics.median(cand), statistics.median(base) / statistics.median(cand)
 
 
+HEADER = ("| variant | params x | memory x | latency b1 (ms) | speed-up b1 | latency b16 (ms) | speed-up b16 "
+          "| test acc | % of teacher | wall s |")
+
+
+def machine_line() -> str:
+    """CPU model, cores, OS and library versions: what RESULTS.md states with every table."""
+    import platform
+
+    import transformers
+
+    from autocompress import __version__
+
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return (f"{cpu}, {os.cpu_count()} cores (2 threads used), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"autocompress {__version__}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--recovery-epochs", type=float, default=None)
     parser.add_argument("--only", default="", help="comma-separated words: run only the variants whose label has one")
+    parser.add_argument("--out", type=Path, default=None, help="also write techniques.md and techniques.json here")
     args = parser.parse_args()
     words = [w.strip().lower() for w in args.only.split(",") if w.strip()]
     variants = {label: steps for label, steps in VARIANTS.items()
                 if not words or any(word in label.lower() for word in words)}
-    rounds, repeats = (3, 3) if args.quick else (8, 5)
+    rounds, repeats = (2, 2) if args.quick else (8, 5)
     epochs = args.recovery_epochs if args.recovery_epochs is not None else (0.05 if args.quick else 0.5)
 
     host = build_host()
-    # --quick: the demo slice benchmarks/demo_frontier.py --quick uses (its teacher is cached once for both).
-    options = TaskOptions(train_limit=1200, teacher_epochs=1.0) if args.quick else TaskOptions()
+    # Quick: the smoke demo task the test suite shares (one cached teacher, fine-tuned in a minute).
+    options = TaskOptions(**SMOKE_DEMO_OPTIONS) if args.quick else TaskOptions()
     task = host.tasks["demo"](options).load()
     teacher = task.teacher.eval()
-    test = encode(task.tokenizer, task.data.test, 64)
+    test_data = task.data.test.head(200) if args.quick else task.data.test
+    test = encode(task.tokenizer, test_data, 64)
     teacher_accuracy = accuracy(teacher, test)
     distillation = host.techniques["distillation"]
-    print(f"teacher: test accuracy {teacher_accuracy:.4f}, {parameter_count(teacher) / 1e6:.2f} M parameters, "
-          f"{model_bytes(teacher) / 2**20:.1f} MB; recovery = distillation for {epochs} epoch(s); "
-          f"latency: median of {rounds}x{repeats} interleaved runs, seq 64, 2 threads")
-    header = ("| variant | params x | memory x | latency b1 (ms) | speed-up b1 | latency b16 (ms) | speed-up b16 "
-              "| test acc | % of teacher | wall s |")
-    print(header)
-    print("|" + "---|" * 10)
+    command = "python benchmarks/techniques.py" + (" --quick" if args.quick else "")
+    lines = [
+        "## 5. Each technique alone on the demo model", "",
+        f"`{command}` (teacher cached beforehand). Teacher: test accuracy {teacher_accuracy:.4f} on "
+        f"{len(test_data)} sentences, {parameter_count(teacher) / 1e6:.2f} M parameters, "
+        f"{model_bytes(teacher) / 2**20:.1f} MB. After each structure technique, a short recovery: distillation "
+        f"for {epochs:g} epoch(s). Latency: median of {rounds}x{repeats} runs interleaved with the teacher's "
+        "(teacher, variant, teacher, ...), sequence length 64, 2 threads; `x` columns are teacher / variant.", "",
+        f"Machine: {machine_line()}.", "",
+        HEADER, "|" + "---|" * 10,
+    ]
+    print("\n".join(lines), flush=True)
+    rows = []
     for label, steps in variants.items():
         started = time.perf_counter()
         student = copy.deepcopy(teacher)
@@ -108,13 +146,23 @@ def main() -> None:
         deployed = apply_steps(copy.deepcopy(student), post, context).eval()
         _, b1, r1 = interleaved_ratio(teacher, deployed, 1, rounds, repeats)
         _, b16, r16 = interleaved_ratio(teacher, deployed, 16, rounds, repeats)
-        variant_test = encode(context.tokenizer, task.data.test, 64)
-        acc = accuracy(deployed, variant_test)
-        print(f"| {label} | {parameter_count(teacher) / parameter_count(deployed):.2f} | "
-              f"{model_bytes(teacher) / model_bytes(deployed):.2f} | {b1:.2f} | {r1:.2f}x | {b16:.1f} | {r16:.2f}x | "
-              f"{acc:.4f} | {100 * acc / teacher_accuracy:.1f}% | {time.perf_counter() - started:.0f} |", flush=True)
+        acc = accuracy(deployed, encode(context.tokenizer, test_data, 64))
+        row = {"variant": label, "params_x": parameter_count(teacher) / parameter_count(deployed),
+               "memory_x": model_bytes(teacher) / model_bytes(deployed), "b1_ms": b1, "speedup_b1": r1,
+               "b16_ms": b16, "speedup_b16": r16, "accuracy": acc, "pct_teacher": 100 * acc / teacher_accuracy,
+               "wall_s": time.perf_counter() - started}
+        rows.append(row)
+        line = (f"| {label} | {row['params_x']:.2f} | {row['memory_x']:.2f} | {b1:.2f} | {r1:.2f}x | {b16:.1f} | "
+                f"{r16:.2f}x | {acc:.4f} | {row['pct_teacher']:.1f}% | {row['wall_s']:.0f} |")
+        lines.append(line)
+        print(line, flush=True)
         del student, deployed
         torch.set_num_threads(2)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "techniques.md").write_text("\n".join(lines) + "\n")
+        (args.out / "techniques.json").write_text(json.dumps({"teacher_accuracy": teacher_accuracy, "rows": rows},
+                                                             indent=2))
 
 
 if __name__ == "__main__":

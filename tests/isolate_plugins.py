@@ -97,7 +97,8 @@ class IsolatedCurve(Technique):
 
 @dataclass(frozen=True)
 class _SleepConfig:
-    seconds: float = 60.0
+    #: Far longer than any test search takes: a trial that ends sooner was stopped.
+    seconds: float = 600.0
 
 
 class Sleeping(Technique):
@@ -109,7 +110,7 @@ class Sleeping(Technique):
 
     @classmethod
     def search_space(cls):
-        return {"seconds": CategoricalDistribution([60.0])}
+        return {"seconds": CategoricalDistribution([600.0])}
 
     def apply(self, model, config, context):
         if os.environ.get("ISOLATE_TEST_MARKER"):  # tells a test that the trial is under way

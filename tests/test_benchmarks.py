@@ -11,10 +11,15 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _smoke_teacher(smoke_demo_task):
+    """Every --quick run uses the session's smoke demo teacher (conftest.py), cached before it starts."""
+
+
 def run_quick(script: str, out: Path) -> subprocess.CompletedProcess:
     """Run ``benchmarks/<script> --quick --out <out>`` and require it to succeed."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=1500)
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -68,3 +73,25 @@ def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(tmp_path):
     assert rows["ONNX Runtime int8"]["size_mb"] < 0.75 * rows["ONNX Runtime float"]["size_mb"]
     assert rows["ONNX Runtime int8-emb"]["size_mb"] < 0.5 * rows["ONNX Runtime int8"]["size_mb"]
     assert "| variant | size MB | latency b1 ms |" in result.stdout
+
+
+@pytest.mark.slow
+def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(tmp_path):
+    out = tmp_path / "techniques"
+    result = run_quick("techniques.py", out)
+    section = (out / "techniques.md").read_text()
+    assert section.strip() in result.stdout  # what it prints is what it writes
+    lines = section.splitlines()
+    assert lines[0] == "## 5. Each technique alone on the demo model"
+    assert "## 5. Each technique alone on the demo model" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    assert any(line.startswith("Machine: ") and "cores" in line for line in lines)
+    header = lines.index("| variant | params x | memory x | latency b1 (ms) | speed-up b1 | latency b16 (ms) "
+                         "| speed-up b16 | test acc | % of teacher | wall s |")
+    rows = json.loads((out / "techniques.json").read_text())["rows"]
+    assert len(lines[header + 2:]) == len(rows) == 8
+    for row, line in zip(rows, lines[header + 2:], strict=True):
+        assert line.startswith(f"| {row['variant']} | ") and line.count("|") == 11
+        assert row["b1_ms"] > 0 and row["b16_ms"] > row["b1_ms"] and 0 < row["accuracy"] <= 1
+    by_name = {row["variant"].split(" (")[0]: row for row in rows}
+    assert by_name["FFN L1 pruning, keep 50%"]["params_x"] > 1  # structure techniques really remove weights
+    assert by_name["int8 dynamic"]["memory_x"] > 1.3 and by_name["bf16 weights"]["memory_x"] > 1.9

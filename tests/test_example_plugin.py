@@ -59,32 +59,36 @@ def tiny_task(tmp_path_factory):
 
 def test_a_short_search_uses_the_example_technique(tiny_task, tmp_path, autoload):
     out = tmp_path / "run"
+    # Two fixed first trials, so what is compared below always exists: the model as it is, and the
+    # example technique alone at its smallest rank (then three trials of the sampler's choosing).
+    starting = tmp_path / "starting.yaml"
+    starting.write_text(f"- {{}}\n- {TECHNIQUE}: {{rank_ratio: 0.1}}\n")
     code = main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "reviews.csv"),
                  "--text-column", "sentence", "--label-column", "polarity", "--trials", "5", "--out", str(out),
                  "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3", "--seed", "4",
-                 "--sampler", "random", "--techniques", f"{TECHNIQUE},ffn_pruning"])
+                 "--sampler", "random", "--techniques", TECHNIQUE, "--starting-points", str(starting),
+                 "--prefer", "memory"])
     assert code == 0
     trials = pd.read_csv(out / "trials.csv")
     assert f"param.use.{TECHNIQUE}" in trials.columns and f"param.{TECHNIQUE}.rank_ratio" in trials.columns
     used = trials[trials[f"param.use.{TECHNIQUE}"]]
-    assert len(used) >= 1 and (used["state"] == "COMPLETE").all()
+    plain = trials[~trials[f"param.use.{TECHNIQUE}"]]
+    assert len(used) >= 1 and len(plain) >= 1, trials[["number", "plan"]]
+    assert (used["state"] == "COMPLETE").all()
     assert used[f"param.{TECHNIQUE}.rank_ratio"].between(0.1, 0.6).all()
     assert used["plan"].str.contains(TECHNIQUE).all()
     # The tiny model has V = 128, H = 64: every sampled rank (<= 40) removes embedding weights.
-    plain = trials[~trials[f"param.use.{TECHNIQUE}"] & ~trials["param.use.ffn_pruning"]]
-    if len(plain):
-        assert used["parameters"].max() < plain["parameters"].min()
+    assert used["parameters"].max() < plain["parameters"].min()
 
-    # Saved candidates (the Pareto front's) that used it reload, in a fresh process, with their
-    # factorised embeddings and the same predictions each time.
+    # The smallest model (the recommendation, --prefer memory) is one the technique made; it reloads
+    # in a fresh process with its factorised embeddings and the same predictions each time.
+    best = json.loads((out / "pareto.json").read_text())["recommended"]
+    assert best in set(used["number"]), (best, trials[["number", "plan", "memory_mb"]])
     script = ("import sys, json, autocompress\n"
               "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
               "assert type(model.get_input_embeddings()).__name__ == 'FactorizedEmbedding'\n"
               "batch = tok(['the film was good', 'a dull boring plot'], return_tensors='pt', padding=True)\n"
               "print(json.dumps(model(**batch).logits.tolist()))\n")
-    for trial in used["number"]:
-        candidate = out / "candidates" / f"trial-{int(trial):05d}"
-        if candidate.is_dir():
-            runs = [subprocess.run([sys.executable, "-c", script, str(candidate)], capture_output=True, text=True,
-                                   check=True).stdout for _ in range(2)]
-            assert runs[0] == runs[1]
+    runs = [subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1]

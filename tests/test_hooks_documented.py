@@ -1,10 +1,13 @@
 """Meta-tests: every hook in autocompress/hookspecs.py is documented, called by the host, and tested.
 
 Adding a hook to hookspecs.py without a ``### <hook name>`` section in docs/plugins.md that names
-its arguments, without host code that calls it, or without a test that implements it, fails here.
+its arguments, without host code that calls it, or without a ``test_hook_<hook name>`` test in a
+module that implements it, fails here.
 """
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import pluggy
@@ -56,8 +59,40 @@ def test_hook_is_called_by_the_host(hook):
     assert f"hook.{hook}" in host_code, f"no code in autocompress/ calls pm.hook.{hook}"
 
 
+def _hook_tests() -> dict[str, list[tuple[str, set[str]]]]:
+    """Per test file: (name of each ``test_hook_*`` function, hooks its module implements), read
+    from the syntax tree, so neither a comment nor a string can stand in for a test."""
+    found = {}
+    for path in (p for d in TEST_DIRS if d.is_dir() for p in d.rglob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = list(ast.walk(tree))
+        implemented = {node.name for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        implemented |= {node.arg for node in nodes if isinstance(node, ast.keyword) and node.arg}
+        tests = [node.name for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name.startswith("test_hook_")]
+        found[str(path.relative_to(ROOT))] = [(name, implemented & set(HOOKS)) for name in tests]
+    return found
+
+
 @pytest.mark.parametrize("hook", sorted(HOOKS))
-def test_hook_is_implemented_by_a_test(hook):
-    tests = [p for d in TEST_DIRS if d.is_dir() for p in d.rglob("test_*.py") if p.resolve() != Path(__file__)]
-    implementing = [p.name for p in tests if re.search(rf"\b{hook}\b", p.read_text(encoding="utf-8"))]
-    assert implementing, f"no test implements {hook} (write a test plugin for it and let the host call it)"
+def test_hook_has_a_test_that_implements_it(hook):
+    """Like datasette's meta-test: each hook has a ``test_hook_<hook>...`` test function, in a module
+    that implements the hook (a hook function, or a plugin built with it as a keyword)."""
+    candidates = [(module, name, implemented) for module, tests in _hook_tests().items()
+                  for name, implemented in tests if hook in name]
+    assert candidates, f"no test function named test_hook_{hook}... (write one that implements the hook)"
+    assert any(hook in implemented for _, _, implemented in candidates), (
+        f"{', '.join(f'{m}::{n}' for m, n, _ in candidates)} never implement {hook}")
+
+
+def test_the_hook_test_check_rejects_a_mention_that_is_no_test(tmp_path, monkeypatch):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_fake.py").write_text(
+        "# autocompress_trial_finished is tested elsewhere\n"
+        "def test_hook_autocompress_trial_finished():\n    assert 'autocompress_trial_finished'\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "TEST_DIRS", (tmp_path / "tests",))
+    with pytest.raises(AssertionError, match="never implement autocompress_trial_finished"):
+        test_hook_has_a_test_that_implements_it("autocompress_trial_finished")
+    with pytest.raises(AssertionError, match="no test function named test_hook_autocompress_report_sections"):
+        test_hook_has_a_test_that_implements_it("autocompress_report_sections")

@@ -100,22 +100,43 @@ def test_pruning_decisions_reach_the_child(tiny_task, tmp_path):
     assert pruned["ended"] == "pruned" and pruned["reason"] == "pruned at step 100 (validation accuracy 0.3000)"
 
 
-def test_the_parent_kills_a_child_past_the_time_limit(tiny_task, tmp_path):
+#: How long the sleeping technique's trials sleep (tests/isolate_plugins.py): far longer than any
+#: search here takes, so a search (or a child) that ends before the sleep would have was stopped.
+SLEEP_S = isolate_plugins.Sleeping.Config().seconds
+
+
+@pytest.fixture(scope="module")
+def generous_limit_s(tiny_task, tmp_path_factory) -> float:
+    """Five times what one ordinary isolated trial takes here, start, loading and all (measured on
+    this machine now, so a busy machine gets a longer limit); far below the sleeping trials' sleep."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    _queue(out, [{"use.sleeping": False}])
+    trials = _search(tiny_task, out, ["sleeping"], 1)
+    assert list(trials["state"]) == ["COMPLETE"]
+    limit = round(max(1.5, 5 * float(trials.iloc[0]["duration_s"])), 1)
+    if limit >= SLEEP_S / 2:
+        pytest.fail(f"one isolated trial takes {trials.iloc[0]['duration_s']} s here: too slow to tell a killed "
+                    f"{SLEEP_S:g} s sleep from a finished one")
+    return limit
+
+
+def test_the_parent_kills_a_child_past_the_time_limit(tiny_task, tmp_path, generous_limit_s):
     out = tmp_path / "run"
-    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}, {"use.sleeping": False}])
+    _queue(out, [{"use.sleeping": True, "sleeping.seconds": SLEEP_S}, {"use.sleeping": False}])
     started = time.monotonic()
-    trials = _search(tiny_task, out, ["sleeping"], 2, trial_timeout=1.5)
-    assert time.monotonic() - started < 50
+    trials = _search(tiny_task, out, ["sleeping"], 2, trial_timeout=generous_limit_s)
+    assert time.monotonic() - started < SLEEP_S  # the sleeping child was killed, not waited for
     assert list(trials["state"]) == ["FAIL", "COMPLETE"]
     assert trials.iloc[0]["ended"] == "failed"
-    assert trials.iloc[0]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of 1.5 s "
-                                        "(its child process was killed)")
+    assert trials.iloc[0]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of "
+                                        f"{generous_limit_s:g} s (its child process was killed)")
 
 
-def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(tiny_task, tmp_path, monkeypatch):
-    # The first trial's child hangs importing the plugins; the second child loads normally.
+def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(tiny_task, tmp_path, monkeypatch,
+                                                                            generous_limit_s):
+    # The first trial's child hangs importing the plugins (for an hour); the second child loads normally.
     monkeypatch.setenv("ISOLATE_TEST_HANG_ONCE", str(tmp_path / "hung"))
-    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FLOOR_S", 20.0)
+    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FLOOR_S", generous_limit_s)
     monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FACTOR", 0.0)
     out = tmp_path / "run"
     _queue(out, [{"use.sleeping": False}] * 2)
@@ -124,7 +145,7 @@ def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(tiny_
     assert list(trials["state"]) == ["FAIL", "COMPLETE"]
     assert trials.iloc[0]["ended"] == "failed"
     assert trials.iloc[0]["reason"] == ("ChildLoadTimeout: the trial's child process did not finish loading the "
-                                        "plugins, model and data within 20 s (it was killed)")
+                                        f"plugins, model and data within {generous_limit_s:g} s (it was killed)")
 
 
 def test_a_child_may_load_for_ten_times_as_long_as_the_search_did_and_never_less_than_two_minutes():
@@ -155,24 +176,26 @@ except KeyboardInterrupt:
 
 
 def _worker_in_a_trial(tiny_task, out):
-    """A search process running a 60 s trial in its child process, and that child."""
-    _queue(out, [{"use.sleeping": True, "sleeping.seconds": 60.0}])
+    """A search process running a trial that sleeps ``SLEEP_S`` in its child process, that child,
+    and when the child's sleep would end (``time.monotonic()`` clock)."""
+    _queue(out, [{"use.sleeping": True, "sleeping.seconds": SLEEP_S}])
     marker = out.parent / "sleeping"
     worker = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(Path(__file__).parent), str(tiny_task),
                                str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "ISOLATE_TEST_MARKER": str(marker)})
-    deadline = time.monotonic() + 90
-    while not marker.exists() and time.monotonic() < deadline:
+    while not marker.exists() and worker.poll() is None:
         time.sleep(0.3)
-    assert marker.exists(), "the trial never started"
+    assert marker.exists(), f"the trial never started (the search ended with exit code {worker.returncode})"
+    sleep_ends = time.monotonic() + SLEEP_S
     children = [c for c in psutil.Process(worker.pid).children() if "spawn" in " ".join(c.cmdline())]
     assert len(children) == 1
-    return worker, children[0]
+    return worker, children[0], sleep_ends
 
 
-def _gone(process, within_s=10.0):
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
+def _gone_before(process, sleep_ends: float) -> bool:
+    """Whether ``process`` ends (or is a zombie) before its trial's sleep would have ended on its own:
+    then something stopped it."""
+    while time.monotonic() < sleep_ends:
         if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
             return True
         time.sleep(0.2)
@@ -181,20 +204,20 @@ def _gone(process, within_s=10.0):
 
 def test_sigterm_stops_the_child_records_the_trial_as_interrupted_and_writes_the_results(tiny_task, tmp_path):
     out = tmp_path / "run"
-    worker, child = _worker_in_a_trial(tiny_task, out)
+    worker, child, sleep_ends = _worker_in_a_trial(tiny_task, out)
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 130
-    assert _gone(child)
+    assert worker.wait(timeout=sleep_ends - time.monotonic()) == 130  # stopped, not waiting for the sleep
+    assert _gone_before(child, sleep_ends)
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["FAIL"]
     assert trials.iloc[0]["ended"] == "interrupted" and trials.iloc[0]["reason"] == "interrupted by the user"
 
 
 def test_a_child_does_not_outlive_a_killed_search_process(tiny_task, tmp_path):
-    worker, child = _worker_in_a_trial(tiny_task, tmp_path / "run")
+    worker, child, sleep_ends = _worker_in_a_trial(tiny_task, tmp_path / "run")
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    assert _gone(child), "the trial's child process kept running after its search process was killed"
+    assert _gone_before(child, sleep_ends), "the trial's child process kept running after its search process was killed"
 
 
 def test_a_plugin_object_a_child_cannot_import_is_refused_up_front():

@@ -276,7 +276,7 @@ class _InMemoryTask(TaskProvider):
                           fingerprint="in-memory-test", description=self.description)
 
 
-def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
+def test_hook_autocompress_register_targets_and_autocompress_register_tasks_drive_a_search(tmp_path):
     from autocompress.search.settings import SearchSettings
     from autocompress.search.study import run_search
     from autocompress.task import TaskOptions
@@ -309,7 +309,7 @@ def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
     assert accuracy(task.teacher, encode(task.tokenizer, task.data.test, 64)) < 1.0  # PyTorch is no oracle
 
 
-def test_trial_observer_errors_are_reported_not_raised():
+def test_hook_autocompress_trial_finished_observer_errors_are_reported_not_raised():
     seen = []
 
     def observer(trial_number, outcome):

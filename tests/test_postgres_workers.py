@@ -82,7 +82,7 @@ def test_three_workers_share_one_study_without_losing_or_duplicating_trials(tiny
     workers = [_worker(tiny_task, tmp_path / f"w{i}", study_name, 12, "--repeats", "5", "--seed", str(i))
                for i in range(3)]
     for worker in workers:
-        _, err = worker.communicate(timeout=600)
+        _, err = worker.communicate()
         assert worker.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name=study_name, storage=URL)
     trials = study.get_trials()
@@ -111,7 +111,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_task, tmp_path, study_
     assert running == [0]
     time.sleep(5)  # longer than the grace period (4 heartbeats)
     survivor = _worker(tiny_task, tmp_path / "survivor", study_name, 8, "--repeats", "5", "--heartbeat", "1")
-    _, err = survivor.communicate(timeout=600)
+    _, err = survivor.communicate()
     assert survivor.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name=study_name, storage=URL)
     by_number = {t.number: t for t in study.get_trials()}

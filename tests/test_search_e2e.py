@@ -101,7 +101,8 @@ class ExplodingPlugin:
         register.add(Exploding)
 
 
-def test_a_failing_technique_fails_its_trial_and_the_search_goes_on(tiny_task, tmp_path):
+def test_hook_autocompress_register_techniques_a_failing_technique_fails_its_trial_and_the_search_goes_on(
+        tiny_task, tmp_path):
     options = {"model": tiny_task / "model", "data": tiny_task / "reviews.csv", "text_column": "sentence",
                "label_column": "polarity", "trials": 8, "out": tmp_path / "run", "repeats": 3, "warmup": 1,
                "no_progress": True, "techniques": ["exploding", "quantization"], "sampler": "random"}

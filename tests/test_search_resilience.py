@@ -109,7 +109,7 @@ def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_s
     worker, log = _start_stalling(_command(tiny_task, out, 50, "--repeats", "5"), tmp_path)
     signalled = time.time()
     os.kill(worker.pid, stop_signal)
-    worker.wait(timeout=60)
+    worker.wait(timeout=stalling_search.STALL_S)  # it stopped on the signal, not after the held trial
     stderr = log.read_text()
     assert worker.returncode == 130, stderr
     storage = f"sqlite:///{out / 'study.db'}"
@@ -170,7 +170,7 @@ def test_a_second_signal_exits_at_once_and_the_study_resumes(tiny_task, tmp_path
     out = tmp_path / "run"
     command = _command(tiny_task, out, 5, "--repeats", "3")
     worker = subprocess.run([sys.executable, "-c", DOUBLE_SIGNAL_SCRIPT, *command], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "SECOND_SIGNAL": second_signal})
+                            text=True, env={**os.environ, "SECOND_SIGNAL": second_signal})
     assert worker.returncode == 130, worker.stderr
     assert "stopped at once; the study is intact" in worker.stderr
     assert not (out / "trials.csv").exists()  # it stopped before writing any result file

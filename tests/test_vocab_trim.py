@@ -37,27 +37,8 @@ class TestVocabTrimContract(TechniqueContract):
     # The embedding lookup is a gather whose cost does not depend on the vocabulary size, and the
     # matrix products (all of the latency) are untouched: only parameters and memory go down.
     reduces_latency = False
-
-    # The kit's generic inputs are random ids below 128, which a trimmed vocabulary no longer has:
-    # these two checks feed each model the training texts tokenized by its own tokenizer instead.
-    def _train_inputs(self, tokenizer, context):
-        return tokenizer(list(context.data.train.texts)[:8], padding=True, return_tensors="pt")
-
-    def test_output_shape_kept(self, tmp_path):
-        for family in self.families:
-            compressed, context = self.apply(tiny_model(family), self.strong_config, tmp_path)
-            with torch.inference_mode():
-                logits = compressed(**self._train_inputs(context.tokenizer, context)).logits
-            assert logits.shape == (8, 2), family
-
-    def test_mild_settings_keep_outputs_close(self, tmp_path):
-        for family in self.families:
-            model = tiny_model(family)
-            original = self.context(model, tmp_path).tokenizer
-            compressed, context = self.apply(copy.deepcopy(model), self.mild_config, tmp_path)
-            before = self.probabilities(model, self._train_inputs(original, context))
-            after = self.probabilities(compressed, self._train_inputs(context.tokenizer, context))
-            assert torch.equal(before, after), family
+    # Text whose words were all in the training texts tokenizes exactly as before: outputs are identical.
+    mild_tolerance = 0.0
 
 
 def _context(model, tmp_path, texts=TRAIN) -> ApplyContext:

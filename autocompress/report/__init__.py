@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from autocompress.errors import MissingPackage
 from autocompress.report import facts
 from autocompress.report.run import RunData, load_run, storage_of_run_dir
 from autocompress.search import results
+from autocompress.technique import Stage
 
 __all__ = ["RunData", "ReportFiles", "load_run", "storage_of_run_dir", "write_report"]
 
@@ -77,29 +81,44 @@ def _table_md(rows: list[dict[str, str]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plotting():
+    """``autocompress.report.plots``; MissingPackage (exit code 2, saying what to install) when the
+    plotting library is not installed, instead of a traceback."""
+    try:
+        from autocompress.report import plots
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "autocompress":
+            raise
+        raise MissingPackage.for_import(exc, "the report's plots") from None
+    return plots
+
+
 def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
     """Render the report of ``run`` into ``out_dir`` (created if needed)."""
     from autocompress.plugin_manager import build_host
-    from autocompress.report import plots
+
+    plots = plotting()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
+    host = host or build_host()
     limits = run.limits
     figures = {
         "accuracy_vs_latency": plots.tradeoff(run, "latency_ms", "latency, median (ms)", limits.max_latency_ms),
         "accuracy_vs_memory": plots.tradeoff(run, "memory_mb", "memory (MB)", limits.max_memory_mb),
         "progress": plots.progress(run),
     }
-    importance_table, importance_png = plots.importances(run)
-    if importance_png is not None:
-        figures["importances"] = importance_png
+    # Training settings cannot change latency or memory: ranked for accuracy only.
+    recovery = {entry.name for entry in host.techniques if entry.cls.stage == Stage.RECOVER}
+    importances = plots.importances(run, recovery)
+    if not importances.table.empty:
+        figures["importances"] = plots.png(plots.importances_figure(importances))
     files = ReportFiles(out_dir / "report.html", out_dir / "report.md")
     for name, png in figures.items():
         files.plots[name] = plot_dir / f"{name}.png"
         files.plots[name].write_bytes(png)
 
-    host = host or build_host()
     sections, files.errors = host.report_sections(run)
     headline, verdict_lines = facts.verdict(run)
     columns = ["trial", "techniques", "accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
@@ -125,11 +144,13 @@ def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
             f"<p>{html.escape(headline)}</p><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines) + "</ul></section>",
             "<h2>Accuracy against latency and memory</h2><div class='grid'>",
-            f"<figure>{_img(figures['accuracy_vs_latency'], 'test accuracy vs latency')}<figcaption>Every measured "
-            "trial; the Pareto front circled, the recommended model starred, the teacher and by-hand baselines "
-            "marked, the limits dashed.</figcaption></figure>",
-            f"<figure>{_img(figures['accuracy_vs_memory'], 'test accuracy vs memory')}<figcaption>The same trials "
-            "against memory (weights + inference working memory).</figcaption></figure></div>",
+            f"<figure>{_img(figures['accuracy_vs_latency'], 'validation accuracy vs latency')}<figcaption>Every "
+            "measured trial by its <b>validation</b> accuracy, the split the accuracy limit and the Pareto front use "
+            "(the table gives test accuracy); the front circled, the recommended model starred, the teacher and "
+            "by-hand baselines marked, the limits dashed (a limit far off the data is marked at the edge)."
+            "</figcaption></figure>",
+            f"<figure>{_img(figures['accuracy_vs_memory'], 'validation accuracy vs memory')}<figcaption>The same "
+            "trials against memory (weights + inference working memory).</figcaption></figure></div>",
             "<h2>Pareto-optimal candidates</h2>",
             _table_html(all_rows, columns, all_classes),
             f"<p class='note'>{html.escape(facts.measurement_note(run))} The highlighted row is the recommended "
@@ -141,11 +162,12 @@ def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
             "<figcaption>Best feasible latency and the "
             f"hypervolume of the feasible set (objectives normalised by the teacher; final {hv:.4f}).</figcaption>"
             "</figure>"]
-    if importance_png is not None:
-        page += ["<h2>What mattered</h2>",
-                 f"<figure class='narrow'>{_img(importance_png, 'parameter importances')}"
-                 "<figcaption>Optuna parameter importances "
-                 "(fANOVA) over the trained trials, per objective.</figcaption></figure>"]
+    page.append("<h2>What mattered</h2>")
+    if "importances" in figures:
+        page.append(f"<figure class='narrow'>{_img(figures['importances'], 'parameter importances')}"
+                    f"<figcaption>{html.escape(importances.note)}</figcaption></figure>")
+    else:
+        page.append(f"<p class='note'>{html.escape(importances.note)}</p>")
     for section in sections:
         page.append(f"<h2>{html.escape(section.title)}</h2>{section.html}")
     for error in files.errors:
@@ -162,10 +184,11 @@ def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
           "![accuracy vs memory](plots/accuracy_vs_memory.png)",
           "", "## Search progress", "", f"Final hypervolume (teacher-normalised): {hv:.4f}", "",
           "![progress](plots/progress.png)", ""]
-    if importance_png is not None:
-        md += ["## What mattered", "", _table_md(
-            [{"parameter": name, **{k: f"{v:.3f}" for k, v in row.items()}}
-             for name, row in importance_table.iterrows()], ["parameter", *importance_table.columns]), ""]
+    md += ["## What mattered", "", importances.note, ""]
+    if "importances" in figures:
+        md += [_table_md([{"parameter": name, **{k: "-" if pd.isna(v) else f"{v:.3f}" for k, v in row.items()}}
+                          for name, row in importances.table.iterrows()], ["parameter", *importances.table.columns]),
+               ""]
     for section in sections:
         md += [f"## {section.title}", "", section.markdown, ""]
     md += ["## Provenance", "", "| | |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |"

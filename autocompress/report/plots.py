@@ -1,8 +1,9 @@
-"""The report's figures as PNG bytes (matplotlib, no display needed).
+"""The report's figures (matplotlib, no display needed): built as figures, saved as PNG bytes.
 
-Each figure answers one question: where are the candidates against the limits (accuracy vs
-latency, accuracy vs memory), did the search keep improving (progress), and which choices
-mattered (importances).
+Each figure answers one question: where are the candidates against the limits (validation
+accuracy vs latency, vs memory), did the search keep improving (progress), and which choices
+mattered (importances). The ``*_figure`` functions return the matplotlib figure, so tests can
+check what is drawn (axis ranges, lines, labels) rather than pixels.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -18,14 +21,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from autocompress.report.run import RunData  # noqa: E402
 from autocompress.search import results  # noqa: E402
 
-FEASIBLE, INFEASIBLE, REJECTED, FRONT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c"
+FEASIBLE, INFEASIBLE, REJECTED, FRONT, LIMIT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c", "#d62728"
+#: The accuracy the trade-off plots show: the split the accuracy limit and the Pareto front use.
+ACCURACY = "val_accuracy"
+ACCURACY_LABEL = "validation accuracy (the split the limit and the front use)"
+#: A limit further than this factor beyond the data (or below it) is marked at the axis edge
+#: instead of stretching the axis: drawn to scale, it would squeeze every point into one column.
+OFF_SCALE = 1.5
+#: Parameter importances need this many trained trials; with fewer they rank noise.
+MIN_TRAINED_FOR_IMPORTANCES = 8
 
 
-def _png(figure: plt.Figure) -> bytes:
+def png(figure: plt.Figure) -> bytes:
+    """The figure as PNG bytes (and closed)."""
     buffer = io.BytesIO()
     # No metadata: the PNG must not carry any URL (the page is checked to hold none).
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
@@ -37,8 +50,19 @@ def _finite(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def tradeoff(run: RunData, x: str, label: str, limit: float | None) -> bytes:
-    """Test accuracy against ``x`` (latency_ms or memory_mb) for every measured trial."""
+def limit_placement(limit: float, values: Collection[float]) -> str:
+    """Where a limit goes on an axis showing ``values``: "in range" (drawn at its value), or
+    "above"/"below" (off scale: marked at that edge, the axis kept to the data)."""
+    low, high = min(values), max(values)
+    if limit > OFF_SCALE * high:
+        return "above"
+    if limit < low / OFF_SCALE:
+        return "below"
+    return "in range"
+
+
+def tradeoff_figure(run: RunData, x: str, label: str, limit: float | None) -> plt.Figure:
+    """Validation accuracy against ``x`` (latency_ms or memory_mb) for every measured trial."""
     frame = run.frame[run.frame[x].notna()]
     complete = frame[frame["ended"] == "complete"]
     feasible = complete[complete["feasible"]]
@@ -46,45 +70,57 @@ def tradeoff(run: RunData, x: str, label: str, limit: float | None) -> bytes:
     rejected = frame[frame["ended"] == "infeasible-before-training"]
     front = run.front
     base = run.baseline
+    references = [r for r in run.references if _finite(r.get(x)) and _finite(r.get(ACCURACY))]
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    accuracies = [base["accuracy"], *complete["accuracy"].dropna()]
+    accuracies = [base[ACCURACY], *complete[ACCURACY].dropna(), *(r[ACCURACY] for r in references)]
     floor = min(accuracies) - 0.02
-    axes.scatter(infeasible[x], infeasible["accuracy"], marker="x", color=INFEASIBLE, label="misses a limit")
-    axes.scatter(feasible[x], feasible["accuracy"], color=FEASIBLE, alpha=0.7, label="meets the limits")
+    axes.scatter(infeasible[x], infeasible[ACCURACY], marker="x", color=INFEASIBLE, label="misses a limit")
+    axes.scatter(feasible[x], feasible[ACCURACY], color=FEASIBLE, alpha=0.7, label="meets the limits")
     axes.scatter(rejected[x], [floor] * len(rejected), marker="|", s=120, color=REJECTED,
                  label="rejected before training (no accuracy)")
     if not front.empty:
         ordered = front.sort_values(x)
-        axes.plot(ordered[x], ordered["accuracy"], color=FRONT, lw=1, alpha=0.6)
-        axes.scatter(ordered[x], ordered["accuracy"], s=70, facecolors="none", edgecolors=FRONT, lw=1.5,
+        axes.plot(ordered[x], ordered[ACCURACY], color=FRONT, lw=1, alpha=0.6)
+        axes.scatter(ordered[x], ordered[ACCURACY], s=70, facecolors="none", edgecolors=FRONT, lw=1.5,
                      label="Pareto front")
         for _, row in ordered.iterrows():
-            axes.annotate(f"#{int(row['number'])}", (row[x], row["accuracy"]), textcoords="offset points",
+            axes.annotate(f"#{int(row['number'])}", (row[x], row[ACCURACY]), textcoords="offset points",
                           xytext=(4, 4), fontsize=7, color=FRONT)
     best = run.recommended
     if best is not None:
-        axes.scatter([best[x]], [best["accuracy"]], marker="*", s=260, color="#d62728", zorder=5,
+        axes.scatter([best[x]], [best[ACCURACY]], marker="*", s=260, color=LIMIT, zorder=5,
                      label=f"recommended #{int(best['number'])}")
-    axes.scatter([base[x]], [base["accuracy"]], marker="D", s=70, color="black", zorder=5, label="teacher")
-    shown = [r for r in run.references if _finite(r.get(x)) and _finite(r.get("accuracy"))]
-    for ref, marker in zip(shown, "svP^<>p", strict=False):
-        axes.scatter([ref[x]], [ref["accuracy"]], marker=marker, s=55, color="#8c564b", zorder=4,
+    axes.scatter([base[x]], [base[ACCURACY]], marker="D", s=70, color="black", zorder=5, label="teacher")
+    for ref, marker in zip(references, "svP^<>p", strict=False):
+        axes.scatter([ref[x]], [ref[ACCURACY]], marker=marker, s=55, color="#8c564b", zorder=4,
                      label=f"by hand: {ref['name']}")
     if limit is not None:
-        axes.axvline(limit, color="#d62728", ls="--", lw=1, label=f"limit {limit:g}")
+        values = [base[x], *frame[x], *(r[x] for r in references)]
+        placement = limit_placement(limit, values)
+        if placement == "in range":
+            axes.axvline(limit, color=LIMIT, ls="--", lw=1, label=f"limit {limit:g}")
+        else:  # an arrow at the edge, pointing to where the limit lies; the axis stays on the data
+            right = placement == "above"
+            axes.annotate(f"limit {limit:g} {'→' if right else '←'}", xy=(1.0 if right else 0.0, 0.5),
+                          xycoords="axes fraction", ha="right" if right else "left", va="center", fontsize=8,
+                          color=LIMIT, rotation=90, gid="off-scale-limit")
     if run.limits.max_accuracy_drop is not None:
-        axes.axhline(base["accuracy"] - run.limits.max_accuracy_drop, color="#7f7f7f", ls=":", lw=1,
-                     label="teacher accuracy - allowed drop")
+        axes.axhline(base[ACCURACY] - run.limits.max_accuracy_drop, color="#7f7f7f", ls=":", lw=1,
+                     label="teacher's validation accuracy − allowed drop (the limit)")
     axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy")
+    axes.set_ylabel(ACCURACY_LABEL, fontsize=8)
     axes.grid(alpha=0.25)
     # Below the axes, never over the points.
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    return _png(figure)
+    return figure
 
 
-def progress(run: RunData) -> bytes:
+def tradeoff(run: RunData, x: str, label: str, limit: float | None) -> bytes:
+    return png(tradeoff_figure(run, x, label, limit))
+
+
+def progress_figure(run: RunData) -> plt.Figure:
     """Best feasible latency and normalised hypervolume after each trial."""
     frame = run.frame
     history = results.hypervolume_history(frame, run.baseline)
@@ -96,16 +132,20 @@ def progress(run: RunData) -> bytes:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.2))
     left.plot(frame["number"], best, drawstyle="steps-post", color=FEASIBLE)
     left.axhline(run.baseline["latency_ms"], color="black", ls=":", lw=1, label="teacher")
-    left.set_xlabel("trial")
     left.set_ylabel("best feasible latency (ms)")
     left.legend(fontsize=7)
-    left.grid(alpha=0.25)
     right.plot(history["number"], history["hypervolume"], drawstyle="steps-post", color=FRONT)
-    right.set_xlabel("trial")
     right.set_ylabel("hypervolume (teacher-normalised)")
-    right.grid(alpha=0.25)
+    for axes in (left, right):
+        axes.set_xlabel("trial")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
+        axes.grid(alpha=0.25)
     figure.tight_layout()
-    return _png(figure)
+    return figure
+
+
+def progress(run: RunData) -> bytes:
+    return png(progress_figure(run))
 
 
 def completed_study(run: RunData) -> optuna.Study:
@@ -122,32 +162,67 @@ def completed_study(run: RunData) -> optuna.Study:
     return study
 
 
-OBJECTIVE_NAMES = ("accuracy", "latency", "memory")
+#: (column, objective index, sign that makes lower better: PED-ANOVA ranks what leads to low values).
+OBJECTIVES = (("accuracy", 0, -1.0), ("latency", 1, 1.0), ("memory", 2, 1.0))
 
 
-def importances(run: RunData) -> tuple[pd.DataFrame, bytes | None]:
-    """Optuna's parameter importances (fANOVA) for each objective; empty when too few trials."""
+def technique_of(param: str) -> set[str]:
+    """The technique name(s) a trial parameter belongs to: ``use.a|b`` -> {a, b}, ``a.field`` -> {a}."""
+    if param.startswith("use."):
+        return set(param[len("use."):].split("|"))
+    return {param.split(".", 1)[0]}
+
+
+@dataclass(frozen=True)
+class Importances:
+    """Parameter importances per objective, or why there are none."""
+
+    table: pd.DataFrame  #: parameter x objective; NaN where a parameter is not ranked for an objective
+    trained: int  #: trained (complete) trials they were computed from
+    note: str  #: what they are computed from and what is left out, or why they are hidden
+
+
+def importances(run: RunData, recovery: Collection[str] = ()) -> Importances:
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA) per objective, over the
+    trained trials; none below ``MIN_TRAINED_FOR_IMPORTANCES`` of them. Parameters of the
+    ``recovery`` techniques (training settings) are ranked for accuracy only: they cannot change
+    latency or memory."""
+    trained = int((run.frame["ended"] == "complete").sum())
+    if trained < MIN_TRAINED_FOR_IMPORTANCES:
+        return Importances(pd.DataFrame(), trained, f"Parameter importances appear once {MIN_TRAINED_FOR_IMPORTANCES} "
+                           f"trials have been trained ({trained} so far): from fewer they would rank noise.")
     study = completed_study(run)
+    names = sorted({name for trial in study.trials for name in trial.params})
     columns = {}
-    for index, name in enumerate(OBJECTIVE_NAMES):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                columns[name] = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=index: t.values[i])
-        except (ValueError, RuntimeError):  # fewer than two trials, or no parameter varies
-            return pd.DataFrame(), None
-    table = pd.DataFrame(columns).fillna(0.0)
-    if table.empty:
-        return table, None
+    for column, index, sign in OBJECTIVES:
+        params = names if index == 0 else [p for p in names if not technique_of(p) <= set(recovery)]
+        if not params:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "computes importances for low target values": negated above
+            columns[column] = optuna.importance.get_param_importances(
+                study, params=params, target=lambda t, i=index, s=sign: s * t.values[i])
+    table = pd.DataFrame(columns, columns=[c for c, _, _ in OBJECTIVES])
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index][:12]
+    left_out = sorted(p for p in names if technique_of(p) <= set(recovery))
+    note = (f"Optuna's parameter importances (PED-ANOVA, its default) over the {trained} trained trials, per "
+            "objective.")
+    if left_out:
+        note += (f" Recovery-stage parameters ({', '.join(left_out)}) are ranked for accuracy only: training "
+                 "changes no shape, so they cannot change latency or memory.")
+    return Importances(table, trained, note)
+
+
+def importances_figure(found: Importances) -> plt.Figure:
+    table = found.table
     figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(table) + 1.2))
-    height = 0.8 / len(OBJECTIVE_NAMES)
+    height = 0.8 / len(table.columns)
     positions = range(len(table))
-    for index, name in enumerate(OBJECTIVE_NAMES):
-        axes.barh([p + index * height for p in positions], table[name], height=height, label=name)
+    for index, name in enumerate(table.columns):
+        axes.barh([p + index * height for p in positions], table[name].fillna(0.0), height=height,
+                  label=name if table[name].notna().any() else f"{name} (not ranked)")
     axes.set_yticks([p + height for p in positions], table.index, fontsize=7)
     axes.invert_yaxis()
-    axes.set_xlabel("importance (fANOVA, normalised per objective)")
+    axes.set_xlabel("importance (PED-ANOVA, normalised per objective)")
     axes.legend(fontsize=7)
-    return table, _png(figure)
+    return figure

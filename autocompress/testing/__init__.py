@@ -10,17 +10,23 @@ Third-party technique authors subclass ``TechniqueContract`` in their own tests:
         strong_config = {"strength": 0.5}
         bad_configs = [{"strength": -1}]
 
-pytest then runs every contract check on tiny BERT and DistilBERT models built from configs.
+pytest then runs every contract check on tiny models of every family the built-in architecture
+adapters claim (BERT, RoBERTa, ELECTRA, XLM-R, DistilBERT), built from configs. docs/plugins.md
+("Testing with the contract kit") describes each check and attribute.
 """
 
 from autocompress.testing.contract import TechniqueContract
 from autocompress.testing.tiny import (
+    FAMILIES,
     synthetic_sentiment,
+    text_inputs,
     tiny_model,
     tiny_tokenizer,
+    trained_tiny_model,
+    varied_inputs,
     write_tiny_checkpoint,
     write_tiny_task,
 )
 
-__all__ = ["TechniqueContract", "synthetic_sentiment", "tiny_model", "tiny_tokenizer", "write_tiny_checkpoint",
-           "write_tiny_task"]
+__all__ = ["FAMILIES", "TechniqueContract", "synthetic_sentiment", "text_inputs", "tiny_model", "tiny_tokenizer",
+           "trained_tiny_model", "varied_inputs", "write_tiny_checkpoint", "write_tiny_task"]

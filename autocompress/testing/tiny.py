@@ -1,18 +1,32 @@
-"""Tiny models, tokenizers and data built from configs (no downloads), for fast tests."""
+"""Tiny models, tokenizers, inputs and data built from configs (no downloads), for fast tests.
+
+Trained tiny models are trained once per process and family (``trained_tiny_model``) and handed
+out as copies, so a whole test session pays for each family's training once.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 import random
+import tempfile
 from pathlib import Path
 
 import torch
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD_ID, CLS_ID, SEP_ID = 0, 2, 3
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun", "bright", "warm"]
 NEGATIVE = ["bad", "awful", "dull", "poor", "boring", "weak", "grim", "cold"]
 NEUTRAL = ["the", "a", "movie", "film", "plot", "cast", "was", "is", "very", "quite", "story", "scene",
            "ending", "music", "and", "but", "this", "it", "really", "so"]
 WORDS = POSITIVE + NEGATIVE + NEUTRAL
+#: Every model family the built-in architecture adapters claim, as ``tiny_model`` names them.
+FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert")
+#: How ``trained_tiny_model`` trains: steps of 32 examples of ``synthetic_sentiment`` at this rate.
+TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
+#: Held-out accuracy a trained tiny model must reach; below it, training went wrong.
+TRAINED_ACCURACY = 0.9
 
 
 def tiny_tokenizer(directory: Path):
@@ -28,32 +42,31 @@ def tiny_tokenizer(directory: Path):
 
 def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128, layers: int = 2,
                hidden: int = 64, heads: int = 4, ffn: int = 128, seed: int = 0):
-    """A randomly initialised sequence classifier of the given family, small enough for unit tests."""
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        DistilBertConfig,
-        DistilBertForSequenceClassification,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-    )
+    """A randomly initialised sequence classifier of the given family (one of ``FAMILIES``), small
+    enough for unit tests. Token ids 0/2/3 are padding/[CLS]/[SEP] in every family, as in
+    ``tiny_tokenizer``; ELECTRA keeps its own layout (embeddings narrower than the hidden size)."""
+    import transformers as tf
 
     torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=ffn, num_labels=num_labels)
     if family == "bert":
-        config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                            num_attention_heads=heads, intermediate_size=ffn, num_labels=num_labels,
-                            max_position_embeddings=128)
-        return BertForSequenceClassification(config).eval()
-    if family == "roberta":
-        config = RobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                               num_attention_heads=heads, intermediate_size=ffn, num_labels=num_labels,
-                               max_position_embeddings=130, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-        return RobertaForSequenceClassification(config).eval()
+        return tf.BertForSequenceClassification(tf.BertConfig(**common, max_position_embeddings=128)).eval()
+    if family in ("roberta", "xlm-roberta"):
+        # Position ids start after the padding index, hence 128 + 2 positions.
+        config_class, model_class = ((tf.RobertaConfig, tf.RobertaForSequenceClassification) if family == "roberta"
+                                     else (tf.XLMRobertaConfig, tf.XLMRobertaForSequenceClassification))
+        config = config_class(**common, max_position_embeddings=130, pad_token_id=PAD_ID, bos_token_id=CLS_ID,
+                              eos_token_id=SEP_ID)
+        return model_class(config).eval()
+    if family == "electra":
+        config = tf.ElectraConfig(**common, embedding_size=hidden * 3 // 4, max_position_embeddings=128)
+        return tf.ElectraForSequenceClassification(config).eval()
     if family == "distilbert":
-        config = DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
-                                  hidden_dim=ffn, num_labels=num_labels, max_position_embeddings=128)
-        return DistilBertForSequenceClassification(config).eval()
-    raise ValueError(f"unknown family {family!r} (bert, roberta, distilbert)")
+        config = tf.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
+                                     hidden_dim=ffn, num_labels=num_labels, max_position_embeddings=128)
+        return tf.DistilBertForSequenceClassification(config).eval()
+    raise ValueError(f"unknown family {family!r} ({', '.join(FAMILIES)})")
 
 
 def synthetic_sentiment(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -69,20 +82,82 @@ def synthetic_sentiment(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def write_tiny_checkpoint(directory: Path, train_steps: int = 60, seed: int = 0, family: str = "bert") -> Path:
-    """A tiny fine-tuned classifier checkpoint (safetensors) that separates ``synthetic_sentiment``."""
-    from autocompress.data import TextDataset
-    from autocompress.training import encode, fine_tune
+def varied_inputs(vocab_size: int, batch_size: int = 8, max_length: int = 24, seed: int = 0,
+                  pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
+    """A padded batch for checks that compare two models' outputs: ``batch_size`` rows of different
+    lengths (4 up to ``max_length``), each [CLS] ids [SEP] then padding (attention mask 0), the ids
+    drawn without repeats from all non-special ids of the vocabulary until it is used up, so most
+    rows of the embedding table take part. (``autocompress.measure.dummy_inputs`` is for timing:
+    full rows, and values that do not matter.)"""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.linspace(4, max(4, max_length), batch_size).round().long().tolist()
+    first = len(SPECIALS) if vocab_size > len(SPECIALS) + 1 else 0
+    pool: list[int] = []
+    ids = torch.full((batch_size, max(lengths)), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        body = []
+        while len(body) < length - 2:
+            if not pool:
+                pool = (torch.randperm(vocab_size - first, generator=generator) + first).tolist()
+            body.append(pool.pop())
+        ids[row, :length] = torch.tensor([CLS_ID, *body, SEP_ID])
+        mask[row, :length] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
-    tokenizer = tiny_tokenizer(directory)
+
+def text_inputs(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    """``texts`` as ``tokenizer`` encodes them for a model: padded to the longest, with the mask
+    (no token type ids, which DistilBERT does not take)."""
+    return dict(tokenizer(list(texts), padding=True, return_tensors="pt", return_token_type_ids=False))
+
+
+@functools.cache
+def _trained_state(family: str, seed: int, train_steps: int) -> tuple[dict[str, torch.Tensor], float]:
+    from autocompress.data import TextDataset
+    from autocompress.measure import thread_count
+    from autocompress.training import accuracy, encode, fine_tune
+
+    with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as tmp:
+        tokenizer = tiny_tokenizer(Path(tmp))
     model = tiny_model(family, seed=seed)
     texts, labels = synthetic_sentiment(400, seed=seed + 1)
     # Label ids follow autocompress.data.encode_labels: sorted names, so neg=0, pos=1.
     dataset = TextDataset(texts, [1 if label == "pos" else 0 for label in labels])
-    fine_tune(model, encode(tokenizer, dataset, 32), epochs=train_steps * 32 / len(dataset),
-              learning_rate=3e-3, batch_size=32, seed=seed)
+    held_out_texts, held_out_labels = synthetic_sentiment(200, seed=seed + 1000)
+    held_out = TextDataset(held_out_texts, [1 if label == "pos" else 0 for label in held_out_labels])
+    # One thread: a model this small gains nothing from two, and on a busy machine two threads
+    # contend with every other process (ten times slower here).
+    with thread_count(1):
+        fine_tune(model, encode(tokenizer, dataset, 32), epochs=train_steps * 32 / len(dataset),
+                  learning_rate=TRAIN_LEARNING_RATE, batch_size=32, seed=seed)
+        held_out_accuracy = accuracy(model, encode(tokenizer, held_out, 32))
     model.config.id2label = {0: "neg", 1: "pos"}
     model.config.label2id = {"neg": 0, "pos": 1}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, held_out_accuracy
+
+
+def trained_tiny_model(family: str = "bert", seed: int = 0, train_steps: int = TRAIN_STEPS):
+    """``tiny_model(family)`` fine-tuned on ``synthetic_sentiment`` (labels neg=0, pos=1), so its
+    outputs depend on its weights. Trained once per process and arguments; each call returns a
+    fresh copy. Raises RuntimeError when the training did not reach ``TRAINED_ACCURACY`` on
+    held-out sentences (with the default ``train_steps``)."""
+    state, held_out_accuracy = _trained_state(family, seed, train_steps)
+    if train_steps >= TRAIN_STEPS and held_out_accuracy < TRAINED_ACCURACY:
+        raise RuntimeError(f"tiny {family} model: held-out accuracy {held_out_accuracy:.3f} after {train_steps} "
+                           f"training steps, below {TRAINED_ACCURACY}")
+    model = tiny_model(family, seed=seed)
+    model.load_state_dict(copy.deepcopy(state))
+    model.config.id2label = {0: "neg", 1: "pos"}
+    model.config.label2id = {"neg": 0, "pos": 1}
+    return model.eval()
+
+
+def write_tiny_checkpoint(directory: Path, train_steps: int = TRAIN_STEPS, seed: int = 0, family: str = "bert") -> Path:
+    """A tiny fine-tuned classifier checkpoint (safetensors) that separates ``synthetic_sentiment``
+    (``trained_tiny_model``: trained once per process, written anew each call)."""
+    tokenizer = tiny_tokenizer(directory)
+    model = trained_tiny_model(family, seed=seed, train_steps=train_steps)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
