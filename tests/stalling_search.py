@@ -14,7 +14,7 @@ from pathlib import Path
 from autocompress import cli
 from autocompress.search import objective
 
-run_trial = objective.Objective._run
+run_trial = objective.InProcess.evaluate
 
 
 def stall(self, trial, plan):
@@ -41,5 +41,5 @@ def wait_until_held(process: subprocess.Popen, marker: Path, timeout_s: float = 
 
 
 if __name__ == "__main__":
-    objective.Objective._run = stall
+    objective.InProcess.evaluate = stall
     sys.exit(cli.main(sys.argv[1:]))

@@ -17,7 +17,7 @@ def test_demo_search_on_the_real_model_and_data(tmp_path):
     assert main(args) in (0, 5)
     pareto = json.loads((out / "pareto.json").read_text())
     baseline = pareto["baseline"]
-    assert baseline["accuracy"] > 0.6  # 1,200 sentences, one epoch (~0.68): clearly better than chance (0.5)
+    assert baseline["test_accuracy"] > 0.6  # 1,200 sentences, one epoch (~0.68): clearly better than chance (0.5)
     assert baseline["parameters"] > 22_000_000
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials["state"]) <= {"COMPLETE", "FAIL", "PRUNED"}

@@ -277,8 +277,8 @@ class _InMemoryTask(TaskProvider):
 
 
 def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
+    from autocompress.search import run_search
     from autocompress.search.settings import SearchSettings
-    from autocompress.search.study import run_search
     from autocompress.task import TaskOptions
 
     plugin = _plugin(autocompress_register_targets=lambda register: register.add(_CountingTarget),
@@ -302,9 +302,9 @@ def test_hook_autocompress_register_targets_and_tasks_drive_a_search(tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["target"] == "counting" and run["task"] == "in_memory"
     # Accuracy is scored on the target's runtime (here an oracle), the baseline's included.
-    assert (run["baseline"]["val_accuracy"], run["baseline"]["accuracy"]) == (1.0, 1.0)
+    assert (run["baseline"]["val_accuracy"], run["baseline"]["test_accuracy"]) == (1.0, 1.0)
     complete = trials[trials["state"] == "COMPLETE"]
-    assert len(complete) >= 1 and (complete["accuracy"] == 1.0).all() and (complete["val_accuracy"] == 1.0).all()
+    assert len(complete) >= 1 and (complete["test_accuracy"] == 1.0).all() and (complete["val_accuracy"] == 1.0).all()
     task = _InMemoryTask(TaskOptions(cache_dir=tmp_path / "tok")).load()
     assert accuracy(task.teacher, encode(task.tokenizer, task.data.test, 64)) < 1.0  # PyTorch is no oracle
 

@@ -20,7 +20,8 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from autocompress.report.run import RunData  # noqa: E402
-from autocompress.search import results  # noqa: E402
+from autocompress.study import results  # noqa: E402
+from autocompress.study.record import DIRECTIONS, OBJECTIVES, TEST_ACCURACY, Ended  # noqa: E402
 
 FEASIBLE, INFEASIBLE, REJECTED, FRONT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c"
 
@@ -40,41 +41,41 @@ def _finite(value: Any) -> bool:
 def tradeoff(run: RunData, x: str, label: str, limit: float | None) -> bytes:
     """Test accuracy against ``x`` (latency_ms or memory_mb) for every measured trial."""
     frame = run.frame[run.frame[x].notna()]
-    complete = frame[frame["ended"] == "complete"]
+    complete = frame[frame["ended"] == Ended.COMPLETE.value]
     feasible = complete[complete["feasible"]]
     infeasible = complete[~complete["feasible"]]
-    rejected = frame[frame["ended"] == "infeasible-before-training"]
+    rejected = frame[frame["ended"] == Ended.INFEASIBLE.value]
     front = run.front
     base = run.baseline
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    accuracies = [base["accuracy"], *complete["accuracy"].dropna()]
+    accuracies = [base[TEST_ACCURACY], *complete[TEST_ACCURACY].dropna()]
     floor = min(accuracies) - 0.02
-    axes.scatter(infeasible[x], infeasible["accuracy"], marker="x", color=INFEASIBLE, label="misses a limit")
-    axes.scatter(feasible[x], feasible["accuracy"], color=FEASIBLE, alpha=0.7, label="meets the limits")
+    axes.scatter(infeasible[x], infeasible[TEST_ACCURACY], marker="x", color=INFEASIBLE, label="misses a limit")
+    axes.scatter(feasible[x], feasible[TEST_ACCURACY], color=FEASIBLE, alpha=0.7, label="meets the limits")
     axes.scatter(rejected[x], [floor] * len(rejected), marker="|", s=120, color=REJECTED,
                  label="rejected before training (no accuracy)")
     if not front.empty:
         ordered = front.sort_values(x)
-        axes.plot(ordered[x], ordered["accuracy"], color=FRONT, lw=1, alpha=0.6)
-        axes.scatter(ordered[x], ordered["accuracy"], s=70, facecolors="none", edgecolors=FRONT, lw=1.5,
+        axes.plot(ordered[x], ordered[TEST_ACCURACY], color=FRONT, lw=1, alpha=0.6)
+        axes.scatter(ordered[x], ordered[TEST_ACCURACY], s=70, facecolors="none", edgecolors=FRONT, lw=1.5,
                      label="Pareto front")
         for _, row in ordered.iterrows():
-            axes.annotate(f"#{int(row['number'])}", (row[x], row["accuracy"]), textcoords="offset points",
+            axes.annotate(f"#{int(row['number'])}", (row[x], row[TEST_ACCURACY]), textcoords="offset points",
                           xytext=(4, 4), fontsize=7, color=FRONT)
     best = run.recommended
     if best is not None:
-        axes.scatter([best[x]], [best["accuracy"]], marker="*", s=260, color="#d62728", zorder=5,
+        axes.scatter([best[x]], [best[TEST_ACCURACY]], marker="*", s=260, color="#d62728", zorder=5,
                      label=f"recommended #{int(best['number'])}")
-    axes.scatter([base[x]], [base["accuracy"]], marker="D", s=70, color="black", zorder=5, label="teacher")
-    shown = [r for r in run.references if _finite(r.get(x)) and _finite(r.get("accuracy"))]
+    axes.scatter([base[x]], [base[TEST_ACCURACY]], marker="D", s=70, color="black", zorder=5, label="teacher")
+    shown = [r for r in run.references if _finite(r.get(x)) and _finite(r.get(TEST_ACCURACY))]
     for ref, marker in zip(shown, "svP^<>p", strict=False):
-        axes.scatter([ref[x]], [ref["accuracy"]], marker=marker, s=55, color="#8c564b", zorder=4,
+        axes.scatter([ref[x]], [ref[TEST_ACCURACY]], marker=marker, s=55, color="#8c564b", zorder=4,
                      label=f"by hand: {ref['name']}")
     if limit is not None:
         axes.axvline(limit, color="#d62728", ls="--", lw=1, label=f"limit {limit:g}")
     if run.limits.max_accuracy_drop is not None:
-        axes.axhline(base["accuracy"] - run.limits.max_accuracy_drop, color="#7f7f7f", ls=":", lw=1,
+        axes.axhline(base[TEST_ACCURACY] - run.limits.max_accuracy_drop, color="#7f7f7f", ls=":", lw=1,
                      label="teacher accuracy - allowed drop")
     axes.set_xlabel(label)
     axes.set_ylabel("test accuracy")
@@ -114,22 +115,19 @@ def completed_study(run: RunData) -> optuna.Study:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        study = optuna.create_study(directions=list(DIRECTIONS))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    done = set(run.frame[run.frame["ended"] == "complete"]["number"])
+    done = set(run.frame[run.frame["ended"] == Ended.COMPLETE.value]["number"])
     study.add_trials([t for t in run.study.get_trials(deepcopy=False) if t.number in done])
     return study
-
-
-OBJECTIVE_NAMES = ("accuracy", "latency", "memory")
 
 
 def importances(run: RunData) -> tuple[pd.DataFrame, bytes | None]:
     """Optuna's parameter importances (fANOVA) for each objective; empty when too few trials."""
     study = completed_study(run)
     columns = {}
-    for index, name in enumerate(OBJECTIVE_NAMES):
+    for index, name in enumerate(o.label for o in OBJECTIVES):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -142,9 +140,9 @@ def importances(run: RunData) -> tuple[pd.DataFrame, bytes | None]:
         return table, None
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index][:12]
     figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(table) + 1.2))
-    height = 0.8 / len(OBJECTIVE_NAMES)
+    height = 0.8 / len(table.columns)
     positions = range(len(table))
-    for index, name in enumerate(OBJECTIVE_NAMES):
+    for index, name in enumerate(table.columns):
         axes.barh([p + index * height for p in positions], table[name], height=height, label=name)
     axes.set_yticks([p + height for p in positions], table.index, fontsize=7)
     axes.invert_yaxis()

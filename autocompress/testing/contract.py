@@ -17,7 +17,7 @@ from autocompress.errors import InputError
 from autocompress.measure import dummy_inputs, model_bytes, parameter_count, time_forward
 from autocompress.model_io import load_pretrained, save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.search.objective import suggest
+from autocompress.search.sampling import suggest
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
 from autocompress.testing.tiny import synthetic_sentiment, tiny_model, tiny_tokenizer
 
