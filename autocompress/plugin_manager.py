@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -88,7 +88,7 @@ class Host:
     def trial_finished(self, trial_number: int, outcome: dict[str, Any], run_dir: Path | None = None) -> list[str]:
         """Tell every observer; an observer that raises is reported, never fatal. Returns the errors."""
         errors = []
-        for plugin, call in each_plugin(self.pm, self.pm.hook.autocompress_trial_finished):
+        for plugin, call in each_plugin(self.pm.hook.autocompress_trial_finished):
             try:
                 call(trial_number=trial_number, outcome=outcome, run_dir=run_dir)
             except Exception as exc:
@@ -98,7 +98,7 @@ class Host:
     def report_sections(self, run: Any) -> tuple[list[Any], list[str]]:
         """Sections from every report plugin, ordered; a plugin that raises is reported by name."""
         sections, errors = [], []
-        for plugin, call in each_plugin(self.pm, self.pm.hook.autocompress_report_sections):
+        for plugin, call in each_plugin(self.pm.hook.autocompress_report_sections):
             try:
                 for result in call(run=run):
                     sections.extend(result or [])
@@ -107,16 +107,26 @@ class Host:
         return sorted(sections, key=lambda s: s.order), errors
 
 
-def each_plugin(pm: pluggy.PluginManager, hook: pluggy.HookCaller) -> Iterator[tuple[str, pluggy.HookCaller]]:
-    """(plugin name, caller) for each plugin implementing ``hook``, in the order pluggy calls them
-    (``tryfirst``/``trylast`` honoured). Each caller is pluggy's own, restricted to that plugin's
-    implementation and every wrapper: calling plugins one at a time lets the host report a plugin
-    that raises and go on with the others, while hook wrappers, ordering and tracing still work
-    (a wrapper sees one call per implementing plugin)."""
-    plain = [impl for impl in reversed(hook.get_hookimpls()) if not (impl.wrapper or impl.hookwrapper)]
-    for impl in plain:
-        others = [other.plugin for other in plain if other is not impl]
-        yield impl.plugin_name, pm.subset_hook_caller(hook.name, others)
+def each_plugin(hook: pluggy.HookCaller) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """(plugin name, call) for each plugin implementing ``hook``, in the order pluggy calls them
+    (``tryfirst``/``trylast`` honoured). ``call(**kwargs)`` runs pluggy's own hook execution on that
+    plugin's implementation and every wrapper, and returns what calling the hook would:
+    calling plugins one at a time lets the host report a plugin that raises and go on with the
+    others, while hook wrappers, ordering and tracing (``add_hookcall_monitoring``) still work; a
+    wrapper sees one call per implementing plugin."""
+    impls = hook.get_hookimpls()
+    firstresult = bool(hook.spec and hook.spec.opts.get("firstresult"))
+    for impl in reversed(impls):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        # The implementation and the wrappers, in pluggy's order. Selected by the implementation itself:
+        # pm.subset_hook_caller would hash the plugin objects, and a plugin need not be hashable.
+        selected = [other for other in impls if other is impl or other.wrapper or other.hookwrapper]
+
+        def call(selected: list[pluggy.HookImpl] = selected, **kwargs: Any) -> Any:
+            return hook._hookexec(hook.name, selected, kwargs, firstresult)
+
+        yield impl.plugin_name, call
 
 
 def _distribution_label(ep: Any) -> str:
@@ -231,7 +241,7 @@ def _collect(host: Host) -> None:
         (host.pm.hook.autocompress_register_techniques, host.techniques, validate_technique_class),
     )
     for hook, registry, validate in hooks:
-        for plugin, call in each_plugin(host.pm, hook):
+        for plugin, call in each_plugin(hook):
             info = host.plugin(plugin)
             provenance = Provenance(info.name, info.distribution)
             before = set(registry.names())

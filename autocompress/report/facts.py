@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from autocompress.report.run import RunData
-from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
+from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def outcome_rows(run: RunData) -> list[tuple[str, int, str, str]]:
     """(how it ended, count, meaning, most common reasons) per way a trial can end."""
     rows = []
     for ended, count in sorted(run.ended_counts().items(), key=lambda kv: -kv[1]):
-        reasons = run.frame[run.frame["ended"] == ended]["reason"].fillna("").astype(str)
+        reasons = run.frame[run.frame[ENDED] == ended][REASON].fillna("").astype(str)
         reasons = reasons[reasons != ""]
         top = "; ".join(f"{r} (×{n})" if n > 1 else r for r, n in reasons.value_counts().head(3).items())
         rows.append((ended, count, _meaning(ended), top))

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from autocompress.report.run import RunData  # noqa: E402
 from autocompress.study import results  # noqa: E402
-from autocompress.study.record import DIRECTIONS, OBJECTIVES, TEST_ACCURACY, Ended  # noqa: E402
+from autocompress.study.record import DIRECTIONS, ENDED, OBJECTIVES, TEST_ACCURACY, Ended  # noqa: E402
 
 FEASIBLE, INFEASIBLE, REJECTED, FRONT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c"
 
@@ -41,10 +41,10 @@ def _finite(value: Any) -> bool:
 def tradeoff(run: RunData, x: str, label: str, limit: float | None) -> bytes:
     """Test accuracy against ``x`` (latency_ms or memory_mb) for every measured trial."""
     frame = run.frame[run.frame[x].notna()]
-    complete = frame[frame["ended"] == Ended.COMPLETE.value]
+    complete = frame[frame[ENDED] == Ended.COMPLETE.value]
     feasible = complete[complete["feasible"]]
     infeasible = complete[~complete["feasible"]]
-    rejected = frame[frame["ended"] == Ended.INFEASIBLE.value]
+    rejected = frame[frame[ENDED] == Ended.INFEASIBLE.value]
     front = run.front
     base = run.baseline
 
@@ -118,7 +118,7 @@ def completed_study(run: RunData) -> optuna.Study:
         study = optuna.create_study(directions=list(DIRECTIONS))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    done = set(run.frame[run.frame["ended"] == Ended.COMPLETE.value]["number"])
+    done = set(run.frame[run.frame[ENDED] == Ended.COMPLETE.value]["number"])
     study.add_trials([t for t in run.study.get_trials(deepcopy=False) if t.number in done])
     return study
 

@@ -20,7 +20,7 @@ from autocompress.errors import InputError
 from autocompress.study import results
 from autocompress.study.layout import RunLayout
 from autocompress.study.limits import Limits
-from autocompress.study.record import BASELINE, REFERENCES, RUN, TrialRecord
+from autocompress.study.record import BASELINE, ENDED, REFERENCES, RUN, TrialRecord
 from autocompress.study.storage import open_storage
 
 
@@ -71,7 +71,7 @@ class RunData:
         return self.frame.set_index("number").loc[numbers].reset_index()
 
     def ended_counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.frame["ended"].value_counts().items()}
+        return {str(k): int(v) for k, v in self.frame[ENDED].value_counts().items()}
 
 
 def storage_of_run_dir(run_dir: Path) -> tuple[str, str]:
