@@ -99,7 +99,8 @@ def autocompress_report_sections(run: RunData) -> list[ReportSection] | None:
 
     Called once each time a report is rendered (at the end of ``autocompress search`` and by
     ``autocompress report``). ``run`` is ``autocompress.report.run.RunData``: the study, the
-    trials frame (trials.csv), the Pareto document, the run record, the by-hand references.
+    trials frame (trials.csv), every trial's record (``run.trials``: the plan as data, how it
+    ended, accuracies, measurement), the Pareto document, the run record, the by-hand references.
     Return a list of ``autocompress.report.facts.ReportSection`` (title, trusted HTML fragment,
     Markdown, order) or None. Results of all plugins are concatenated (not firstresult); a
     plugin that raises gets a short notice in the report instead of its section. Each plugin is
