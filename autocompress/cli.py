@@ -71,7 +71,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     options = merge_options(args.config, {name: getattr(args, name) for name in OPTIONS})
     settings = dataclasses.replace(settings_from_options(options), command=tuple(args.argv))
-    from autocompress.search.study import run_search
+    from autocompress.search import run_search
 
     stop = _stop_handler()
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -106,23 +106,27 @@ def _stop_handler():
 
 
 def summary(outcome) -> str:
+    from autocompress.study.layout import RunLayout
+
     doc = outcome.document
     base = doc["baseline"]
     lines = [
         f"study '{outcome.study_name}': {outcome.trials} trials; results in {outcome.out_dir}",
-        f"teacher: accuracy {base['accuracy']:.4f} (test), {base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB",
+        f"teacher: test accuracy {base['test_accuracy']:.4f} (validation {base['val_accuracy']:.4f}), "
+        f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB",
         "Pareto front (feasible):",
     ]
     for row in doc["front"]:
         lines.append(
-            f"  #{row['trial']:>3}  acc {row['accuracy']:.4f}  {row['latency_ms']:7.2f} ms "
+            f"  #{row['trial']:>3}  test acc {row['test_accuracy']:.4f}  val acc {row['val_accuracy']:.4f}  "
+            f"{row['latency_ms']:7.2f} ms "
             f"({row['speedup']:.2f}x vs teacher measured beside it)  {row['memory_mb']:7.1f} MB "
             f"({base['memory_mb'] / row['memory_mb']:.2f}x)  {row['plan']}"
         )
     if not doc["front"]:
         lines.append("  (none)")
     if doc["recommended"] is not None:
-        lines.append(f"recommended: trial #{doc['recommended']} -> {outcome.out_dir / 'best'}")
+        lines.append(f"recommended: trial #{doc['recommended']} -> {RunLayout(outcome.out_dir).best}")
     else:
         lines.append("no candidate met the limits; nearest candidates:")
         for near in doc.get("nearest", []):
@@ -146,15 +150,17 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from autocompress.plugin_manager import build_host
     from autocompress.report import write_report
-    from autocompress.search import results
+    from autocompress.study import results
+    from autocompress.study.layout import RunLayout
 
     run = _load_run(args)
     out = args.out or args.run_dir or Path("runs") / run.study.study_name
-    files = write_report(run, out)
+    files = write_report(run, out, build_host())
     for error in files.errors:
         print(f"warning: {error}", file=sys.stderr)
-    results.write_tables(run.frame, run.document, out)
+    results.write_tables(run.frame, run.document, RunLayout(out))
     print(f"report: {files.html}\nmarkdown: {files.markdown}\nplots: {', '.join(str(p) for p in files.plots.values())}")
     return EXIT_OK
 

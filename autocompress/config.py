@@ -171,7 +171,8 @@ def _starting_points(value: str | None) -> Path | None:
 def settings_from_options(options: Mapping[str, Any]):
     """Build validated SearchSettings (imports stay light: no torch here)."""
     from autocompress.measure import MeasureSettings
-    from autocompress.search.settings import Limits, SearchSettings
+    from autocompress.search.settings import SearchSettings
+    from autocompress.study.limits import Limits
     from autocompress.task import TaskOptions
 
     o = dict(options)

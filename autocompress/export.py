@@ -7,6 +7,7 @@ were measured, and optionally an ONNX file checked against ONNX Runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 from autocompress.errors import InputError
 from autocompress.model_io import MANIFEST, loads_with_plain_transformers
-from autocompress.report.facts import measurement_note, plain_plan, provenance_rows, trial_params
+from autocompress.report.facts import measurement_note, provenance_rows, trial_plan
 from autocompress.report.run import RunData
+from autocompress.study.layout import RunLayout
+from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY
 
 
 def candidate_dir(run_dir: Path, run: RunData, trial: int | None) -> tuple[int, Path]:
@@ -28,10 +31,10 @@ def candidate_dir(run_dir: Path, run: RunData, trial: int | None) -> tuple[int, 
     if trial not in set(run.frame["number"]):
         raise InputError(f"--trial {trial}: no such trial in study '{run.study.study_name}' "
                          f"(trials 0-{len(run.frame) - 1})")
-    source = run_dir / "candidates" / f"trial-{trial:05d}"
+    layout = RunLayout(run_dir)
+    source = layout.candidate(trial)
     if not (source / MANIFEST).is_file():
-        kept = sorted(int(p.name.split("-")[1]) for p in (run_dir / "candidates").glob("trial-*")
-                      if (p / MANIFEST).is_file())
+        kept = [number for number, path in layout.saved_candidates().items() if (path / MANIFEST).is_file()]
         row = run.frame[run.frame["number"] == trial].iloc[0]
         why = ("it did not meet the limits" if not row["feasible"]
                else "it fell off the Pareto front, and only front candidates are kept")
@@ -82,8 +85,9 @@ def _export_onnx(directory: Path, run: RunData, host: Any) -> dict[str, Any]:
 
 def model_card(run: RunData, row: Any, plain_loadable: bool) -> str:
     base = run.baseline
-    plan = plain_plan(row["plan"], trial_params(row))
-    manifest_plan = json.dumps(row["plan"])
+    record = run.trials[int(row["number"])]
+    plan = trial_plan(record)
+    manifest_plan = json.dumps([dataclasses.asdict(step) for step in record.steps or ()])
     plain = ("Plain `transformers.AutoModelForSequenceClassification.from_pretrained(dir)` loads this directory "
              "too: every layer has the shape its config describes and no post-training step is recorded."
              if plain_loadable else
@@ -96,9 +100,9 @@ def model_card(run: RunData, row: Any, plain_loadable: bool) -> str:
         f"**Techniques**: {plan}.", "",
         "## Measured", "",
         "| | this model | teacher | ratio |", "|---|---:|---:|---:|",
-        f"| test accuracy | {row['accuracy']:.4f} | {base['accuracy']:.4f} | "
-        f"{100 * row['accuracy'] / base['accuracy']:.1f}% |",
-        f"| validation accuracy | {row['val_accuracy']:.4f} | {base['val_accuracy']:.4f} | |",
+        f"| test accuracy | {row[TEST_ACCURACY]:.4f} | {base[TEST_ACCURACY]:.4f} | "
+        f"{100 * row[TEST_ACCURACY] / base[TEST_ACCURACY]:.1f}% |",
+        f"| validation accuracy | {row[VAL_ACCURACY]:.4f} | {base[VAL_ACCURACY]:.4f} | |",
         f"| latency median (ms) | {row['latency_ms']:.2f} | {row['teacher_latency_ms']:.2f} | "
         f"{row['speedup']:.2f}× faster |",
         f"| latency p90 (ms) | {row['latency_p90_ms']:.2f} | {base['latency_p90_ms']:.2f} | |",

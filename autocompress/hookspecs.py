@@ -88,10 +88,12 @@ def autocompress_register_architectures(register: Register) -> None:
 def autocompress_trial_finished(trial_number: int, outcome: dict[str, Any], run_dir: Path) -> None:
     """Observe a finished trial (complete, infeasible, pruned or failed).
 
-    ``outcome`` is the row written to trials.csv: ``state``, ``params``, ``accuracy``,
-    ``latency_ms``, ``memory_mb``, ``feasible``, ``reason``. ``run_dir`` is the worker's run
-    directory (added in API 1.1; implementations may leave it out of their signature). Return
-    value is ignored; an observer that raises is reported and does not stop the search.
+    ``outcome`` is the row written to trials.csv (``TrialRecord.row()``): ``state``, ``ended``,
+    ``plan``, ``test_accuracy``, ``val_accuracy``, ``latency_ms``, ``memory_mb``, ``feasible``,
+    ``reason``, ``param.<name>``... ``run_dir`` is the worker's run directory (added in API 1.1;
+    implementations may leave it out of their signature). Return value is ignored; an observer
+    that raises is reported and does not stop the search (nor the other observers). Each observer
+    is called on its own through pluggy, so a hook wrapper sees one call per observer.
     """
 
 
@@ -101,8 +103,10 @@ def autocompress_report_sections(run: RunData) -> list[ReportSection] | None:
 
     Called once each time a report is rendered (at the end of ``autocompress search`` and by
     ``autocompress report``). ``run`` is ``autocompress.report.run.RunData``: the study, the
-    trials frame (trials.csv), the Pareto document, the run record, the by-hand references.
+    trials frame (trials.csv), every trial's record (``run.trials``: the plan as data, how it
+    ended, accuracies, measurement), the Pareto document, the run record, the by-hand references.
     Return a list of ``autocompress.report.facts.ReportSection`` (title, trusted HTML fragment,
     Markdown, order) or None. Results of all plugins are concatenated (not firstresult); a
-    plugin that raises gets a short notice in the report instead of its section.
+    plugin that raises gets a short notice in the report instead of its section. Each plugin is
+    called on its own through pluggy, so a hook wrapper sees one call per implementing plugin.
     """

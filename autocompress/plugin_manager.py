@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -90,27 +90,45 @@ class Host:
     def trial_finished(self, trial_number: int, outcome: dict[str, Any], run_dir: Path | None = None) -> list[str]:
         """Tell every observer; an observer that raises is reported, never fatal. Returns the errors."""
         errors = []
-        for impl in self.pm.hook.autocompress_trial_finished.get_hookimpls():
+        for plugin, call in each_plugin(self.pm.hook.autocompress_trial_finished):
             try:
-                impl.function(**_kwargs(impl, trial_number=trial_number, outcome=outcome, run_dir=run_dir))
+                call(trial_number=trial_number, outcome=outcome, run_dir=run_dir)
             except Exception as exc:
-                errors.append(f"observer plugin '{impl.plugin_name}' failed: {exc!r}")
+                errors.append(f"observer plugin '{plugin}' failed: {exc!r}")
         return errors
 
     def report_sections(self, run: Any) -> tuple[list[Any], list[str]]:
         """Sections from every report plugin, ordered; a plugin that raises is reported by name."""
         sections, errors = [], []
-        for impl in self.pm.hook.autocompress_report_sections.get_hookimpls():
+        for plugin, call in each_plugin(self.pm.hook.autocompress_report_sections):
             try:
-                sections.extend(impl.function(**_kwargs(impl, run=run)) or [])
+                for result in call(run=run):
+                    sections.extend(result or [])
             except Exception as exc:
-                errors.append(f"report plugin '{impl.plugin_name}' failed: {exc!r}")
+                errors.append(f"report plugin '{plugin}' failed: {exc!r}")
         return sorted(sections, key=lambda s: s.order), errors
 
 
-def _kwargs(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
-    # pluggy lets an implementation accept a subset of the spec's arguments.
-    return {name: available[name] for name in impl.argnames}
+def each_plugin(hook: pluggy.HookCaller) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """(plugin name, call) for each plugin implementing ``hook``, in the order pluggy calls them
+    (``tryfirst``/``trylast`` honoured). ``call(**kwargs)`` runs pluggy's own hook execution on that
+    plugin's implementation and every wrapper, and returns what calling the hook would:
+    calling plugins one at a time lets the host report a plugin that raises and go on with the
+    others, while hook wrappers, ordering and tracing (``add_hookcall_monitoring``) still work; a
+    wrapper sees one call per implementing plugin."""
+    impls = hook.get_hookimpls()
+    firstresult = bool(hook.spec and hook.spec.opts.get("firstresult"))
+    for impl in reversed(impls):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        # The implementation and the wrappers, in pluggy's order. Selected by the implementation itself:
+        # pm.subset_hook_caller would hash the plugin objects, and a plugin need not be hashable.
+        selected = [other for other in impls if other is impl or other.wrapper or other.hookwrapper]
+
+        def call(selected: list[pluggy.HookImpl] = selected, **kwargs: Any) -> Any:
+            return hook._hookexec(hook.name, selected, kwargs, firstresult)
+
+        yield impl.plugin_name, call
 
 
 def _distribution_label(ep: Any) -> str:
@@ -217,6 +235,7 @@ def build_host(
 
 
 def _collect(host: Host) -> None:
+    """Ask every plugin to register its classes, each through a register scoped to that plugin."""
     hooks = (
         (host.pm.hook.autocompress_register_architectures, host.architectures, None),
         (host.pm.hook.autocompress_register_targets, host.targets, None),
@@ -224,11 +243,11 @@ def _collect(host: Host) -> None:
         (host.pm.hook.autocompress_register_techniques, host.techniques, validate_technique_class),
     )
     for hook, registry, validate in hooks:
-        for impl in reversed(hook.get_hookimpls()):  # registration order
-            info = host.plugin(impl.plugin_name)
+        for plugin, call in each_plugin(hook):
+            info = host.plugin(plugin)
             provenance = Provenance(info.name, info.distribution)
             before = set(registry.names())
-            impl.function(**_kwargs(impl, register=registry.scoped(provenance)))
+            call(register=registry.scoped(provenance))
             if validate is not None:
                 for name in set(registry.names()) - before:
                     try:

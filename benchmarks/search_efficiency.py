@@ -28,8 +28,8 @@ import pandas as pd
 import yaml
 
 from autocompress.config import settings_from_options
-from autocompress.search import results
-from autocompress.search.study import run_search
+from autocompress.search import run_search
+from autocompress.study import results
 
 #: Recovery kept short so one trial takes seconds, not minutes (the proxy's "small recovery budget").
 PROXY_SPACE = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from autocompress import cli
 from autocompress.search import objective
 
-run_trial = objective.Objective._run
+run_trial = objective.InProcess.evaluate
 #: How long the held trial sleeps: far longer than any test waits for, so a process that ends
 #: sooner was stopped (by the signal a test sent), not finished.
 STALL_S = 600.0
@@ -44,5 +44,5 @@ def wait_until_held(process: subprocess.Popen, marker: Path) -> bool:
 
 
 if __name__ == "__main__":
-    objective.Objective._run = stall
+    objective.InProcess.evaluate = stall
     sys.exit(cli.main(sys.argv[1:]))

@@ -10,13 +10,13 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from autocompress.errors import InputError
-from autocompress.search.study import make_storage
+from autocompress.study.storage import open_storage
 url, gate, me, count = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 (gate / me).touch()
 while len(list(gate.iterdir())) < count:
     time.sleep(0.0005)
 try:
-    make_storage(url)
+    open_storage(url, heartbeat_s=30.0)
     print("opened")
 except InputError as exc:
     print(exc)

@@ -276,7 +276,7 @@ def run_case(case: Case, fixtures: Path, scratch: Path) -> Outcome:
         raise ReachedTraining(f"{case.input}: reached the teacher measurement")
 
     started = time.perf_counter()
-    with mock.patch("autocompress.search.study._baseline", too_late), contextlib.redirect_stderr(stderr):
+    with mock.patch("autocompress.search.run.measure_baseline", too_late), contextlib.redirect_stderr(stderr):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse refuses values of the wrong type itself (exit code 2)

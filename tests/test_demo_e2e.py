@@ -26,7 +26,7 @@ def test_demo_search_on_the_real_model_and_data(tmp_path, smoke_demo_task, monke
     pareto = json.loads((out / "pareto.json").read_text())
     assert (code == 0) == (pareto["recommended"] is not None)  # 5: nothing met the limits, and it says so
     baseline = pareto["baseline"]
-    assert baseline["accuracy"] > 0.6  # 1,200 sentences, one epoch (~0.68): clearly better than chance (0.5)
+    assert baseline["test_accuracy"] > 0.6  # 1,200 sentences, one epoch (~0.68): clearly better than chance (0.5)
     assert baseline["parameters"] > 22_000_000
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials["state"]) <= {"COMPLETE", "FAIL", "PRUNED"}

@@ -1,8 +1,8 @@
 """Meta-tests: every hook in autocompress/hookspecs.py is documented, called by the host, and tested.
 
 Adding a hook to hookspecs.py without a ``### <hook name>`` section in docs/plugins.md that names
-its arguments, without host code that calls it, or without a ``test_hook_<hook name>`` test in a
-module that implements it, fails here.
+its arguments, without host code that calls it (through pluggy, never an implementation by hand),
+or without a ``test_hook_<hook name>`` test in a module that implements it, fails here.
 """
 
 import ast
@@ -57,6 +57,13 @@ def test_hook_is_documented_with_its_arguments(hook):
 def test_hook_is_called_by_the_host(hook):
     host_code = _source(p for p in (ROOT / "autocompress").rglob("*.py") if p.name != "hookspecs.py")
     assert f"hook.{hook}" in host_code, f"no code in autocompress/ calls pm.hook.{hook}"
+
+
+def test_the_host_calls_implementations_only_through_pluggy():
+    """An implementation called by hand (``impl.function(...)``) would bypass hook wrappers,
+    tryfirst/trylast and pluggy's tracing."""
+    host_code = _source(p for p in (ROOT / "autocompress").rglob("*.py") if p.name != "hookspecs.py")
+    assert not re.search(r"\.function\s*\(", host_code), "host code calls a hook implementation's function directly"
 
 
 def _hook_tests() -> dict[str, list[tuple[str, set[str]]]]:

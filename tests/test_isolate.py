@@ -18,8 +18,9 @@ from autocompress.config import settings_from_options
 from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
 from autocompress.search import isolate as isolate_module
+from autocompress.search import run_search
 from autocompress.search.isolate import host_recipe
-from autocompress.search.study import DIRECTIONS, run_search
+from autocompress.study.record import DIRECTIONS
 from autocompress.testing import write_tiny_task
 
 
@@ -58,7 +59,7 @@ def test_a_segfaulting_trial_fails_with_the_signal_and_technique_named_and_the_s
     assert failed["ended"] == "failed"
     assert "child process killed by SIGSEGV while running segfaulting(crash=True)" in failed["reason"]
     for _, row in trials.iloc[[0, 2]].iterrows():
-        assert row["ended"] == "complete" and row["accuracy"] > 0 and row["latency_ms"] > 0
+        assert row["ended"] == "complete" and row["test_accuracy"] > 0 and row["latency_ms"] > 0
 
 
 def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_reason(tiny_task, tmp_path):
@@ -70,7 +71,7 @@ def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_
     reason = trials.iloc[0]["reason"]
     assert reason.startswith("TrialMemoryExceeded: trial exceeded the per-trial memory limit of 300 MB"), reason
     assert "hard cap" in reason and "technique 'memory_hog'" in reason and "allocate" in reason
-    assert trials.iloc[1]["ended"] == "complete" and trials.iloc[1]["accuracy"] > 0
+    assert trials.iloc[1]["ended"] == "complete" and trials.iloc[1]["test_accuracy"] > 0
 
 
 def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path):
@@ -83,7 +84,7 @@ def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path):
     alone, isolated = frames[False], frames[True]
     assert list(isolated["state"]) == list(alone["state"]) == ["COMPLETE"] * 3
     assert list(isolated["plan"]) == list(alone["plan"])
-    assert list(isolated["accuracy"]) == list(alone["accuracy"])  # same model, same data: same predictions
+    assert list(isolated["test_accuracy"]) == list(alone["test_accuracy"])  # same model, same data: same predictions
     assert list(isolated["feasible"]) == list(alone["feasible"])
     assert (isolated["latency_ms"] > 0).all() and (isolated["memory_mb"] > 0).all()
     assert list(isolated["parameters"]) == list(alone["parameters"])
@@ -160,7 +161,7 @@ import isolate_plugins
 from autocompress.cli import _stop_handler
 from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
-from autocompress.search.study import run_search
+from autocompress.search import run_search
 from pathlib import Path
 task = Path(sys.argv[2])
 options = {"model": task / "model", "data": task / "data.csv", "trials": 3, "out": Path(sys.argv[3]),

@@ -163,7 +163,7 @@ def test_missing_onnxruntime_is_named_with_the_install_command(monkeypatch, tmp_
         onnx_session(tmp_path / "model.onnx")
 
     from autocompress.config import settings_from_options
-    from autocompress.search.study import run_search
+    from autocompress.search import run_search
 
     settings = settings_from_options({"model": tmp_path / "none", "data": tmp_path / "none.csv",
                                       "target": "onnxruntime", "out": tmp_path / "run"})

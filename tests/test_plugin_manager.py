@@ -277,8 +277,8 @@ class _InMemoryTask(TaskProvider):
 
 
 def test_hook_autocompress_register_targets_and_autocompress_register_tasks_drive_a_search(tmp_path):
+    from autocompress.search import run_search
     from autocompress.search.settings import SearchSettings
-    from autocompress.search.study import run_search
     from autocompress.task import TaskOptions
 
     plugin = _plugin(autocompress_register_targets=lambda register: register.add(_CountingTarget),
@@ -302,9 +302,9 @@ def test_hook_autocompress_register_targets_and_autocompress_register_tasks_driv
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["target"] == "counting" and run["task"] == "in_memory"
     # Accuracy is scored on the target's runtime (here an oracle), the baseline's included.
-    assert (run["baseline"]["val_accuracy"], run["baseline"]["accuracy"]) == (1.0, 1.0)
+    assert (run["baseline"]["val_accuracy"], run["baseline"]["test_accuracy"]) == (1.0, 1.0)
     complete = trials[trials["state"] == "COMPLETE"]
-    assert len(complete) >= 1 and (complete["accuracy"] == 1.0).all() and (complete["val_accuracy"] == 1.0).all()
+    assert len(complete) >= 1 and (complete["test_accuracy"] == 1.0).all() and (complete["val_accuracy"] == 1.0).all()
     task = _InMemoryTask(TaskOptions(cache_dir=tmp_path / "tok")).load()
     assert accuracy(task.teacher, encode(task.tokenizer, task.data.test, 64)) < 1.0  # PyTorch is no oracle
 
@@ -320,6 +320,74 @@ def test_hook_autocompress_trial_finished_observer_errors_are_reported_not_raise
     errors = host.trial_finished(7, {"state": "complete"})
     assert seen == [(7, "complete")]
     assert errors and "watcher" in errors[0]
+
+
+class _Wrapper:
+    """Sees every call of two hooks through pluggy's wrapper protocol."""
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl(wrapper=True)
+    def autocompress_trial_finished(self, trial_number):
+        self.seen.append(("trial", trial_number))
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def autocompress_register_techniques(self, register):
+        self.seen.append(("register", None))
+        return (yield)
+
+
+def _observer(name, calls, fails=False, **opts):
+    def observe(trial_number, outcome):
+        calls.append(name)
+        if fails:
+            raise RuntimeError(f"{name} broke")
+
+    return types.SimpleNamespace(autocompress_trial_finished=hookimpl(**opts)(observe))
+
+
+def test_hooks_are_called_through_pluggy_wrappers_ordering_and_tracing_included():
+    calls, wrapper, traced = [], _Wrapper(), []
+    plugins = [("late", _observer("late", calls, trylast=True)), ("broken", _observer("broken", calls, fails=True)),
+               ("plain", _observer("plain", calls)), ("early", _observer("early", calls, tryfirst=True)),
+               ("wrapper", wrapper)]
+    host = build_host(autoload=False, extra_plugins=plugins)
+    # Registration went through pluggy too: the wrapper saw each technique plugin register (one call each).
+    registering = [i for i in host.pm.hook.autocompress_register_techniques.get_hookimpls() if not i.wrapper]
+    assert wrapper.seen == [("register", None)] * len(registering) and len(registering) >= 8
+    wrapper.seen.clear()
+    host.pm.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name), lambda *args: None)
+
+    errors = host.trial_finished(3, {"state": "COMPLETE"}, None)
+
+    # pluggy's order: tryfirst, then the last registered first, trylast at the end; built-in trial_log after
+    # the plugins registered in code (registered before them). A raising observer stops none of the others.
+    assert calls == ["early", "plain", "broken", "late"]
+    assert errors == ["observer plugin 'broken' failed: RuntimeError('broken broke')"]
+    assert wrapper.seen == [("trial", 3)] * 5  # one call per observer (trial_log's included), each wrapped
+    assert traced == ["autocompress_trial_finished"] * 5
+
+
+def test_report_sections_go_through_pluggy_and_a_raising_plugin_is_named():
+    order = []
+
+    def section(name):
+        def sections(run):
+            order.append(name)
+            if name == "bad":
+                raise ValueError("no section")
+            return [types.SimpleNamespace(title=name, order=1)]
+
+        return types.SimpleNamespace(autocompress_report_sections=hookimpl(tryfirst=name == "first")(sections))
+
+    host = build_host(autoload=False, disabled=["report_outcomes"],
+                      extra_plugins=[("first", section("first")), ("bad", section("bad")), ("last", section("last"))])
+    found, errors = host.report_sections(run=None)
+    assert order == ["first", "last", "bad"]
+    assert [s.title for s in found] == ["first", "last"]
+    assert errors == ["report plugin 'bad' failed: ValueError('no section')"]
 
 
 PLUGIN_MODULE = '''

@@ -15,6 +15,7 @@ from autocompress.cli import main
 from autocompress.plugin_manager import build_host
 from autocompress.report import load_run, storage_of_run_dir, write_report
 from autocompress.report.facts import ReportSection, plain_plan
+from autocompress.study.record import StepRecord
 from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint, write_tiny_task
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -140,11 +141,12 @@ def test_hook_autocompress_report_sections_add_sections_and_a_broken_one_is_name
 
 
 def test_plain_plan_lists_only_searched_values_rounded():
-    plan = "ffn_pruning(keep_fraction=0.30000000000000004, multiple_of=8) -> quantization(dtype=int8)"
+    plan = (StepRecord("ffn_pruning", "1", {"keep_fraction": 0.30000000000000004, "multiple_of": 8}),
+            StepRecord("quantization", "1", {"dtype": "int8"}))
     params = {"ffn_pruning.keep_fraction": 0.30000000000000004, "quantization.dtype": "int8", "use.lora": False}
     assert plain_plan(plan, params) == "ffn pruning (keep fraction 0.3), then quantization (dtype int8)"
     assert plain_plan(plan) == "ffn pruning (keep fraction 0.3, multiple of 8), then quantization (dtype int8)"
-    assert plain_plan("") == "no compression"
+    assert plain_plan(()) == "no compression"
 
 
 RELOAD = """
@@ -163,7 +165,7 @@ def test_exported_model_reloads_in_a_fresh_process_and_reproduces_the_reported_a
     assert main(["export", str(run_dir), "--to", str(out)]) == 0
     pareto = json.loads((run_dir / "pareto.json").read_text())
     trials = pd.read_csv(run_dir / "trials.csv").set_index("number")
-    reported = trials.loc[pareto["recommended"], "accuracy"]
+    reported = trials.loc[pareto["recommended"], "test_accuracy"]
     data = run_dir.parent / "data.csv"
     result = subprocess.run([sys.executable, "-c", RELOAD, str(out), str(data), "2"], capture_output=True,
                             text=True, check=True)
@@ -276,7 +278,7 @@ def test_the_study_opens_unchanged_in_optuna_dashboard(run_dir):
     summaries = get("/api/studies")["study_summaries"]
     summary = next(s for s in summaries if s["study_name"] == study)
     detail = get(f"/api/studies/{summary['study_id']}")
-    assert detail["objective_names"] == ["accuracy", "latency_ms", "memory_mb"]
+    assert detail["objective_names"] == ["val_accuracy", "latency_ms", "memory_mb"]
     assert len(detail["trials"]) == len(pd.read_csv(run_dir / "trials.csv"))
     assert {"plan", "ended", "latency_ms"} <= {a["key"] for a in detail["trials"][0]["user_attrs"]}
 

@@ -14,7 +14,7 @@ from autocompress.report.run import RunData
 from autocompress.search import results
 from autocompress.search.settings import Limits
 
-BASELINE = {"val_accuracy": 0.90, "accuracy": 0.88, "latency_ms": 10.0, "latency_p90_ms": 11.0, "memory_mb": 80.0,
+BASELINE = {"val_accuracy": 0.90, "test_accuracy": 0.88, "latency_ms": 10.0, "latency_p90_ms": 11.0, "memory_mb": 80.0,
             "model_mb": 80.0, "activation_mb": 0.0, "parameters": 20_000_000}
 SPACE = {"use.ffn_pruning": CategoricalDistribution([True, False]),
          "ffn_pruning.keep_fraction": FloatDistribution(0.2, 0.9),
@@ -27,7 +27,7 @@ def _trial(number: int, latency: float, val_accuracy: float, keep: float, temper
     """A trained trial whose latency follows the FFN kept (and never the distillation temperature)."""
     memory = 20.0 + 60.0 * keep
     attrs = {"ended": ended, "plan": f"ffn_pruning(keep_fraction={keep}) -> distillation(temperature={temperature})",
-             "accuracy": val_accuracy - 0.01, "val_accuracy": val_accuracy, "latency_ms": latency,
+             "test_accuracy": val_accuracy - 0.01, "val_accuracy": val_accuracy, "latency_ms": latency,
              "latency_p90_ms": latency * 1.1, "speedup": BASELINE["latency_ms"] / latency,
              "teacher_latency_ms": BASELINE["latency_ms"], "memory_mb": memory, "model_mb": memory,
              "activation_mb": 0.0, "parameters": int(1e7 * keep)}
@@ -88,7 +88,7 @@ def test_the_accuracy_limit_is_drawn_on_the_split_it_is_enforced_on():
     # The points are validation accuracies too (the test accuracies are 0.01 lower here).
     plotted = {round(float(y), 6) for collection in axes.collections for _, y in collection.get_offsets()}
     assert {round(v, 6) for v in run.frame["val_accuracy"]} <= plotted
-    assert not {round(v, 6) for v in run.frame["accuracy"]} & plotted
+    assert not {round(v, 6) for v in run.frame["test_accuracy"]} & plotted
 
 
 def test_the_trial_axis_has_whole_number_ticks():

@@ -14,7 +14,7 @@ from autocompress import hookimpl
 from autocompress.cli import main
 from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
-from autocompress.search.study import run_search
+from autocompress.search import run_search
 from autocompress.technique import Stage, Technique
 from autocompress.testing import write_tiny_task
 
@@ -41,13 +41,14 @@ def test_tiny_search_writes_every_output_and_resumes(tiny_task, tmp_path):
         assert (out / name).exists(), name
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["number"]) == [0, 1, 2, 3, 4]
-    for column in ("state", "plan", "accuracy", "latency_ms", "memory_mb", "feasible", "reason"):
+    for column in ("state", "plan", "test_accuracy", "val_accuracy", "latency_ms", "memory_mb", "feasible", "reason"):
         assert column in trials.columns
     pareto = json.loads((out / "pareto.json").read_text())
     run = json.loads((out / "run.json").read_text())
-    assert pareto["baseline"]["accuracy"] == run["baseline"]["accuracy"] > 0.8
+    assert pareto["baseline"]["test_accuracy"] == run["baseline"]["test_accuracy"] > 0.8
     assert pareto["front"] and all(row["feasible"] for row in pareto["front"])
-    assert set(pareto["front"][0]) >= {"trial", "params", "accuracy", "latency_ms", "memory_mb", "feasible"}
+    assert set(pareto["front"][0]) >= {"trial", "params", "test_accuracy", "val_accuracy", "latency_ms", "memory_mb",
+                                       "feasible"}
     assert pareto["recommended"] in {row["trial"] for row in pareto["front"]}
     assert run["seed"] == 3 and run["machine"]["threads"] == 2
 
@@ -118,7 +119,7 @@ def test_hook_autocompress_register_techniques_a_failing_technique_fails_its_tri
 def test_conflicting_techniques_are_one_choice_and_never_sampled_together():
     import optuna
 
-    from autocompress.search.objective import conflict_groups, sample_plan
+    from autocompress.search.sampling import conflict_groups, sample_plan
 
     host = build_host(autoload=False)
     techniques = [entry.cls for entry in host.techniques]

@@ -10,7 +10,8 @@ from optuna.distributions import CategoricalDistribution
 from autocompress import hookimpl
 from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
-from autocompress.search.study import DIRECTIONS, run_search
+from autocompress.search import run_search
+from autocompress.study.record import DIRECTIONS
 from autocompress.technique import Stage, Technique
 from autocompress.testing import write_tiny_task
 

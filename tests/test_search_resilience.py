@@ -14,7 +14,7 @@ import stalling_search
 from storage_race import open_at_once
 
 from autocompress.cli import EXIT_NOTHING_FEASIBLE, main
-from autocompress.search.study import COUNTED
+from autocompress.study.record import COUNTED
 from autocompress.testing import write_tiny_task
 
 
@@ -128,7 +128,7 @@ def test_ctrl_c_and_sigterm_write_the_results_so_far(tiny_task, tmp_path, stop_s
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == len(states) and trials["ended"].iloc[-1] == "interrupted"
     assert set(trials["number"]) == {t.number for t in study.get_trials()}
-    assert json.loads((out / "pareto.json").read_text())["baseline"]["accuracy"] > 0
+    assert json.loads((out / "pareto.json").read_text())["baseline"]["test_accuracy"] > 0
 
 
 # Runs the real command with two signals placed deterministically: SIGTERM in the middle of trial 2,
@@ -138,9 +138,10 @@ DOUBLE_SIGNAL_SCRIPT = """
 import os, signal, sys
 import optuna
 from autocompress import cli
-from autocompress.search import objective, results
+from autocompress.search import objective
+from autocompress.study import results
 
-run_trial, set_user_attr, write_tables = objective.Objective._run, optuna.Trial.set_user_attr, results.write_tables
+run_trial, set_user_attr, write_tables = objective.InProcess.evaluate, optuna.Trial.set_user_attr, results.write_tables
 
 def first_signal(self, trial, plan):
     if trial.number == 2:
@@ -156,7 +157,7 @@ def second_while_writing(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGINT)
     return write_tables(*args, **kwargs)
 
-objective.Objective._run = first_signal
+objective.InProcess.evaluate = first_signal
 if os.environ["SECOND_SIGNAL"] == "recording":
     optuna.Trial.set_user_attr = second_while_recording
 else:

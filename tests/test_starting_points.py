@@ -7,7 +7,8 @@ import pytest
 from autocompress.cli import main
 from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
-from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points, plan_params
+from autocompress.search.sampling import plan_params
+from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points
 from autocompress.testing import write_tiny_task
 
 

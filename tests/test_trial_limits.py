@@ -13,8 +13,8 @@ from optuna.distributions import CategoricalDistribution
 from autocompress import hookimpl
 from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
-from autocompress.search.objective import MEMORY_SIGNAL, TrialMemoryExceeded, memory_limit
-from autocompress.search.study import run_search
+from autocompress.search import run_search
+from autocompress.search.trial_limits import MEMORY_SIGNAL, TrialMemoryExceeded, memory_limit
 from autocompress.technique import Stage, Technique
 from autocompress.testing import write_tiny_task
 

@@ -22,7 +22,8 @@ import pandas as pd
 from autocompress.errors import MissingPackage
 from autocompress.report import facts
 from autocompress.report.run import RunData, load_run, storage_of_run_dir
-from autocompress.search import results
+from autocompress.study import results
+from autocompress.study.layout import RunLayout
 from autocompress.technique import Stage
 
 __all__ = ["RunData", "ReportFiles", "load_run", "storage_of_run_dir", "write_report"]
@@ -48,7 +49,8 @@ tr.best td{background:#fff6d5}tr.ref td{color:#555;font-style:italic}
 code{font-size:.92em}.note{font-size:.85em;color:#555}
 """
 
-NUMERIC = {"accuracy", "% of teacher", "latency ms (median / p90)", "speed-up", "memory MB", "smaller", "parameters"}
+NUMERIC = {"test accuracy", "% of teacher", "latency ms (median / p90)", "speed-up", "memory MB", "smaller",
+           "parameters"}
 
 
 @dataclass
@@ -93,16 +95,12 @@ def plotting():
     return plots
 
 
-def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
+def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
     """Render the report of ``run`` into ``out_dir`` (created if needed)."""
-    from autocompress.plugin_manager import build_host
-
     plots = plotting()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_dir = out_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    host = host or build_host()
+    layout = RunLayout(out_dir)
+    layout.plots.mkdir(parents=True, exist_ok=True)
     limits = run.limits
     figures = {
         "accuracy_vs_latency": plots.tradeoff(run, "latency_ms", "latency, median (ms)", limits.max_latency_ms),
@@ -114,14 +112,14 @@ def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
     importances = plots.importances(run, recovery)
     if not importances.table.empty:
         figures["importances"] = plots.png(plots.importances_figure(importances))
-    files = ReportFiles(out_dir / "report.html", out_dir / "report.md")
+    files = ReportFiles(layout.report_html, layout.report_md)
     for name, png in figures.items():
-        files.plots[name] = plot_dir / f"{name}.png"
+        files.plots[name] = layout.plot(name)
         files.plots[name].write_bytes(png)
 
     sections, files.errors = host.report_sections(run)
     headline, verdict_lines = facts.verdict(run)
-    columns = ["trial", "techniques", "accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
+    columns = ["trial", "techniques", "test accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
                "memory MB", "smaller", "parameters"]
     front_rows = facts.candidate_rows(run, run.front)
     best = run.document["recommended"]
@@ -180,10 +178,10 @@ def write_report(run: RunData, out_dir: Path, host: Any = None) -> ReportFiles:
     md = [f"# {title}", "", f"Limits: {limits.describe()} · {len(run.frame)} trials · rendered {rendered}", "",
           f"**{headline}**", "", *[f"- {line}" for line in verdict_lines], "",
           "## Pareto-optimal candidates", "", _table_md(all_rows, columns), facts.measurement_note(run), "",
-          "![accuracy vs latency](plots/accuracy_vs_latency.png)",
-          "![accuracy vs memory](plots/accuracy_vs_memory.png)",
+          f"![accuracy vs latency]({layout.plot('accuracy_vs_latency').relative_to(layout.root)})",
+          f"![accuracy vs memory]({layout.plot('accuracy_vs_memory').relative_to(layout.root)})",
           "", "## Search progress", "", f"Final hypervolume (teacher-normalised): {hv:.4f}", "",
-          "![progress](plots/progress.png)", ""]
+          f"![progress]({layout.plot('progress').relative_to(layout.root)})", ""]
     md += ["## What mattered", "", importances.note, ""]
     if "importances" in figures:
         md += [_table_md([{"parameter": name, **{k: "-" if pd.isna(v) else f"{v:.3f}" for k, v in row.items()}}

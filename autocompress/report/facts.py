@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from autocompress.report.run import RunData
-
-ENDED_WORDS = {
-    "complete": "trained, evaluated and measured",
-    "infeasible-before-training": "rejected before training (missed a latency/memory limit when measured)",
-    "pruned": "stopped early by the pruner (weak validation accuracy during recovery)",
-    "failed": "failed (error recorded; the search went on)",
-    "interrupted": "cut short (process stopped; retried on resume)",
-    "timeout": "ran past the per-trial time limit",
-}
+from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -37,41 +28,32 @@ class ReportSection:
 
 
 def _word(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    try:
-        return f"{float(value):.3g}" if "." in str(value) else str(value)
-    except ValueError:
-        return str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def plain_plan(plan: str, params: Mapping[str, Any] | None = None) -> str:
-    """'a(x=1, y=2) -> b(z=3)' as 'a: x 1, y 2; then b: z 3'.
+def plain_plan(steps: Sequence[StepRecord] | None, params: Mapping[str, Any] | None = None) -> str:
+    """A stored plan in words: 'ffn pruning (keep fraction 0.3), then quantization (dtype int8)'.
 
     With ``params`` (the trial's sampled parameters, ``technique.field``), only the searched
     values are listed: fixed settings such as batch sizes are noise in a table.
     """
-    if not plan:
+    if steps is None:
+        return "no plan chosen"
+    if not steps:
         return "no compression"
-    steps = []
-    for step in plan.split(" -> "):
-        match = re.fullmatch(r"(\w+)\((.*)\)", step.strip())
-        if not match:
-            steps.append(step)
-            continue
-        name, values = match.groups()
-        if params is not None:
-            pairs = [(k.split(".", 1)[1], v) for k, v in params.items() if k.startswith(f"{name}.")]
-        else:
-            pairs = [tuple(v.split("=", 1)) for v in values.split(", ") if "=" in v]
-        words = ", ".join(f"{k.replace('_', ' ')} {_word(v)}" for k, v in pairs)
-        steps.append(f"{name.replace('_', ' ')} ({words})" if words else name.replace("_", " "))
-    return ", then ".join(steps)
+    phrases = []
+    for step in steps:
+        pairs = [(field, value) for field, value in step.config.items()
+                 if params is None or f"{step.technique}.{field}" in params]
+        words = ", ".join(f"{field.replace('_', ' ')} {_word(value)}" for field, value in pairs)
+        name = step.technique.replace("_", " ")
+        phrases.append(f"{name} ({words})" if words else name)
+    return ", then ".join(phrases)
 
 
-def trial_params(row: pd.Series) -> dict[str, Any]:
-    return {k[len("param."):]: v for k, v in row.items()
-            if k.startswith("param.") and v is not None and not (isinstance(v, float) and math.isnan(v))}
+def trial_plan(record: TrialRecord) -> str:
+    """A trial's plan in words, with only its searched values."""
+    return plain_plan(record.steps, record.params)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -81,16 +63,16 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
-    """Rows of the candidate table: plan in words, accuracy, latency, memory, size, vs the teacher."""
+    """Rows of the candidate table: plan in words, test accuracy, latency, memory, size, vs the teacher."""
     base = run.baseline
     rows = []
     for _, row in frame.iterrows():
-        acc = row["accuracy"]
+        acc = row[TEST_ACCURACY]
         rows.append({
             "trial": f"#{int(row['number'])}",
-            "techniques": plain_plan(row["plan"], trial_params(row)),
-            "accuracy": _fmt(acc, ".4f"),
-            "% of teacher": _fmt(None if acc is None else 100 * acc / base["accuracy"], ".1f"),
+            "techniques": trial_plan(run.trials[int(row["number"])]),
+            "test accuracy": _fmt(acc, ".4f"),
+            "% of teacher": _fmt(None if acc is None else 100 * acc / base[TEST_ACCURACY], ".1f"),
             "latency ms (median / p90)": f"{_fmt(row['latency_ms'], '.2f')} / {_fmt(row['latency_p90_ms'], '.2f')}",
             "speed-up": f"{_fmt(row['speedup'], '.2f')}×",
             "memory MB": _fmt(row["memory_mb"], ".1f"),
@@ -103,7 +85,8 @@ def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
 def baseline_rows(run: RunData) -> list[dict[str, str]]:
     """The teacher and the by-hand references (e.g. int8 alone) in the same columns."""
     base = run.baseline
-    rows = [{"trial": "teacher", "techniques": "none (the fine-tuned model)", "accuracy": _fmt(base["accuracy"], ".4f"),
+    rows = [{"trial": "teacher", "techniques": "none (the fine-tuned model)",
+             "test accuracy": _fmt(base[TEST_ACCURACY], ".4f"),
              "% of teacher": "100.0",
              "latency ms (median / p90)": f"{base['latency_ms']:.2f} / {base['latency_p90_ms']:.2f}",
              "speed-up": "1.00×", "memory MB": f"{base['memory_mb']:.1f}", "smaller": "1.00×",
@@ -113,8 +96,8 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
             rows.append({"trial": "by hand", "techniques": f"{ref['name']}: could not run ({ref['error']})"})
             continue
         rows.append({
-            "trial": "by hand", "techniques": ref["name"], "accuracy": _fmt(ref["accuracy"], ".4f"),
-            "% of teacher": _fmt(100 * ref["accuracy"] / base["accuracy"], ".1f"),
+            "trial": "by hand", "techniques": ref["name"], "test accuracy": _fmt(ref[TEST_ACCURACY], ".4f"),
+            "% of teacher": _fmt(100 * ref[TEST_ACCURACY] / base[TEST_ACCURACY], ".1f"),
             "latency ms (median / p90)": f"{ref['latency_ms']:.2f} / {ref['latency_p90_ms']:.2f}",
             "speed-up": f"{base['latency_ms'] / ref['latency_ms']:.2f}×",
             "memory MB": f"{ref['memory_mb']:.1f}", "smaller": f"{base['memory_mb'] / ref['memory_mb']:.2f}×",
@@ -131,10 +114,12 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
         lines = []
         for near in run.document.get("nearest", []):
             missed = ", ".join(f"{k.replace('_', ' ')} by {v:g}" for k, v in near["missed_by"].items())
-            lines.append(f"#{near['trial']} ({plain_plan(near['plan'])}) missed {missed or 'accuracy (not measured)'}")
+            plan = plain_plan(run.trials[near["trial"]].steps)
+            lines.append(f"#{near['trial']} ({plan}) missed {missed or 'accuracy (not measured)'}")
         return ("No candidate met the limits. Nearest candidates and how far each missed:", lines)
-    headline = (f"Ship trial #{int(best['number'])}: {plain_plan(best['plan'], trial_params(best))}. "
-                f"Test accuracy {best['accuracy']:.4f} ({100 * best['accuracy'] / base['accuracy']:.1f}% of the "
+    test_accuracy = best[TEST_ACCURACY]
+    headline = (f"Ship trial #{int(best['number'])}: {trial_plan(run.trials[int(best['number'])])}. "
+                f"Test accuracy {test_accuracy:.4f} ({100 * test_accuracy / base[TEST_ACCURACY]:.1f}% of the "
                 f"teacher), {best['latency_ms']:.2f} ms ({best['speedup']:.2f}× faster), "
                 f"{best['memory_mb']:.1f} MB ({base['memory_mb'] / best['memory_mb']:.2f}× smaller).")
     lines = []
@@ -147,7 +132,7 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
         lines.append(f"memory {best['memory_mb']:.1f} MB ≤ limit {limits.max_memory_mb:g} MB: "
                      f"meets it with {margin:.1f} MB ({100 * margin / limits.max_memory_mb:.0f}%) to spare")
     if limits.max_accuracy_drop is not None:
-        drop = base["val_accuracy"] - best["val_accuracy"]
+        drop = base[VAL_ACCURACY] - best[VAL_ACCURACY]
         lines.append(f"validation accuracy drop {100 * drop:.2f} points ≤ limit "
                      f"{100 * limits.max_accuracy_drop:g} points: meets it with "
                      f"{100 * (limits.max_accuracy_drop - drop):.2f} points to spare")
@@ -185,12 +170,19 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
     return rows
 
 
+def _meaning(ended: str) -> str:
+    try:
+        return Ended(ended).meaning
+    except ValueError:  # a trial still running or waiting
+        return ended
+
+
 def outcome_rows(run: RunData) -> list[tuple[str, int, str, str]]:
     """(how it ended, count, meaning, most common reasons) per way a trial can end."""
     rows = []
     for ended, count in sorted(run.ended_counts().items(), key=lambda kv: -kv[1]):
-        reasons = run.frame[run.frame["ended"] == ended]["reason"].fillna("").astype(str)
+        reasons = run.frame[run.frame[ENDED] == ended][REASON].fillna("").astype(str)
         reasons = reasons[reasons != ""]
         top = "; ".join(f"{r} (×{n})" if n > 1 else r for r, n in reasons.value_counts().head(3).items())
-        rows.append((ended, count, ENDED_WORDS.get(ended, ended), top))
+        rows.append((ended, count, _meaning(ended), top))
     return rows

@@ -24,11 +24,12 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from autocompress.report.run import RunData  # noqa: E402
-from autocompress.search import results  # noqa: E402
+from autocompress.study import results  # noqa: E402
+from autocompress.study.record import DIRECTIONS, ENDED, OBJECTIVES, VAL_ACCURACY, Ended  # noqa: E402
 
 FEASIBLE, INFEASIBLE, REJECTED, FRONT, LIMIT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c", "#d62728"
 #: The accuracy the trade-off plots show: the split the accuracy limit and the Pareto front use.
-ACCURACY = "val_accuracy"
+ACCURACY = VAL_ACCURACY
 ACCURACY_LABEL = "validation accuracy (the split the limit and the front use)"
 #: A limit further than this factor beyond the data (or below it) is marked at the axis edge
 #: instead of stretching the axis: drawn to scale, it would squeeze every point into one column.
@@ -64,10 +65,10 @@ def limit_placement(limit: float, values: Collection[float]) -> str:
 def tradeoff_figure(run: RunData, x: str, label: str, limit: float | None) -> plt.Figure:
     """Validation accuracy against ``x`` (latency_ms or memory_mb) for every measured trial."""
     frame = run.frame[run.frame[x].notna()]
-    complete = frame[frame["ended"] == "complete"]
+    complete = frame[frame[ENDED] == Ended.COMPLETE.value]
     feasible = complete[complete["feasible"]]
     infeasible = complete[~complete["feasible"]]
-    rejected = frame[frame["ended"] == "infeasible-before-training"]
+    rejected = frame[frame[ENDED] == Ended.INFEASIBLE.value]
     front = run.front
     base = run.baseline
     references = [r for r in run.references if _finite(r.get(x)) and _finite(r.get(ACCURACY))]
@@ -154,16 +155,17 @@ def completed_study(run: RunData) -> optuna.Study:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        study = optuna.create_study(directions=list(DIRECTIONS))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    done = set(run.frame[run.frame["ended"] == "complete"]["number"])
+    done = set(run.frame[run.frame[ENDED] == Ended.COMPLETE.value]["number"])
     study.add_trials([t for t in run.study.get_trials(deepcopy=False) if t.number in done])
     return study
 
 
 #: (column, objective index, sign that makes lower better: PED-ANOVA ranks what leads to low values).
-OBJECTIVES = (("accuracy", 0, -1.0), ("latency", 1, 1.0), ("memory", 2, 1.0))
+IMPORTANCE_TARGETS = tuple((objective.label.split()[-1], index, -1.0 if objective.direction == "maximize" else 1.0)
+                           for index, objective in enumerate(OBJECTIVES))
 
 
 def technique_of(param: str) -> set[str]:
@@ -187,14 +189,14 @@ def importances(run: RunData, recovery: Collection[str] = ()) -> Importances:
     trained trials; none below ``MIN_TRAINED_FOR_IMPORTANCES`` of them. Parameters of the
     ``recovery`` techniques (training settings) are ranked for accuracy only: they cannot change
     latency or memory."""
-    trained = int((run.frame["ended"] == "complete").sum())
+    trained = int((run.frame[ENDED] == Ended.COMPLETE.value).sum())
     if trained < MIN_TRAINED_FOR_IMPORTANCES:
         return Importances(pd.DataFrame(), trained, f"Parameter importances appear once {MIN_TRAINED_FOR_IMPORTANCES} "
                            f"trials have been trained ({trained} so far): from fewer they would rank noise.")
     study = completed_study(run)
     names = sorted({name for trial in study.trials for name in trial.params})
     columns = {}
-    for column, index, sign in OBJECTIVES:
+    for column, index, sign in IMPORTANCE_TARGETS:
         params = names if index == 0 else [p for p in names if not technique_of(p) <= set(recovery)]
         if not params:
             continue
@@ -202,7 +204,7 @@ def importances(run: RunData, recovery: Collection[str] = ()) -> Importances:
             warnings.simplefilter("ignore")  # "computes importances for low target values": negated above
             columns[column] = optuna.importance.get_param_importances(
                 study, params=params, target=lambda t, i=index, s=sign: s * t.values[i])
-    table = pd.DataFrame(columns, columns=[c for c, _, _ in OBJECTIVES])
+    table = pd.DataFrame(columns, columns=[c for c, _, _ in IMPORTANCE_TARGETS])
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index][:12]
     left_out = sorted(p for p in names if technique_of(p) <= set(recovery))
     note = (f"Optuna's parameter importances (PED-ANOVA, its default) over the {trained} trained trials, per "

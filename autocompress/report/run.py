@@ -1,8 +1,8 @@
 """What a report is made of, read from the stored study alone.
 
 A run directory's ``run.json`` only says where the study lives; everything else (the baseline,
-the by-hand references, the run record, every trial) comes from the Optuna storage, so a
-report of a finished, interrupted or multi-worker search is the same report.
+the by-hand references, the run record, every trial's record) comes from the Optuna storage, so
+a report of a finished, interrupted or multi-worker search is the same report.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import optuna
 import pandas as pd
 
 from autocompress.errors import InputError
-from autocompress.search import results
-from autocompress.search.settings import PREFERENCES, Limits
+from autocompress.study import results
+from autocompress.study.layout import RunLayout
+from autocompress.study.limits import Limits
+from autocompress.study.record import BASELINE, ENDED, REFERENCES, RUN, TrialRecord
+from autocompress.study.storage import open_storage
 
 
 @dataclass
@@ -32,6 +35,24 @@ class RunData:
     references: list[dict[str, Any]]  #: by-hand baselines such as int8 alone
     limits: Limits
     prefer: str
+    #: Every trial's record by number: the plan as data (``steps``), accuracies, measurement.
+    trials: dict[int, TrialRecord]
+
+    @classmethod
+    def from_study(cls, study: optuna.Study, limits: Limits | None = None, prefer: str | None = None) -> RunData:
+        """Read ``study``; the limits and preference default to those its run record holds."""
+        attrs = study.user_attrs
+        record = dict(attrs.get(RUN, {}))
+        if limits is None:
+            limits = Limits(**record["limits"]) if "limits" in record else Limits()
+        if prefer is None:
+            prefer = record.get("prefer", "latency")
+            if prefer not in results.PREFERENCES:
+                prefer = "latency"
+        records = results.trial_records(study)
+        document = results.pareto_document(records, attrs[BASELINE], limits, prefer)
+        return cls(study, results.trials_frame(records), document, record, list(attrs.get(REFERENCES, [])), limits,
+                   prefer, {r.number: r for r in records})
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -50,25 +71,24 @@ class RunData:
         return self.frame.set_index("number").loc[numbers].reset_index()
 
     def ended_counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.frame["ended"].value_counts().items()}
+        return {str(k): int(v) for k, v in self.frame[ENDED].value_counts().items()}
 
 
 def storage_of_run_dir(run_dir: Path) -> tuple[str, str]:
     """(storage URL, study name) recorded in a run directory."""
-    run_json = run_dir / "run.json"
-    if not run_json.is_file():
+    layout = RunLayout(run_dir)
+    if not layout.run_json.is_file():
         raise InputError(f"{run_dir}: no run.json; not a run directory written by 'autocompress search'")
     try:
-        record = json.loads(run_json.read_text())
+        record = json.loads(layout.run_json.read_text())
         study_name = record["study"]
     except (ValueError, KeyError) as exc:
-        raise InputError(f"{run_json}: unreadable run record ({exc})") from None
+        raise InputError(f"{layout.run_json}: unreadable run record ({exc})") from None
     storage = str(record.get("storage", ""))
     if "://" not in storage:  # the default: the SQLite file next to run.json
-        db = run_dir / "study.db"
-        if not db.is_file():
-            raise InputError(f"{run_dir}: no study.db next to run.json")
-        return f"sqlite:///{db.resolve()}", study_name
+        if not layout.study_db.is_file():
+            raise InputError(f"{run_dir}: no {layout.study_db.name} next to run.json")
+        return layout.default_storage_url, study_name
     if "***" in storage:
         raise InputError(f"{run_dir}: the study lives in {storage} (password not recorded); "
                          "pass --storage URL --study NAME")
@@ -77,9 +97,7 @@ def storage_of_run_dir(run_dir: Path) -> tuple[str, str]:
 
 def load_run(storage_url: str, study_name: str) -> RunData:
     """Read a study from its storage; the error names the study and the studies that exist."""
-    from autocompress.search.study import make_storage
-
-    storage = make_storage(storage_url)
+    storage = open_storage(storage_url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
@@ -87,15 +105,7 @@ def load_run(storage_url: str, study_name: str) -> RunData:
         raise InputError(f"no study '{study_name}' in {storage_url.split('@')[-1]} "
                          f"(studies there: {', '.join(names) or 'none'})")
     study = optuna.load_study(study_name=study_name, storage=storage)
-    attrs = study.user_attrs
-    if "baseline" not in attrs:
+    if BASELINE not in study.user_attrs:
         raise InputError(f"study '{study_name}' has no baseline yet: its search stopped before measuring the "
                          "teacher, so there is nothing to report")
-    record = dict(attrs.get("run", {}))
-    limits = Limits(**record["limits"]) if "limits" in record else Limits()
-    prefer = record.get("prefer", "latency")
-    if prefer not in PREFERENCES:
-        prefer = "latency"
-    frame = results.trials_frame(study)
-    document = results.pareto_document(frame, attrs["baseline"], limits, prefer)
-    return RunData(study, frame, document, record, list(attrs.get("references", [])), limits, prefer)
+    return RunData.from_study(study)

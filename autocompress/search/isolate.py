@@ -1,13 +1,14 @@
 """``--isolate``: each trial runs in a child process, so a crash or a hard memory cap ends only that trial.
 
-The parent keeps everything Optuna: its sampler chooses the plan with the parent's trial (the
-sampler's state is never duplicated), its storage records every result, its heartbeat keeps the
-trial alive. The child (started with ``spawn``: a forked torch/OpenMP process is unsafe) rebuilds
-the plugin host, the task and the shared environment with ``make_environment``, runs the plan with
-the same ``Objective.execute`` as an in-process trial and sends every record (user attributes,
-constraints, pruning questions, the result) back over a pipe, so ``ended``/``reason`` read as they
-would in-process. The parent fails the trial itself when the child dies (signal or exit code and
-the plan named), kills it past ``--trial-timeout`` (or when it hangs while loading: see
+The parent keeps everything Optuna: its ``Objective`` samples the plan with the parent's trial (the
+sampler's state is never duplicated) and records how the trial ended, exactly as for an in-process
+trial; its storage records every result; its heartbeat keeps the trial alive. ``InChildProcess`` is
+the objective's evaluator: the child (started with ``spawn``: a forked torch/OpenMP process is
+unsafe) rebuilds the plugin host, the task and the shared environment with ``make_environment``,
+runs the plan with the same ``evaluate_plan`` as an in-process trial, forwards what it records on
+the way (measurement, recovery curve, work time) and pruning questions over a pipe, and sends back
+its outcome or why it stopped. The parent raises ``TrialFailed`` when the child dies (signal or exit
+code and the plan named), kills it past ``--trial-timeout`` (or when it hangs while loading: see
 ``load_limit``) and terminates it on Ctrl-C/SIGTERM.
 
 ``--trial-memory-mb`` becomes a hard cap in the child: its address space (``RLIMIT_AS``) may grow by
@@ -22,13 +23,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import resource
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -37,15 +35,12 @@ import optuna
 
 from autocompress.errors import InputError
 from autocompress.plugin_manager import BUILTIN, BUILTIN_PLUGINS, Host
-from autocompress.search.objective import (
-    FAILED,
-    INTERRUPTED,
-    Objective,
-    TrialEnvironment,
-    TrialMemoryExceeded,
-    sample_plan,
-)
+from autocompress.search.environment import TrialEnvironment, make_environment, technique_spaces
+from autocompress.search.objective import PrunedTrial, TrialFailed, evaluate_plan, failure_reason
+from autocompress.search.sampling import plan_of_params
 from autocompress.search.settings import SearchSettings
+from autocompress.search.trial_limits import address_space_limit
+from autocompress.study.record import Baseline, TrialOutcome, describe_plan, steps_of
 from autocompress.technique import Plan
 
 IN_CODE = "registered in code"
@@ -121,7 +116,7 @@ def host_recipe(host: Host) -> HostRecipe:
 
 
 class ChildTrial:
-    """What ``Objective.execute`` records a trial through, forwarded to the parent's real trial."""
+    """The trial ``evaluate_plan`` records on in a child process: every write goes to the parent's trial."""
 
     def __init__(self, number: int, params: dict[str, Any], user_attrs: dict[str, Any], conn: Any):
         self.number = number
@@ -133,55 +128,9 @@ class ChildTrial:
         self.user_attrs[key] = value
         self.conn.send(("attr", key, value))
 
-    def set_constraint(self, key: str, value: float) -> None:
-        self.conn.send(("constraint", key, float(value)))
-
     def ask_prune(self, trial: Any, curve: dict[int, float]) -> bool:
         self.conn.send(("prune?", curve))
         return bool(self.conn.recv())
-
-
-@contextmanager
-def address_space_limit(megabytes: float | None) -> Iterator[None]:
-    """A hard cap: the process's address space may grow by ``megabytes`` from now on (RLIMIT_AS).
-    An allocation over it fails at once; it is reported as TrialMemoryExceeded."""
-    if megabytes is None:
-        yield
-        return
-    import psutil
-
-    size = psutil.Process().memory_info().vms
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = size + int(megabytes * 2**20)
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-    try:
-        yield
-    except Exception as exc:
-        if not _allocation_failure(exc):
-            raise
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise TrialMemoryExceeded(
-            f"trial exceeded the per-trial memory limit of {megabytes:g} MB (an allocation failed under the "
-            f"child process's hard cap: {text[:300]})") from None
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-ALLOCATION_FAILED = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory")
-
-
-def _allocation_failure(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an exception it wraps (a technique's error names the technique and chains
-    the original) is a failed allocation: MemoryError, or torch's allocator RuntimeError."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError):
-            return True
-        if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in ALLOCATION_FAILED):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 @dataclass(frozen=True)
@@ -202,7 +151,7 @@ def child_main(job: ChildJob, conn: Any) -> None:
     _die_with_parent()
     try:
         env = _child_environment(job)
-        plan = sample_plan(optuna.trial.FixedTrial(job.params), env.techniques, env.spaces)
+        plan = plan_of_params(job.params, env.techniques, env.spaces)
     except BaseException as exc:
         conn.send(("setup", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=6)))
         return
@@ -211,14 +160,16 @@ def child_main(job: ChildJob, conn: Any) -> None:
     known = set(env.measurements)
     conn.send(("ready",))
     try:
-        values = Objective(env).execute(trial, plan, address_space_limit(env.trial_memory_mb))
-        outcome = ("return", values)
+        with address_space_limit(env.trial_memory_mb):
+            result: tuple = ("outcome", evaluate_plan(env, trial, plan))
+    except PrunedTrial as exc:
+        result = ("pruned", str(exc), exc.constraints)
     except optuna.TrialPruned as exc:
-        outcome = ("pruned", str(exc) or "pruned")
+        result = ("pruned", str(exc) or "pruned", {})
     except BaseException as exc:
-        outcome = ("failed", f"{type(exc).__name__}: {exc}")
+        result = ("failed", failure_reason(exc))
     conn.send(("measurements", {k: v for k, v in env.measurements.items() if k not in known}))
-    conn.send(outcome)
+    conn.send(result)
 
 
 def _die_with_parent() -> None:
@@ -238,9 +189,6 @@ def _die_with_parent() -> None:
 
 
 def _child_environment(job: ChildJob) -> TrialEnvironment:
-    from autocompress.search.objective import Baseline
-    from autocompress.search.study import make_environment, technique_spaces
-
     settings = job.settings
     host = job.recipe.build()
     task = host.tasks[settings.task](settings.task_options).load()
@@ -257,10 +205,6 @@ def _child_environment(job: ChildJob) -> TrialEnvironment:
 # ---------------------------------------------------------------- parent side
 
 
-class ChildTrialFailed(Exception):
-    """The child process reported a failed trial, died, or ran past the time limit."""
-
-
 def describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -272,8 +216,8 @@ def describe_exit(code: int | None) -> str:
     return f"child process exited with code {code} without a result"
 
 
-class IsolatedObjective:
-    """Optuna's objective for ``--isolate``: the plan is sampled here, run in a child process."""
+class InChildProcess:
+    """The objective's evaluator for ``--isolate``: each plan runs in a child process."""
 
     def __init__(self, env: TrialEnvironment, settings: SearchSettings, recipe: HostRecipe, load_limit_s: float):
         self.env = env
@@ -282,35 +226,7 @@ class IsolatedObjective:
         self.load_limit_s = load_limit_s
         self.context = multiprocessing.get_context("spawn")
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
-        started = time.perf_counter()
-        try:
-            plan = sample_plan(trial, self.env.techniques, self.env.spaces)
-            trial.set_user_attr("plan", plan.describe())
-            trial.set_user_attr("manifest", plan.to_manifest())
-            return self._run_child(trial, plan)
-        except KeyboardInterrupt:
-            trial.set_user_attr("ended", INTERRUPTED)
-            trial.set_user_attr("reason", "interrupted by the user")
-            raise
-        except ChildTrialFailed:
-            raise
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:  # the parent's own side failed (e.g. the child could not start)
-            trial.set_user_attr("ended", FAILED)
-            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            # Wall time including the child's start: the real cost of the trial.
-            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
-
-    def _fail(self, trial: optuna.Trial, reason: str) -> ChildTrialFailed:
-        trial.set_user_attr("ended", FAILED)
-        trial.set_user_attr("reason", reason)
-        return ChildTrialFailed(reason)
-
-    def _run_child(self, trial: optuna.Trial, plan: Plan) -> tuple[float, float, float]:
+    def evaluate(self, trial: optuna.Trial, plan: Plan) -> TrialOutcome:
         job = ChildJob(
             settings=self.settings, recipe=self.recipe, fingerprint=self.env.task.fingerprint,
             baseline=self.env.baseline.as_dict(), number=trial.number, params=dict(trial.params),
@@ -328,18 +244,18 @@ class IsolatedObjective:
                 if not receiver.poll(wait):
                     _stop(process)
                     if loading:
-                        raise self._fail(trial, f"ChildLoadTimeout: the trial's child process did not finish loading "
-                                                f"the plugins, model and data within {self.load_limit_s:g} s "
-                                                "(it was killed)")
+                        raise TrialFailed(f"ChildLoadTimeout: the trial's child process did not finish loading "
+                                          f"the plugins, model and data within {self.load_limit_s:g} s "
+                                          "(it was killed)")
                     seconds = self.env.trial_timeout_s
-                    raise self._fail(trial, f"TrialTimeout: trial exceeded the per-trial time limit of {seconds:g} s "
-                                            "(its child process was killed)")
+                    raise TrialFailed(f"TrialTimeout: trial exceeded the per-trial time limit of {seconds:g} s "
+                                      "(its child process was killed)")
                 try:
                     message = receiver.recv()
                 except EOFError:
                     process.join(KILL_GRACE_S)
-                    raise self._fail(trial, f"{describe_exit(process.exitcode)} while running {plan.describe()}"
-                                     ) from None
+                    plan_text = describe_plan(steps_of(plan.to_manifest()))
+                    raise TrialFailed(f"{describe_exit(process.exitcode)} while running {plan_text}") from None
                 kind = message[0]
                 if kind == "ready":
                     loading, deadline = False, None
@@ -347,22 +263,18 @@ class IsolatedObjective:
                         deadline = time.monotonic() + self.env.trial_timeout_s
                 elif kind == "attr":
                     trial.set_user_attr(message[1], message[2])
-                elif kind == "constraint":
-                    trial.set_constraint(message[1], message[2])
                 elif kind == "prune?":
                     receiver.send(self.env.decide_prune(trial, message[1]))
                 elif kind == "measurements":
                     self.env.measurements.update(message[1])
-                elif kind == "return":
+                elif kind == "outcome":
                     return message[1]
                 elif kind == "pruned":
-                    raise optuna.TrialPruned(message[1])
+                    raise PrunedTrial(message[1], message[2])
                 elif kind == "failed":
-                    if "ended" not in trial.user_attrs:  # not an Exception (e.g. SystemExit): not recorded
-                        raise self._fail(trial, message[1])
-                    raise ChildTrialFailed(message[1])  # ended/reason already recorded by the child
+                    raise TrialFailed(message[1])
                 elif kind == "setup":
-                    raise self._fail(trial, f"the trial's child process could not prepare the trial: {message[1]}")
+                    raise TrialFailed(f"the trial's child process could not prepare the trial: {message[1]}")
         finally:
             _stop(process)
             receiver.close()

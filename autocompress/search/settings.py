@@ -2,57 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autocompress.errors import InputError
 from autocompress.measure import MeasureSettings
+from autocompress.study.layout import RunLayout
+from autocompress.study.limits import Limits, check_positive
+from autocompress.study.results import PREFERENCES
 from autocompress.task import TaskOptions
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "successive-halving", "hyperband", "none")
-PREFERENCES = ("latency", "memory", "accuracy")
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    if value <= 0:
-        raise InputError(f"{name} must be greater than 0, got {value}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Hard limits; a candidate is feasible when it meets all of them."""
-
-    max_latency_ms: float | None = None
-    max_memory_mb: float | None = None
-    #: Largest allowed drop in accuracy versus the teacher, as a fraction (0.01 = 1 point).
-    max_accuracy_drop: float | None = 0.01
-
-    def __post_init__(self):
-        _positive("--max-latency-ms", self.max_latency_ms)
-        _positive("--max-memory-mb", self.max_memory_mb)
-        drop = self.max_accuracy_drop
-        if drop is not None and (
-            isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1
-        ):
-            raise InputError(
-                f"--max-accuracy-drop must be a fraction in [0, 1) (0.01 = 1 point), got {drop!r}"
-            )
-
-    def describe(self) -> str:
-        parts = []
-        if self.max_latency_ms is not None:
-            parts.append(f"latency <= {self.max_latency_ms:g} ms")
-        if self.max_memory_mb is not None:
-            parts.append(f"memory <= {self.max_memory_mb:g} MB")
-        if self.max_accuracy_drop is not None:
-            parts.append(f"accuracy drop <= {self.max_accuracy_drop * 100:g} points")
-        return ", ".join(parts) or "no limits"
 
 
 @dataclass(frozen=True)
@@ -93,10 +54,10 @@ class SearchSettings:
     def __post_init__(self):
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
             raise InputError(f"--trials must be a whole number >= 1, got {self.trials!r}")
-        _positive("--timeout", self.timeout_s)
-        _positive("--heartbeat", self.heartbeat_s)
-        _positive("--trial-timeout", self.trial_timeout_s)
-        _positive("--trial-memory-mb", self.trial_memory_mb)
+        check_positive("--timeout", self.timeout_s)
+        check_positive("--heartbeat", self.heartbeat_s)
+        check_positive("--trial-timeout", self.trial_timeout_s)
+        check_positive("--trial-memory-mb", self.trial_memory_mb)
         if self.sampler not in SAMPLERS:
             raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:
@@ -113,8 +74,13 @@ class SearchSettings:
         return self.out or Path("runs") / self.study_name
 
     @property
+    def layout(self) -> RunLayout:
+        """The run directory's files."""
+        return RunLayout(self.out_dir)
+
+    @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+        return self.storage or self.layout.default_storage_url
 
     @property
     def owns_storage(self) -> bool:

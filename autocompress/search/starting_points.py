@@ -6,7 +6,8 @@ moderate FFN pruning, half depth with distillation). The starting points are tho
 combinations, written declaratively (``search_spaces/_starting_points.yaml`` by default, or the
 user's file): each names techniques and fixes some of their fields; fields left out are sampled
 as usual. They are ordinary trials of the budget, recorded like any other, and they give the
-sampler real observations to model from the first trials on.
+sampler real observations to model from the first trials on. Each is queued as the parameters
+under which the sampler's own encoding picks it (``sampling.plan_params``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import optuna
 
 from autocompress.errors import InputError
-from autocompress.search.objective import conflict_groups
+from autocompress.search.sampling import plan_params
 from autocompress.search_space import SearchSpace, read_yaml
+from autocompress.study.record import STARTING_POINT
 
 DEFAULT_FILE = "_starting_points.yaml"
 ENQUEUED = "starting_points_enqueued"
@@ -49,37 +51,6 @@ def load_starting_points(path: Path, registered: set[str]) -> list[dict[str, dic
     return plans
 
 
-def plan_params(plan: Mapping[str, Mapping[str, Any]], techniques: list[type], spaces: Mapping[str, SearchSpace],
-                where: str) -> dict[str, Any]:
-    """The trial parameters under which ``sample_plan`` picks exactly ``plan``: its techniques on, the
-    others off, the given fields fixed (each must lie in the field's search space)."""
-    params: dict[str, Any] = {}
-    for group in conflict_groups(techniques):
-        names = [cls.name for cls in group]
-        picked = [n for n in names if n in plan]
-        if len(picked) > 1:
-            raise InputError(f"{where}: {' and '.join(picked)} conflict; a plan can use only one of them")
-        if len(group) == 1:
-            params[f"use.{names[0]}"] = bool(picked)
-        else:
-            params[f"use.{'|'.join(names)}"] = picked[0] if picked else "none"
-    for name, fields in plan.items():
-        for field_name, value in fields.items():
-            distribution = spaces[name].get(field_name)
-            if distribution is None:
-                raise InputError(f"{where}: '{name}.{field_name}' is not a searched field "
-                                 f"(searched: {', '.join(spaces[name]) or 'none'})")
-            try:
-                inside = distribution._contains(distribution.to_internal_repr(value))
-            except (TypeError, ValueError):
-                inside = False
-            if not inside:
-                raise InputError(f"{where}: {name}.{field_name} = {value!r} is outside its search space "
-                                 f"{distribution!r}")
-            params[f"{name}.{field_name}"] = value
-    return params
-
-
 def enqueue_starting_points(study: optuna.Study, path: Path | None, techniques: list[type],
                             spaces: Mapping[str, SearchSpace], registered: set[str]) -> int:
     """Queue the starting points once per study (the first worker does it); plans that use a
@@ -92,7 +63,7 @@ def enqueue_starting_points(study: optuna.Study, path: Path | None, techniques: 
         if not set(plan) <= searched:
             continue
         study.enqueue_trial(plan_params(plan, techniques, spaces, f"{path}: plan {index}"),
-                            user_attrs={"starting_point": index})
+                            user_attrs={STARTING_POINT: index})
         queued += 1
     study.set_user_attr(ENQUEUED, queued)
     return queued

@@ -30,7 +30,7 @@ from autocompress.errors import InputError
 from autocompress.measure import dummy_inputs, model_bytes, parameter_count, thread_count, time_forward
 from autocompress.model_io import MANIFEST, WEIGHTS, load_pretrained, save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.search.objective import suggest
+from autocompress.search.sampling import suggest
 from autocompress.shared_weights import distinct_state, tie_groups
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
 from autocompress.testing.tiny import (

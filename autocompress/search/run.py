@@ -1,0 +1,160 @@
+"""``run_search``: the one entry point of a search.
+
+Validate the settings against the plugins (cheap mistakes cost seconds, not a teacher
+fine-tuning), open the study, load the task, measure the baseline and the by-hand references
+once per study, run the trials still missing from the budget, write the outputs.
+
+Storage is Optuna's RDB storage: a SQLite file in the run directory by default, any Optuna URL
+with ``--storage`` (several workers share one study through it).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import warnings
+from typing import Any
+
+import optuna
+from tqdm.auto import tqdm
+
+from autocompress.errors import InputError
+from autocompress.plugin_manager import Host, build_host
+from autocompress.search.environment import (
+    TrialEnvironment,
+    by_hand_references,
+    make_environment,
+    measure_baseline,
+    technique_spaces,
+)
+from autocompress.search.isolate import InChildProcess, host_recipe, load_limit
+from autocompress.search.objective import Objective
+from autocompress.search.outputs import SearchOutcome, prune_candidates, write_outputs, write_run_json
+from autocompress.search.resume import RunLock, check_run_dir, counted_trials, repair_interrupted_trials
+from autocompress.search.sampling import make_sampler
+from autocompress.search.settings import SearchSettings
+from autocompress.search.starting_points import enqueue_starting_points, validate_starting_points
+from autocompress.study.record import (
+    BASELINE,
+    DIRECTIONS,
+    LAST_RUN_SECONDS,
+    METRIC_NAMES,
+    REFERENCES,
+    TEST_ACCURACY,
+    Baseline,
+    TrialRecord,
+)
+from autocompress.study.storage import open_storage
+
+
+def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutcome:
+    """Run (or resume) the search ``settings`` describe with the plugins of ``host`` (default: the
+    installed ones); returns where the results are and what was found. KeyboardInterrupt after
+    the results so far are written, when the user interrupted."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and trials.csv say it better
+    host = host or build_host(disabled=settings.disabled_plugins)
+    # Cheap validation first: every mistake below costs seconds, not a teacher fine-tuning.
+    if settings.task not in host.tasks:
+        raise InputError(f"unknown task '{settings.task}' (valid: {', '.join(host.tasks.names())})")
+    if settings.target not in host.targets:
+        raise InputError(f"unknown target '{settings.target}' (valid: {', '.join(host.targets.names())})")
+    unavailable = host.targets[settings.target].unavailable_reason()
+    if unavailable:
+        raise InputError(f"target '{settings.target}' cannot be used here: {unavailable}")
+    techniques, spaces = technique_spaces(host, settings)
+    recipe = host_recipe(host) if settings.isolate else None  # refused now if children could not rebuild it
+    registered = set(host.techniques.names())
+    validate_starting_points(settings.starting_points, techniques, spaces, registered)
+    provider = host.tasks[settings.task](settings.task_options)
+    provider.validate()
+    layout = settings.layout
+    check_run_dir(layout, settings.study_name, None)
+    if not settings.owns_storage:  # a bad database URL leaves no empty run directory behind
+        storage = open_storage(settings.storage_url, settings.heartbeat_s)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if settings.owns_storage:
+        storage = open_storage(settings.storage_url, settings.heartbeat_s)
+
+    with RunLock(layout):
+        study = optuna.create_study(
+            study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS),
+            sampler=make_sampler(settings.sampler, settings.seed), load_if_exists=True,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
+        enqueue_starting_points(study, settings.starting_points, techniques, spaces, registered)
+        loading = time.monotonic()
+        task = provider.load()
+        check_run_dir(layout, settings.study_name, task.fingerprint)
+
+        def baseline_for(target, validation, test) -> Baseline:
+            """Measured once per study; every later worker and resume reads it back."""
+            stored = study.user_attrs.get(BASELINE)
+            if stored is not None:
+                return Baseline.from_dict(stored)
+            baseline = measure_baseline(task.teacher, target, settings.measure, validation, test)
+            study.set_user_attr(BASELINE, baseline.as_dict())
+            return baseline
+
+        env = make_environment(settings, host, task, techniques, spaces, baseline_for)
+        loaded_s = time.monotonic() - loading
+        write_run_json(settings, task, env.baseline, study)
+        if settings.owns_storage:
+            repair_interrupted_trials(study)
+        if REFERENCES not in study.user_attrs:
+            study.set_user_attr(REFERENCES, by_hand_references(env, host))
+        remaining = settings.trials - counted_trials(study)
+        interrupted = False
+        if remaining > 0:
+            objective = Objective(env)
+            if recipe is not None:
+                objective = Objective(env, InChildProcess(env, settings, recipe, load_limit(loaded_s)))
+            interrupted = _optimize(study, objective, env, settings, host, remaining)
+        outcome = write_outputs(study, settings, host)
+        if interrupted:
+            raise KeyboardInterrupt
+        return outcome
+
+
+def _optimize(study: optuna.Study, objective: Objective, env: TrialEnvironment, settings: SearchSettings,
+              host: Host, remaining: int) -> bool:
+    """Run the trials; returns True when the user interrupted (results are still written)."""
+    bar = tqdm(total=remaining, desc="trials", unit="trial", disable=not settings.progress)
+    best: dict[str, Any] = {}
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if counted_trials(study) >= settings.trials:  # other workers may have filled the budget
+            study.stop()
+        row = TrialRecord.from_trial(trial).row()
+        for error in host.trial_finished(trial.number, row, settings.layout.root):
+            tqdm.write(error)
+        if row["feasible"] and (not best or row["latency_ms"] < best["latency_ms"]):
+            best.update(row)
+        prune_candidates(study, settings.layout, settings.prefer)
+        bar.update(1)
+        postfix = f"#{trial.number} {row['ended']}"
+        if best:
+            postfix += f" | best feasible: {best['latency_ms']:.1f} ms, test accuracy {best[TEST_ACCURACY]:.3f}"
+        bar.set_postfix_str(postfix)
+
+    # Each trial ends with a full garbage collection (a trial's model copies can sit in reference
+    # cycles). With torch and transformers loaded that pass walks ~450k objects, about 0.25 s a
+    # trial; freezing what exists now (modules, the task, the teacher: alive for the whole run)
+    # leaves it only the objects the trials made. Unfrozen afterwards, so nothing is kept for good.
+    gc.collect()
+    gc.freeze()
+    started = time.monotonic()
+    try:
+        study.optimize(
+            objective, n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
+            callbacks=[after_trial], gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        tqdm.write("interrupted: writing the results so far (Ctrl-C again to quit at once)")
+        return True
+    finally:
+        bar.close()
+        study.set_user_attr(LAST_RUN_SECONDS, round(time.monotonic() - started, 1))
+        gc.unfreeze()
+    return False
