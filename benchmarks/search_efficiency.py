@@ -6,7 +6,7 @@ and random search with the same trial count and seeds, and prints for every run:
 
 - the hypervolume of the feasible trials, objectives normalised by the teacher
   (1 - accuracy/teacher accuracy, latency/teacher latency, memory/teacher memory; reference
-  point (0.5, 1, 1): see autocompress/search/results.py), and its ratio default/random;
+  point (0.5, 1, 1): see autocompress/study/results.py), and its ratio default/random;
 - the host's share of the optimisation wall time: everything that is not applying
   techniques, training, measuring or evaluating (``work_s`` of each trial), i.e. sampling,
   pruning decisions, storage writes, saving candidates, callbacks.

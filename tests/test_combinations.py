@@ -24,6 +24,7 @@ import copy
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ from autocompress.data import stratified_split
 from autocompress.measure import thread_count
 from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.search.objective import suggest
+from autocompress.search.sampling import suggest
+from autocompress.shared_weights import distinct_state, tie_groups
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 from autocompress.testing import synthetic_sentiment, text_inputs, tiny_model, tiny_tokenizer, varied_inputs
 
@@ -59,6 +61,10 @@ def _host():
         from autocompress_example_plugin import embedding_factorization
 
         plugins.append(("embedding_factorization", embedding_factorization))
+    if importlib.util.find_spec("autocompress_sharing_plugin") is not None:
+        from autocompress_sharing_plugin import ffn_sharing
+
+        plugins.append(("ffn_sharing", ffn_sharing))
     return build_host(autoload=False, extra_plugins=plugins)
 
 
@@ -79,13 +85,15 @@ def _context(model, tokenizer, data) -> ApplyContext:
                         teacher=copy.deepcopy(model), max_length=32)
 
 
-def _shapes(model) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+def _shapes(model) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
+    """Every state entry's shape, and which entries share one tensor (a tie changes the structure too)."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    return shapes, tie_groups(distinct_state(model)[1])
 
 
 def biting_config(technique, family: str, tokenizer, data):
     """The first of a seeded series of samples of ``technique``'s search space under which it alone
-    changes the shapes of a tiny model of ``family``."""
+    changes the shapes (or ties) of a tiny model of ``family``."""
     space = technique.search_space()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(technique.name)))
     model = tiny_model(family, **MODEL)
@@ -95,7 +103,7 @@ def biting_config(technique, family: str, tokenizer, data):
         changed = apply_steps(copy.deepcopy(model), [PlanStep(technique, config)], _context(model, tokenizer, data))
         if _shapes(changed) != _shapes(model):
             return config
-    raise AssertionError(f"no sample of {technique.name}'s search space changed a tiny {family} model's shapes")
+    raise AssertionError(f"no sample of {technique.name}'s search space changed a tiny {family} model's shapes or ties")
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,9 @@ def reloaded(tmp_path_factory) -> dict[str, dict]:
         for combination in COMBINATIONS:
             build_and_save(combination, configs, tokenizer, data, root)
     directories = [str(root / c.name) for c in COMBINATIONS]
-    result = subprocess.run([sys.executable, "-c", RELOAD, *directories], capture_output=True, text=True)
+    # A fresh process as a user's: the installed plugins load (the suite turns autoloading off for itself).
+    env = {**os.environ, "AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD": "0"}
+    result = subprocess.run([sys.executable, "-c", RELOAD, *directories], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
     return {Path(directory).name: outcome for directory, outcome in results.items()}

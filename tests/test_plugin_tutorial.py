@@ -54,6 +54,8 @@ class TestTutorialFfnSharing(TechniqueContract):
     technique = ffn_sharing.FfnSharing
     plugin = ffn_sharing
     mild_config = {"group_size": 2}
+    # Groups of 2 is the mildest; measured 0.002-0.013 of the largest logit, 0.077 on ELECTRA.
+    mild_tolerance = 0.08
     strong_config = {"group_size": 2}
     bad_configs = [{"group_size": 0}, {"group_size": 2.5}, {"groups": 2}]
     reduces_latency = False

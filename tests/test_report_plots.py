@@ -11,8 +11,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from autocompress.report import plots
 from autocompress.report.run import RunData
-from autocompress.search import results
 from autocompress.search.settings import Limits
+from autocompress.study import record
 
 BASELINE = {"val_accuracy": 0.90, "test_accuracy": 0.88, "latency_ms": 10.0, "latency_p90_ms": 11.0, "memory_mb": 80.0,
             "model_mb": 80.0, "activation_mb": 0.0, "parameters": 20_000_000}
@@ -26,7 +26,9 @@ def _trial(number: int, latency: float, val_accuracy: float, keep: float, temper
            ended: str = "complete") -> optuna.trial.FrozenTrial:
     """A trained trial whose latency follows the FFN kept (and never the distillation temperature)."""
     memory = 20.0 + 60.0 * keep
-    attrs = {"ended": ended, "plan": f"ffn_pruning(keep_fraction={keep}) -> distillation(temperature={temperature})",
+    plan = [{"technique": "ffn_pruning", "version": "1", "config": {"keep_fraction": keep}},
+            {"technique": "distillation", "version": "1", "config": {"temperature": temperature}}]
+    attrs = {"ended": ended, "plan": plan,
              "test_accuracy": val_accuracy - 0.01, "val_accuracy": val_accuracy, "latency_ms": latency,
              "latency_p90_ms": latency * 1.1, "speedup": BASELINE["latency_ms"] / latency,
              "teacher_latency_ms": BASELINE["latency_ms"], "memory_mb": memory, "model_mb": memory,
@@ -42,9 +44,8 @@ def _run(trials, limits: Limits) -> RunData:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     for trial in trials:
         study.add_trial(trial)
-    frame = results.trials_frame(study)
-    document = results.pareto_document(frame, BASELINE, limits, "latency")
-    return RunData(study, frame, document, {}, [], limits, "latency")
+    study.set_user_attr(record.BASELINE, BASELINE)
+    return RunData.from_study(study, limits, "latency")
 
 
 def _trials(count: int):

@@ -14,6 +14,9 @@ from autocompress.testing import TechniqueContract, tiny_model
 class TestWidthPruningContract(TechniqueContract):
     technique = WidthPruning
     mild_config = {"width_fraction": 0.75}
+    # The mildest cut on the kit's 4-head models is one head in four, with no recovery: measured 0.21-0.23
+    # of the largest logit on the trained tiny models (the search always distils after it).
+    mild_tolerance = 0.25
     strong_config = {"width_fraction": 0.5}
     bad_configs = [{"width_fraction": 0.0}, {"width_fraction": 1.5}, {"width_fraction": "half"}, {"samples": 0},
                    {"width": 32}]
