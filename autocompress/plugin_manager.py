@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.architectures",
     "autocompress.plugins.cpu_target",
     "autocompress.plugins.onnx_target",
+    "autocompress.plugins.openvino_target",
     "autocompress.plugins.demo_task",
     "autocompress.plugins.local_task",
     "autocompress.plugins.ffn_pruning",

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from autocompress import __version__
 from autocompress.arch import adapter_for
 from autocompress.candidate import apply_steps, deploy
+from autocompress.cpu import cpu_features
 from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
@@ -183,6 +184,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "optuna": optuna.__version__, "autocompress": __version__,
+        "cpu_features": cpu_features().as_dict(),  # which post steps can pay off here (autocompress/cpu.py)
     }
 
 
