@@ -24,6 +24,7 @@ from torch import nn
 
 from autocompress import __version__
 from autocompress.arch import FactorizedEmbedding, set_module
+from autocompress.deployment import restore_deployment
 from autocompress.errors import InputError
 
 MANIFEST = "autocompress.json"
@@ -109,6 +110,7 @@ def load_pretrained(directory: str | Path, host: Any = None) -> tuple[nn.Module,
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if manifest.get("post_steps"):
         model = apply_post_steps(model, tokenizer, manifest["post_steps"], host)
+        model = restore_deployment(directory, model)  # what a runtime needs to finish it (static int8)
     return model, tokenizer
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from autocompress.arch import adapter_for
 from autocompress.candidate import apply_steps, deploy, structure_key
+from autocompress.deployment import save_deployment
 from autocompress.measure import Measurement, MeasureSettings, Target
 from autocompress.model_io import save_candidate
 from autocompress.registry import Registry
@@ -421,11 +422,12 @@ class Objective:
         if any(v > 0 for v in gaps.values()):
             trial.set_user_attr("reason", describe_gaps(gaps))
         else:
-            save_candidate(
+            directory = save_candidate(
                 env.candidates_dir / f"trial-{trial.number:05d}", student, context.tokenizer,
                 post_steps=plan.to_manifest(Stage.POST),
                 info={"trial": trial.number, "plan": plan.to_manifest(), "measurement": measurement.as_dict(),
                       "val_accuracy": val_accuracy, "accuracy": test_accuracy},
             )
+            save_deployment(directory, deployed)  # e.g. static int8's calibration sample and float layers
         return val_accuracy, measurement.latency_ms, measurement.memory_mb
 

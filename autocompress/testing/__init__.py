@@ -11,9 +11,11 @@ Third-party technique authors subclass ``TechniqueContract`` in their own tests:
         bad_configs = [{"strength": -1}]
 
 pytest then runs every contract check on tiny BERT and DistilBERT models built from configs.
+``TargetContract`` does the same for targets (``autocompress.testing.target_contract``).
 """
 
 from autocompress.testing.contract import TechniqueContract
+from autocompress.testing.target_contract import TargetContract
 from autocompress.testing.tiny import (
     synthetic_sentiment,
     tiny_model,
@@ -22,5 +24,5 @@ from autocompress.testing.tiny import (
     write_tiny_task,
 )
 
-__all__ = ["TechniqueContract", "synthetic_sentiment", "tiny_model", "tiny_tokenizer", "write_tiny_checkpoint",
-           "write_tiny_task"]
+__all__ = ["TargetContract", "TechniqueContract", "synthetic_sentiment", "tiny_model", "tiny_tokenizer",
+           "write_tiny_checkpoint", "write_tiny_task"]
