@@ -11,7 +11,7 @@ sampler real observations to model from the first trials on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,14 +81,21 @@ def plan_params(plan: Mapping[str, Mapping[str, Any]], techniques: list[type], s
 
 
 def enqueue_starting_points(study: optuna.Study, path: Path | None, techniques: list[type],
-                            spaces: Mapping[str, SearchSpace], registered: set[str]) -> int:
+                            spaces: Mapping[str, SearchSpace], registered: set[str],
+                            adapt: Callable[[list[dict[str, dict[str, Any]]]], list[dict[str, dict[str, Any]]]]
+                            | None = None) -> int:
     """Queue the starting points once per study (the first worker does it); plans that use a
-    technique this search leaves out are skipped. Returns how many were queued."""
+    technique this search leaves out are skipped. ``adapt`` rewrites the plans first (the probe
+    ends them in the post step that pays off on this machine, search/probe.py). Returns how many
+    were queued."""
     if path is None or study.user_attrs.get(ENQUEUED) is not None or study.get_trials(deepcopy=False):
         return 0
     searched = {cls.name for cls in techniques}
     queued = 0
-    for index, plan in enumerate(load_starting_points(path, registered), start=1):
+    plans = load_starting_points(path, registered)
+    if adapt is not None:
+        plans = adapt(plans)
+    for index, plan in enumerate(plans, start=1):
         if not set(plan) <= searched:
             continue
         study.enqueue_trial(plan_params(plan, techniques, spaces, f"{path}: plan {index}"),

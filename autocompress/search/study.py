@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import gc
 import json
 import os
@@ -35,6 +36,7 @@ from autocompress.search import results
 from autocompress.search.fidelity import make_pruner
 from autocompress.search.isolate import IsolatedObjective, host_recipe, load_limit
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
+from autocompress.search.probe import adapt_starting_points, probe_study, restrict_spaces
 from autocompress.search.settings import SearchSettings
 from autocompress.search.starting_points import enqueue_starting_points, validate_starting_points
 from autocompress.search_space import load_overrides
@@ -235,7 +237,6 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["accuracy", "latency_ms", "memory_mb"])
-        enqueue_starting_points(study, settings.starting_points, techniques, spaces, registered)
         loading = time.monotonic()
         task = provider.load()
         check_run_dir(out_dir, settings.study_name, task.fingerprint)
@@ -247,6 +248,14 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         if settings.owns_storage:
             fail_interrupted_trials(study)
         _references(study, host, env)
+        # What each post step buys here decides the starting points and drops refused choices
+        # (search/probe.py); the teacher on every runtime is the free floor (search/floor.py).
+        probe = probe_study(study, env)
+        adapt = None
+        if probe is not None:
+            env.spaces = restrict_spaces(env.spaces, probe)
+            adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
+        enqueue_starting_points(study, settings.starting_points, techniques, env.spaces, registered, adapt)
         remaining = settings.trials - counted_trials(study)
         interrupted = False
         if remaining > 0:
