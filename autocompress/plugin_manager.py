@@ -50,6 +50,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
     "autocompress.plugins.report_outcomes",
+    "autocompress.plugins.runtime_report",
     "autocompress.plugins.trial_log",
 )
 

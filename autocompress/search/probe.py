@@ -24,16 +24,18 @@ import copy
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import CategoricalDistribution
-from torch import nn
 
-from autocompress.candidate import deploy
 from autocompress.errors import AutocompressError
-from autocompress.measure import MeasureSettings, Target
 from autocompress.search_space import SearchSpace
 from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
+
+if TYPE_CHECKING:  # the report reads probes without loading torch
+    from torch import nn
+
+    from autocompress.measure import MeasureSettings, Target
 
 PROBE_ATTR = "probe"
 #: A post step must be at least this much faster than the teacher to end the starting points.
@@ -114,6 +116,8 @@ def post_variants(techniques: Sequence[type[Technique]]) -> list[tuple[type[Tech
 def run_probe(teacher: nn.Module, techniques: Sequence[type[Technique]], target: Target, settings: MeasureSettings,
               make_context: Callable[[nn.Module], ApplyContext], rounds: int = ROUNDS) -> Probe:
     """Time the teacher and each post step alone on ``target``, interleaved over ``rounds`` rounds."""
+    from autocompress.candidate import deploy
+
     quick = replace(settings, repeats=max(3, settings.repeats // rounds))
     rows: list[ProbeRow] = []
     deployed: list[tuple[int, nn.Module]] = []

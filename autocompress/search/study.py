@@ -34,6 +34,7 @@ from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search import results
 from autocompress.search.fidelity import make_pruner
+from autocompress.search.floor import measure_free_floor, validate_free_floor
 from autocompress.search.isolate import IsolatedObjective, host_recipe, load_limit
 from autocompress.search.objective import INTERRUPTED, Baseline, Objective, TrialEnvironment
 from autocompress.search.probe import adapt_starting_points, probe_study, restrict_spaces
@@ -216,6 +217,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     if unavailable:
         raise InputError(f"target '{settings.target}' cannot be used here: {unavailable}")
     techniques, spaces = technique_spaces(host, settings)
+    validate_free_floor(settings.free_floor, host)
     recipe = host_recipe(host) if settings.isolate else None  # refused now if children could not rebuild it
     registered = set(host.techniques.names())
     validate_starting_points(settings.starting_points, techniques, spaces, registered)
@@ -247,7 +249,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         write_run_json(out_dir, settings, task, env.baseline, study)
         if settings.owns_storage:
             fail_interrupted_trials(study)
-        _references(study, host, env)
+        references = _references(study, host, env)
         # What each post step buys here decides the starting points and drops refused choices
         # (search/probe.py); the teacher on every runtime is the free floor (search/floor.py).
         probe = probe_study(study, env)
@@ -256,6 +258,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             env.spaces = restrict_spaces(env.spaces, probe)
             adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
         enqueue_starting_points(study, settings.starting_points, techniques, env.spaces, registered, adapt)
+        measure_free_floor(study, host, env, references, settings.free_floor)
         remaining = settings.trials - counted_trials(study)
         interrupted = False
         if remaining > 0:
