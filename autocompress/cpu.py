@@ -116,8 +116,11 @@ def torch_capability(import_torch: bool = True) -> str | None:
 
 
 def cpu_features(cpuinfo: str | None = None, import_torch: bool = True) -> CpuFeatures:
-    """This machine's features (or those described by ``cpuinfo`` text, for tests)."""
+    """This machine's features, or those described by ``cpuinfo`` text (another machine's: then
+    PyTorch's capability, which is this machine's, is left out)."""
+    capability = None
     if cpuinfo is None:
+        capability = torch_capability(import_torch)
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
@@ -127,4 +130,4 @@ def cpu_features(cpuinfo: str | None = None, import_torch: bool = True) -> CpuFe
     flags = flags or set()
     found = {name: any(flag in flags for flag in group) for name, group in FLAG_GROUPS.items()}
     return CpuFeatures(model=model or platform.processor() or "unknown CPU", flags_known=known,
-                       torch_capability=torch_capability(import_torch), **found)
+                       torch_capability=capability, **found)
