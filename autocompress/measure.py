@@ -4,7 +4,8 @@ Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes
 ``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
 deployed model's parameters and buffers (int8 packed weights included), plus the peak growth of
 the process's resident memory during a few more forward passes after warm-up (activations and
-scratch space), sampled by a background thread.
+scratch space), sampled by a background thread from a trimmed heap. glibc's malloc thresholds
+are fixed first, so neither figure depends on what the process did before (autocompress/allocator.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, ClassVar
 import psutil
 import torch
 from torch import nn
+
+from autocompress.allocator import release_free_memory, steady_allocator
 
 MB = 2**20
 
@@ -183,6 +186,7 @@ def memory_growth(run: Callable[[], object], runs: int = 3) -> int:
     """Peak growth of resident memory over a few calls of ``run``, after warm-up (separately from
     the timed runs, so the sampling thread does not disturb the latency figures)."""
     gc.collect()
+    release_free_memory()  # the same floor whatever ran before (autocompress/allocator.py)
     sampler = _RssSampler()
     sampler.start()
     try:
@@ -214,6 +218,7 @@ def percentile(values: list[float], q: float) -> float:
 def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     """Measure a PyTorch eager-mode model in this process (the CPU target's method)."""
     model.eval()
+    steady_allocator()  # a forward pass reuses memory in any process, fresh or after training
     inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
     with thread_count(settings.threads):
         timings = time_forward(model, inputs, settings.warmup, settings.repeats)
