@@ -49,9 +49,10 @@ def _run(allocator: str, history: str) -> dict:
 def test_a_fresh_process_and_one_that_trained_measure_alike():
     assert steady_allocator()  # glibc here
     fresh, trained = _run("steady", "fresh"), _run("steady", "trained")
-    assert fresh["faults"] < 50 and trained["faults"] < 50  # a pass reuses memory after warm-up
+    # glibc's defaults: a fresh process maps, faults in and unmaps its activations on every pass
+    default = _run("default", "fresh")
+    assert default["faults"] > 1000
+    # fixed thresholds: after warm-up a pass reuses memory, in a fresh process as after training
+    assert fresh["faults"] < default["faults"] / 20 and trained["faults"] < default["faults"] / 20
     assert fresh["activation_mb"] > 1 and trained["activation_mb"] > 1  # the pass's working memory
     assert abs(fresh["activation_mb"] - trained["activation_mb"]) < 0.35 * fresh["activation_mb"]
-    # glibc's defaults: the fresh process maps and faults in activations on every pass (the check can fail)
-    default = _run("default", "fresh")
-    assert default["faults"] > 20 * max(fresh["faults"], 1)
