@@ -10,6 +10,7 @@ are fixed first, so neither figure depends on what the process did before (autoc
 
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import threading
@@ -71,11 +72,40 @@ class Measurement:
         )
 
 
+def _refusing_unhandled_requests(method: Callable) -> Callable:
+    """``method`` of a target, first refusing a deployment request the target does not handle."""
+    @functools.wraps(method)
+    def checked(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        from autocompress.deployment import DeploymentRequest
+
+        if isinstance(model, DeploymentRequest) and not isinstance(model, self.handles_requests):
+            from autocompress.errors import ExportError
+
+            raise ExportError(f"target '{self.name}' does not run '{model.kind}' candidates (it handles "
+                              f"{', '.join(t.__name__ for t in self.handles_requests) or 'no deployment requests'})")
+        return method(self, model, *args, **kwargs)
+
+    checked.refuses_unhandled_requests = True
+    return checked
+
+
 class Target(ABC):
     """A hardware/runtime target that measures a deployed candidate."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: The deployment requests (``autocompress.deployment``, e.g. ``StaticInt8Request``) this target
+    #: handles itself: finishes (quantizes, compiles) or refuses with its own reason. Any other
+    #: request is refused before the target's ``measure``/``runtime`` see it, so a target written
+    #: before requests existed never times a float model as if it were int8. Added in plugin API 1.3.
+    handles_requests: ClassVar[tuple[type, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("measure", "runtime"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "refuses_unhandled_requests", False):
+                setattr(cls, name, _refusing_unhandled_requests(method))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -94,6 +124,7 @@ class Target(ABC):
         run the candidate: that trial fails with the message and the search goes on.
         """
 
+    @_refusing_unhandled_requests
     def runtime(self, model: nn.Module) -> nn.Module:
         """``model`` as this target runs it, for scoring accuracy on what is measured: a module
         whose ``forward(input_ids, attention_mask, ...)`` returns an object with ``logits``.

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.deployment import DeploymentRequest, StaticInt8Request, unwrap
+from autocompress.deployment import StaticInt8Request, unwrap
 from autocompress.errors import ExportError
 
 #: What ``pip install "autocompress[openvino]"`` installs, by import name -> distribution name.
@@ -225,8 +225,6 @@ def convert(model: nn.Module) -> Converted:
     require()
     from autocompress.onnx_export import float_twin, int8_embedding_paths
 
-    if isinstance(model, DeploymentRequest) and not isinstance(model, StaticInt8Request):
-        raise ExportError(f"the openvino target cannot finish a '{model.kind}' deployment request")
     if isinstance(model, StaticInt8Request):
         model.require_resolved("static int8 under OpenVINO")
     inner = unwrap(model)

@@ -8,7 +8,7 @@ calibrated output rounding per linear. Static int8 runs on the onnxruntime and o
 """
 
 from autocompress import hookimpl
-from autocompress.deployment import DeploymentRequest, StaticInt8Request
+from autocompress.deployment import StaticInt8Request
 from autocompress.errors import ExportError
 from autocompress.measure import Measurement, MeasureSettings, Target, measure_eager
 
@@ -20,16 +20,15 @@ STATIC_INT8_REFUSAL = ("the cpu target runs PyTorch eager, whose static int8 is 
 class CpuTarget(Target):
     name = "cpu"
     description = "PyTorch eager mode on the local CPU (threads fixed by the run settings)"
+    handles_requests = (StaticInt8Request,)  # refused with the reason above
 
     def measure(self, model, settings: MeasureSettings) -> Measurement:
         return measure_eager(self.runtime(model), settings)
 
     def runtime(self, model):
-        """The model itself; a deployment request only a compiled runtime can finish is refused."""
+        """The model itself; static int8, which only a compiled runtime finishes, is refused."""
         if isinstance(model, StaticInt8Request):
             raise ExportError(STATIC_INT8_REFUSAL)
-        if isinstance(model, DeploymentRequest):
-            raise ExportError(f"the cpu target cannot run a '{model.kind}' deployment request")
         return model
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from autocompress import hookimpl
+from autocompress.deployment import StaticInt8Request
 from autocompress.measure import (
     Measurement,
     MeasureSettings,
@@ -49,6 +50,7 @@ SCORING_SEQ_LEN = 64
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     description = "the candidate exported to ONNX, run by ONNX Runtime on the local CPU (extra: onnx)"
+    handles_requests = (StaticInt8Request,)  # static QDQ, calibrated on the request's sample
 
     def __init__(self) -> None:
         self._directory = tempfile.TemporaryDirectory(prefix="autocompress-onnx-")

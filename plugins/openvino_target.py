@@ -19,6 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from autocompress import hookimpl
+from autocompress.deployment import StaticInt8Request
 from autocompress.measure import Measurement, MeasureSettings, Target, memory_growth, parameter_count, time_calls
 from autocompress.openvino_runtime import (
     INSTALL_HINT,
@@ -35,6 +36,7 @@ from autocompress.runtime_cache import PerModelCache
 class OpenVinoTarget(Target):
     name = "openvino"
     description = "the candidate converted to OpenVINO, run by its CPU plugin (f32/bf16/int8; extra: openvino)"
+    handles_requests = (StaticInt8Request,)  # NNCF, calibrated on the request's sample
 
     def __init__(self) -> None:
         # The teacher is measured beside every candidate: convert it (and any unchanged model) once.

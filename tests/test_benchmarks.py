@@ -68,3 +68,27 @@ def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(tmp_path):
     assert rows["ONNX Runtime int8"]["size_mb"] < 0.75 * rows["ONNX Runtime float"]["size_mb"]
     assert rows["ONNX Runtime int8-emb"]["size_mb"] < 0.5 * rows["ONNX Runtime int8"]["size_mb"]
     assert "| variant | size MB | latency b1 ms |" in result.stdout
+
+
+@pytest.mark.slow
+def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
+    out = tmp_path / "runtimes"
+    result = run_quick("runtimes.py", out)
+    document = json.loads((out / "runtimes.json").read_text())
+    assert document["cpu"]["summary"] in result.stdout  # the CPU's features are printed
+    rows = {(row["model"], row["runtime"], row["precision"]): row for row in document["rows"]}
+    models = {"teacher", "3 layers + vocab trim + distillation"}
+    assert {model for model, _, _ in rows} == models and len(rows) == 18
+    for model in models:
+        for key in (("PyTorch eager", "fp32"), ("PyTorch eager", "int8 dynamic"), ("ONNX Runtime", "fp32"),
+                    ("ONNX Runtime", "int8 dynamic"), ("ONNX Runtime", "int8 static"), ("OpenVINO", "f32"),
+                    ("OpenVINO", "int8 static (NNCF)")):
+            row = rows[(model, *key)]
+            assert row["b1_ms"] > 0 and row["b16_ms"] > row["b1_ms"] and row["memory_mb"] > 0, (model, key)
+            assert 0.6 < row["accuracy"] <= 1, (model, key)
+    teacher = rows[("teacher", "PyTorch eager", "fp32")]
+    compact = rows[("3 layers + vocab trim + distillation", "PyTorch eager", "fp32")]
+    assert compact["memory_mb"] < 0.5 * teacher["memory_mb"]  # vocabulary trimming really shrinks it
+    assert rows[("teacher", "ONNX Runtime", "int8 static")]["memory_mb"] < 0.8 * rows[
+        ("teacher", "ONNX Runtime", "fp32")]["memory_mb"]
+    assert "| model | runtime | precision | b1 ms |" in result.stdout and "free floor" in result.stdout
