@@ -60,6 +60,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "trial_memory_mb": (float, "fail a trial whose process memory grows by more than this many MB (search goes on)"),
     "isolate": (bool, "run each trial in a child process: a crash or a hard memory cap fails only that trial"),
     "heartbeat": (float, "seconds between worker heartbeats; a trial silent for 4x this is failed and retried"),
+    "free_floor": (list, "targets the uncompressed teacher is measured on as the report's free floor (default: "
+                   "every available target, or $AUTOCOMPRESS_FREE_FLOOR; 'none': no floor)"),
 }
 
 
@@ -168,6 +170,16 @@ def _starting_points(value: str | None) -> Path | None:
     return None if str(value).strip().lower() == "none" else Path(value)
 
 
+def _free_floor(value: list[str] | None) -> tuple[str, ...] | None:
+    """Target names for the free floor; None: every available target; (): none."""
+    if value is None:
+        value = [v for v in os.environ.get("AUTOCOMPRESS_FREE_FLOOR", "").split(",") if v.strip()] or None
+    if value is None:
+        return None
+    names = tuple(str(v).strip() for v in value)
+    return () if [n.lower() for n in names] == ["none"] else names
+
+
 def settings_from_options(options: Mapping[str, Any]):
     """Build validated SearchSettings (imports stay light: no torch here)."""
     from autocompress.measure import MeasureSettings
@@ -215,4 +227,5 @@ def settings_from_options(options: Mapping[str, Any]):
         trial_timeout_s=o.get("trial_timeout"), trial_memory_mb=o.get("trial_memory_mb"),
         isolate=o.get("isolate", False),
         starting_points=_starting_points(o.get("starting_points")),
+        free_floor=_free_floor(o.get("free_floor")),
     )

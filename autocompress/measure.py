@@ -5,11 +5,13 @@ Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes
 deployed model's parameters and buffers (int8 packed weights included; a tensor shared by several
 modules counted once, ``autocompress.shared_weights``), plus the peak growth of
 the process's resident memory during a few more forward passes after warm-up (activations and
-scratch space), sampled by a background thread.
+scratch space), sampled by a background thread from a trimmed heap. glibc's malloc thresholds
+are fixed first, so neither figure depends on what the process did before (autocompress/allocator.py).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import threading
@@ -24,6 +26,7 @@ import psutil
 import torch
 from torch import nn
 
+from autocompress.allocator import release_free_memory, steady_allocator
 from autocompress.shared_weights import distinct_state
 
 MB = 2**20
@@ -71,11 +74,40 @@ class Measurement:
         )
 
 
+def _refusing_unhandled_requests(method: Callable) -> Callable:
+    """``method`` of a target, first refusing a deployment request the target does not handle."""
+    @functools.wraps(method)
+    def checked(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        from autocompress.deployment import DeploymentRequest
+
+        if isinstance(model, DeploymentRequest) and not isinstance(model, self.handles_requests):
+            from autocompress.errors import ExportError
+
+            raise ExportError(f"target '{self.name}' does not run '{model.kind}' candidates (it handles "
+                              f"{', '.join(t.__name__ for t in self.handles_requests) or 'no deployment requests'})")
+        return method(self, model, *args, **kwargs)
+
+    checked.refuses_unhandled_requests = True
+    return checked
+
+
 class Target(ABC):
     """A hardware/runtime target that measures a deployed candidate."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: The deployment requests (``autocompress.deployment``, e.g. ``StaticInt8Request``) this target
+    #: handles itself: finishes (quantizes, compiles) or refuses with its own reason. Any other
+    #: request is refused before the target's ``measure``/``runtime`` see it, so a target written
+    #: before requests existed never times a float model as if it were int8. Added in plugin API 1.3.
+    handles_requests: ClassVar[tuple[type, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("measure", "runtime"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "refuses_unhandled_requests", False):
+                setattr(cls, name, _refusing_unhandled_requests(method))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -94,6 +126,7 @@ class Target(ABC):
         run the candidate: that trial fails with the message and the search goes on.
         """
 
+    @_refusing_unhandled_requests
     def runtime(self, model: nn.Module) -> nn.Module:
         """``model`` as this target runs it, for scoring accuracy on what is measured: a module
         whose ``forward(input_ids, attention_mask, ...)`` returns an object with ``logits``.
@@ -189,6 +222,7 @@ def memory_growth(run: Callable[[], object], runs: int = 3) -> int:
     """Peak growth of resident memory over a few calls of ``run``, after warm-up (separately from
     the timed runs, so the sampling thread does not disturb the latency figures)."""
     gc.collect()
+    release_free_memory()  # the same floor whatever ran before (autocompress/allocator.py)
     sampler = _RssSampler()
     sampler.start()
     try:
@@ -220,6 +254,7 @@ def percentile(values: list[float], q: float) -> float:
 def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     """Measure a PyTorch eager-mode model in this process (the CPU target's method)."""
     model.eval()
+    steady_allocator()  # a forward pass reuses memory in any process, fresh or after training
     inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
     with thread_count(settings.threads):
         timings = time_forward(model, inputs, settings.warmup, settings.repeats)

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress import __version__
+from autocompress.deployment import restore_deployment
 from autocompress.errors import InputError
 from autocompress.shared_weights import distinct_state, tie
 from autocompress.structure import StructureRecord, rebuild_model, resolve_technique, structure_of
@@ -132,6 +133,7 @@ def load_pretrained(directory: str | Path, techniques: Registry, architectures: 
     model.eval()
     if manifest.get("post_steps"):
         model = apply_post_steps(model, tokenizer, manifest["post_steps"], techniques, architectures, where)
+        model = restore_deployment(directory, model)  # what a runtime needs to finish it (static int8)
     return model, tokenizer
 
 

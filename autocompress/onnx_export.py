@@ -18,18 +18,29 @@ uses. The two runtimes' int8 kernels round differently (torch's x86 kernels use 
 activations), so their logits differ by a few hundredths to tenths; a search on the ONNX Runtime
 target therefore scores accuracy with ONNX Runtime itself (``OnnxRuntimeModule``).
 
+Static int8 candidates (``autocompress.deployment.StaticInt8Request``: the float model, a
+calibration sample of training texts, the layers to keep in float) are exported in float, then
+quantized by ``onnxruntime.quantization.quantize_static`` in QDQ format: weights int8 per
+output channel, activations uint8 with scales calibrated on the sample (weights 7-bit on a CPU
+without VNNI, as ONNX Runtime advises), constant-weight MatMuls only; the MatMuls of the float
+layers are found by the module path the exporter records on every node
+(``pkg.torch.onnx.name_scopes``) and left in float.
+
 What cannot be exported, and says so with an ``ExportError`` rather than a traceback: bf16/fp16
-weights (ONNX Runtime's CPU provider has no kernels for them) and quantized module types other
-than the two above.
+weights (ONNX Runtime's CPU provider has no kernels for them), quantized module types other
+than the two above, and a static int8 request without its calibration sample.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib.util
 import inspect
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.deployment import DeploymentRequest, StaticInt8Request, unwrap
 from autocompress.errors import ExportError
 
 #: What ``pip install "autocompress[onnx]"`` installs, by import name -> distribution name.
@@ -70,7 +82,7 @@ def require(*modules: str) -> None:
 def input_names(model: nn.Module) -> list[str]:
     """The graph inputs for ``model``: token_type_ids only when its forward takes them."""
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
+    if "token_type_ids" in inspect.signature(unwrap(model).forward).parameters:
         names.append("token_type_ids")
     return names
 
@@ -98,6 +110,30 @@ def _float_equivalent(module: nn.Module) -> tuple[nn.Module, str] | None:
     return None
 
 
+def float_twin(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A float copy of an int8 (``torch.ao``) model, weights dequantized, and the ONNX op types that
+    were int8 (``MatMul`` for linears, ``Gather`` for an embedding table); ``model`` itself and []
+    when nothing is int8. Raises ExportError for an int8 module type with no float equivalent."""
+    int8 = _top_quantized(model)
+    if not int8:
+        return model, []
+    twin, op_types = copy.deepcopy(model), set()
+    for module_path, module in int8:
+        equivalent = _float_equivalent(module)
+        if equivalent is None:
+            raise ExportError(f"cannot export to ONNX: {unexportable_reason(model)}")
+        twin.set_submodule(module_path, equivalent[0])
+        op_types.add(equivalent[1])
+    return twin, sorted(op_types)
+
+
+def int8_embedding_paths(model: nn.Module) -> list[str]:
+    """Module paths of the int8 (``torch.ao``) embedding tables of ``model``."""
+    from torch.ao.nn.quantized import Embedding as Int8Embedding
+
+    return [path for path, module in _top_quantized(model) if isinstance(module, Int8Embedding)]
+
+
 def _top_quantized(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """int8 modules of ``model``, outermost only (their packed-parameter children are skipped)."""
     found: list[tuple[str, nn.Module]] = []
@@ -109,6 +145,8 @@ def _top_quantized(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def unexportable_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot be exported to ONNX and run by ONNX Runtime on a CPU, or None."""
+    if isinstance(model, DeploymentRequest):
+        return model.unresolved_reason() or unexportable_reason(model.model)
     for path, module in _top_quantized(model):
         if _float_equivalent(module) is None:
             return (f"module '{path}' is a quantized {type(module).__module__}.{type(module).__name__}, which "
@@ -144,53 +182,141 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int, opset: int | None = 
         raise ExportError(f"cannot export to ONNX: {reason}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    int8 = _top_quantized(model)
-    if not int8:
-        _export_float(model, path, seq_len, opset)
+    static = model if isinstance(model, StaticInt8Request) else None
+    twin, op_types = float_twin(unwrap(model))
+    if static is None and not op_types:
+        _export_float(twin, path, seq_len, opset)
         fold_weight_transposes(path)
         share_identical_initializers(path)
         return path
     require("onnxruntime")
-    twin, op_types = copy.deepcopy(model), set()
-    for module_path, module in int8:
-        replacement, op_type = _float_equivalent(module)
-        twin.set_submodule(module_path, replacement)
-        op_types.add(op_type)
     float_path = path.with_name(f"{path.stem}.float{path.suffix}")
     try:
         _export_float(twin, float_path, seq_len, opset)
         # Constant weights for the quantizer; copies of shared weights are merged once quantized.
         fold_weight_transposes(float_path)
-        _quantize_back(float_path, path, sorted(op_types))
+        _clear_value_info(float_path)
+        if static is not None:
+            _quantize_static(float_path, path, static)
+        else:
+            _quantize_back(float_path, path, sorted(op_types))
     finally:
         float_path.unlink(missing_ok=True)
     share_identical_initializers(path)
     return path
 
 
+def _clear_value_info(path: Path) -> None:
+    """Drop the exporter's recorded intermediate shapes (traced at batch 2): they clash with the
+    quantizers' own shape inference, which infers them again."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    del graph.graph.value_info[:]
+    onnx.save(graph, str(path))
+
+
+@contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizers log advice (run pre-processing) on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def node_scopes(node: Any) -> list[str]:
+    """Module paths an exported ONNX node came from (outermost first), from the exporter's metadata."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return [str(scope) for scope in ast.literal_eval(prop.value)]
+            except (ValueError, SyntaxError):
+                return []
+    return []
+
+
+def nodes_under(graph: Any, scopes: Sequence[str], op_type: str) -> list[str]:
+    """Names of ``op_type`` nodes of ``graph`` (an ONNX ModelProto) made by modules at or below ``scopes``."""
+    found = []
+    for node in graph.graph.node:
+        if node.op_type != op_type:
+            continue
+        paths = node_scopes(node)
+        if any(path == scope or path.startswith(f"{scope}.") for path in paths for scope in scopes):
+            found.append(node.name)
+    return found
+
+
+def _calibration_reader(names: Sequence[str], request: StaticInt8Request) -> Any:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over the request's sample, one example a batch."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class SampleReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._examples = iter(list(request.calibration.examples()))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            example = next(self._examples, None)
+            if example is None:
+                return None
+            feed = {name: example[name].numpy() for name in ("input_ids", "attention_mask")}
+            if "token_type_ids" in names:
+                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+            return feed
+
+    return SampleReader()
+
+
+def _quantize_static(float_path: Path, path: Path, request: StaticInt8Request) -> None:
+    """ONNX Runtime's static QDQ int8 of ``float_path``'s weight MatMuls, calibrated on the request's
+    sample, the MatMuls of its float layers excluded."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from autocompress.cpu import cpu_features
+
+    request.require_resolved("static int8 under ONNX Runtime")
+    graph = onnx.load(str(float_path))
+    names = [i.name for i in graph.graph.input]
+    excluded = nodes_under(graph, request.float_scopes(), "MatMul") if request.float_scopes() else []
+    # Weight MatMuls only (the QDQ quantizer ignores MatMulConstBOnly): attention's activation
+    # products stay float, as in dynamic int8 and in the sensitivity simulation.
+    weights = {tensor.name for tensor in graph.graph.initializer}
+    excluded += [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    op_types = ["MatMul"]
+    if request.embedding_scope is not None:
+        op_types.append("Gather")  # the word-embedding table only: other Gathers index activations
+        tables = set(nodes_under(graph, [request.embedding_scope], "Gather"))
+        excluded += [n.name for n in graph.graph.node if n.op_type == "Gather" and n.name not in tables]
+    reader = _calibration_reader(names, request)
+    # ONNX Runtime's advice for x86: uint8 activations, int8 weights; 7-bit weights without VNNI.
+    reduce_range = cpu_features().int8_acceleration == "none"
+    with _quiet_root_logger():
+        try:
+            quantize_static(float_path, path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                            per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                            extra_options={"MatMulConstBOnly": True})
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime's static int8 quantization of {float_path.name} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
 def _quantize_back(float_path: Path, path: Path, op_types: list[str]) -> None:
     """ONNX Runtime's dynamic int8 quantization of ``float_path``'s constant-weight ``op_types``."""
-    import logging
-
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(float_path))
-    # The exporter's recorded intermediate shapes (traced at batch 2) clash with the quantizer's
-    # own shape inference; the quantizer infers them again.
-    del graph.graph.value_info[:]
-    onnx.save(graph, str(float_path))
-    quiet = logging.getLogger()  # the quantizer logs advice (run pre-processing) on the root logger
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        quantize_dynamic(float_path, path, op_types_to_quantize=op_types, weight_type=QuantType.QInt8,
-                         extra_options={"MatMulConstBOnly": True})
-    except Exception as exc:
-        raise ExportError(f"ONNX Runtime's int8 quantization of {float_path.name} failed: "
-                          f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        quiet.setLevel(level)
+    with _quiet_root_logger():
+        try:
+            quantize_dynamic(float_path, path, op_types_to_quantize=op_types, weight_type=QuantType.QInt8,
+                             extra_options={"MatMulConstBOnly": True})
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime's int8 quantization of {float_path.name} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def _export_float(model: nn.Module, path: Path, seq_len: int, opset: int | None) -> Path:
@@ -365,7 +491,7 @@ def compare_with_torch(model: nn.Module, path: Path, inputs: Mapping[str, torch.
         expected = model(**feedable).logits.float().numpy()
     actual = onnx_logits(path, inputs)
     difference = float(np.abs(actual - expected).max())
-    int8 = bool(_top_quantized(model))
+    int8 = bool(_top_quantized(unwrap(model))) or isinstance(model, StaticInt8Request)
     clear = np.ones(expected.shape[0], dtype=bool)
     if int8:
         tolerance = max(tolerance, INT8_RELATIVE_TOLERANCE * float(np.abs(expected).max()))

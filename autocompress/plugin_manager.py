@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.architectures",
     "autocompress.plugins.cpu_target",
     "autocompress.plugins.onnx_target",
+    "autocompress.plugins.openvino_target",
     "autocompress.plugins.demo_task",
     "autocompress.plugins.local_task",
     "autocompress.plugins.ffn_pruning",
@@ -51,6 +52,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
     "autocompress.plugins.report_outcomes",
+    "autocompress.plugins.runtime_report",
     "autocompress.plugins.trial_log",
 )
 

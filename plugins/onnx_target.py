@@ -7,21 +7,22 @@ listed; when onnx, onnxscript or onnxruntime is missing, choosing it fails befor
 starts with the command that installs them.
 
 int8 candidates run ONNX Runtime's own int8 kernels (see ``autocompress.onnx_export``), and their
-accuracy is scored under ONNX Runtime too (``runtime``). A candidate this target cannot run
-(bf16 weights) fails its trial with that reason; the search goes on.
+accuracy is scored under ONNX Runtime too (``runtime``). Static int8 candidates
+(``autocompress.deployment.StaticInt8Request``) are quantized by ONNX Runtime's static QDQ
+quantizer, calibrated on their sample of training texts, their float layers left in float. A
+candidate this target cannot run (bf16 weights) fails its trial with that reason; the search goes on.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import tempfile
-import weakref
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from autocompress import hookimpl
+from autocompress.deployment import StaticInt8Request
 from autocompress.measure import (
     Measurement,
     MeasureSettings,
@@ -39,31 +40,22 @@ from autocompress.onnx_export import (
     onnx_session,
     session_feed,
 )
+from autocompress.runtime_cache import PerModelCache
 
 #: Sequence length of the example traced for an export made to score accuracy (both axes stay
 #: dynamic, so any length runs; a model measured first is not exported again).
 SCORING_SEQ_LEN = 64
 
 
-def _structure_version(model: nn.Module) -> tuple:
-    """Changes whenever a tensor of the model is replaced, reshaped or modified in place."""
-    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
-    version = [(name, tuple(t.shape), t.dtype, t.data_ptr(), t._version) for name, t in tensors]
-    # int8 modules keep their weights in packed objects, outside parameters and buffers (and
-    # state_dict() builds new tensors from them on every call): a new packed object is new weights.
-    version += [(name, key, id(value)) for name, module in model.named_modules()
-                for key, value in vars(module).items() if isinstance(value, torch.ScriptObject)]
-    return tuple(version)
-
-
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     description = "the candidate exported to ONNX, run by ONNX Runtime on the local CPU (extra: onnx)"
+    handles_requests = (StaticInt8Request,)  # static QDQ, calibrated on the request's sample
 
     def __init__(self) -> None:
         self._directory = tempfile.TemporaryDirectory(prefix="autocompress-onnx-")
         # The teacher is measured beside every candidate: export it (and any unchanged model) once.
-        self._exports: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Path]] = weakref.WeakKeyDictionary()
+        self._exports: PerModelCache[Path] = PerModelCache(cleanup=functools.partial(Path.unlink, missing_ok=True))
         self._count = 0
 
     @classmethod
@@ -80,17 +72,11 @@ class OnnxRuntimeTarget(Target):
         garbage-collected or changed and exported again (a search makes one or two per trial, each
         the size of the model's weights; open sessions keep their own copy in memory).
         """
-        version = _structure_version(model)
-        cached = self._exports.get(model)
-        if cached is not None:
-            if cached[0] == version:
-                return cached[1]
-            cached[1].unlink(missing_ok=True)
-        self._count += 1
-        path = export_onnx(model, Path(self._directory.name) / f"model-{self._count}.onnx", seq_len)
-        self._exports[model] = (version, path)
-        weakref.finalize(model, path.unlink, missing_ok=True)
-        return path
+        def build() -> Path:
+            self._count += 1
+            return export_onnx(model, Path(self._directory.name) / f"model-{self._count}.onnx", seq_len)
+
+        return self._exports.get(model, build)
 
     def runtime(self, model: nn.Module) -> nn.Module:
         """The model's ONNX graph under ONNX Runtime (accuracy is scored on what is measured: an

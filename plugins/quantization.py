@@ -1,9 +1,19 @@
-"""Post-training quantization of linear layers: int8 dynamic (real int8 CPU kernels) or bf16 weights.
+"""Post-training quantization: int8 dynamic (real int8 CPU kernels), bf16 weights, or static int8.
 
-int8 uses ``torch.ao.quantization.quantize_dynamic``: weights stored as int8, activations
+``int8`` uses ``torch.ao.quantization.quantize_dynamic``: weights stored as int8, activations
 quantized per batch, matrix products run in int8 kernels (fbgemm/qnnpack). The API is
 deprecated in favour of torchao, whose int8 path gives no speed-up without ``torch.compile``
-(see DESIGN.md section 5), so the backend stays a detail of this one plugin.
+(see DESIGN.md section 5), so the backend stays a detail of this one plugin. The onnxruntime and
+openvino targets run the same candidate with their own int8 kernels.
+
+``int8-static`` quantizes activations with fixed scales calibrated on a seeded sample of the
+TRAINING split (never validation or test). Its scales belong to the graph a runtime executes,
+so this step returns an ``autocompress.deployment.StaticInt8Request`` (the float model, the
+calibration sample, the layers to keep in float) that the onnxruntime target (static QDQ) and
+the openvino target (NNCF) finish; the cpu target refuses it (PyTorch eager's static int8 is no
+faster than dynamic int8). **Accuracy-aware fallback**: ``fallback_layers: k`` keeps the k encoder
+layers most sensitive to int8 in float, sensitivity measured per layer on a validation sample
+(``autocompress.int8_sensitivity``).
 """
 
 from __future__ import annotations
@@ -15,25 +25,38 @@ import torch
 from torch import nn
 
 from autocompress import hookimpl
+from autocompress.deployment import CalibrationSample, StaticInt8Request, calibration_texts
+from autocompress.int8_sensitivity import layer_sensitivity, most_sensitive
 from autocompress.technique import ApplyContext, Stage, Technique
 
-DTYPES = ("int8", "bf16")
+DTYPES = ("int8", "bf16", "int8-static")
+#: Validation examples the per-layer sensitivity is measured on (batches of 32).
+SENSITIVITY_EXAMPLES = 128
 
 
 @dataclass(frozen=True)
 class QuantizationConfig:
-    #: ``int8``: dynamic int8 linears; ``bf16``: all weights and activations in bfloat16.
+    #: ``int8``: dynamic int8 linears; ``bf16``: all weights and activations in bfloat16;
+    #: ``int8-static``: int8 linears with calibrated activation scales (onnxruntime/openvino targets).
     dtype: str = "int8"
-    #: int8 only: also store the word-embedding table in int8 (weight-only, one scale per row).
+    #: int8 and int8-static: also store the word-embedding table in int8 (weight-only, one scale per row).
     #: In MiniLM-L6 that table is half the parameters; lookups dequantize one row per token, so
     #: latency does not change. (bf16 already halves every table.)
     embeddings: bool = False
+    #: int8-static only: how many of the encoder layers most sensitive to int8 stay in float.
+    fallback_layers: int = 0
+    #: int8-static only: training texts the activation scales are calibrated on.
+    calibration_size: int = 128
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.embeddings, bool):
             raise ValueError(f"embeddings must be true or false, got {self.embeddings!r}")
+        for name, low in (("fallback_layers", 0), ("calibration_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
 
 
 def quantize_int8_dynamic(model: nn.Module, embedding_path: str | None = None) -> nn.Module:
@@ -53,16 +76,45 @@ def quantize_int8_dynamic(model: nn.Module, embedding_path: str | None = None) -
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
 
 
+def static_int8_request(model: nn.Module, config: QuantizationConfig, context: ApplyContext) -> StaticInt8Request:
+    """The float model with its calibration sample and fallback layers, for a runtime to quantize.
+
+    Without task data (a saved candidate being reloaded) the request is returned unresolved;
+    ``autocompress.deployment.restore_deployment`` fills it from the saved files.
+    """
+    list_path = context.adapter.layer_list_path()
+    scopes = [f"{list_path}.{i}" for i in range(context.adapter.num_layers())]
+    table = context.adapter.word_embeddings_path() if config.embeddings else None
+    if context.data is None:
+        return StaticInt8Request(model, scopes, calibration=None, float_layers=None, embedding_scope=table)
+    texts = calibration_texts(context.data, config.calibration_size, context.seed)
+    calibration = CalibrationSample.from_texts(context.tokenizer, texts, context.max_length, seed=context.seed)
+    sensitivity = None
+    float_layers: tuple[int, ...] = ()
+    if config.fallback_layers:
+        from autocompress.training import encode
+
+        validation = encode(context.tokenizer, context.data.validation.head(SENSITIVITY_EXAMPLES), context.max_length)
+        batches = [inputs for inputs, _ in validation.batches(32)]
+        sensitivity = layer_sensitivity(model, scopes, batches, calibration.examples())
+        float_layers = most_sensitive(sensitivity, min(config.fallback_layers, len(scopes)))
+    return StaticInt8Request(model, scopes, calibration, float_layers, sensitivity, embedding_scope=table)
+
+
 class Quantization(Technique):
     name = "quantization"
     stage = Stage.POST
     Config = QuantizationConfig
-    description = "int8 dynamic quantization of linear layers (optionally the word embeddings too), or bf16 weights"
-    references = {"int8 dynamic only": {"dtype": "int8"}, "bf16 only": {"dtype": "bf16"}}
+    description = ("int8 dynamic quantization of linear layers (optionally the word embeddings too), bf16 weights, "
+                   "or static int8 calibrated on training texts with sensitive layers kept in float")
+    references = {"int8 dynamic only": {"dtype": "int8"}, "bf16 only": {"dtype": "bf16"},
+                  "int8 static only": {"dtype": "int8-static"}}
 
     def apply(self, model, config: QuantizationConfig, context: ApplyContext):
         if config.dtype == "bf16":
             return model.to(torch.bfloat16)
+        if config.dtype == "int8-static":
+            return static_int8_request(model.eval(), config, context)
         return quantize_int8_dynamic(model, context.adapter.word_embeddings_path() if config.embeddings else None)
 
 

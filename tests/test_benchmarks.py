@@ -95,3 +95,26 @@ def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(
     by_name = {row["variant"].split(" (")[0]: row for row in rows}
     assert by_name["FFN L1 pruning, keep 50%"]["params_x"] > 1  # structure techniques really remove weights
     assert by_name["int8 dynamic"]["memory_x"] > 1.3 and by_name["bf16 weights"]["memory_x"] > 1.9
+
+
+def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
+    out = tmp_path / "runtimes"
+    result = run_quick("runtimes.py", out)
+    document = json.loads((out / "runtimes.json").read_text())
+    assert document["cpu"]["summary"] in result.stdout  # the CPU's features are printed
+    rows = {(row["model"], row["runtime"], row["precision"]): row for row in document["rows"]}
+    models = {"teacher", "3 layers + vocab trim + distillation"}
+    assert {model for model, _, _ in rows} == models and len(rows) == 18
+    for model in models:
+        for key in (("PyTorch eager", "fp32"), ("PyTorch eager", "int8 dynamic"), ("ONNX Runtime", "fp32"),
+                    ("ONNX Runtime", "int8 dynamic"), ("ONNX Runtime", "int8 static"), ("OpenVINO", "f32"),
+                    ("OpenVINO", "int8 static (NNCF)")):
+            row = rows[(model, *key)]
+            assert row["b1_ms"] > 0 and row["b16_ms"] > row["b1_ms"] and row["memory_mb"] > 0, (model, key)
+            assert 0.6 < row["accuracy"] <= 1, (model, key)
+    teacher = rows[("teacher", "PyTorch eager", "fp32")]
+    compact = rows[("3 layers + vocab trim + distillation", "PyTorch eager", "fp32")]
+    assert compact["memory_mb"] < 0.5 * teacher["memory_mb"]  # vocabulary trimming really shrinks it
+    assert rows[("teacher", "ONNX Runtime", "int8 static")]["memory_mb"] < 0.8 * rows[
+        ("teacher", "ONNX Runtime", "fp32")]["memory_mb"]
+    assert "| model | runtime | precision | b1 ms |" in result.stdout and "free floor" in result.stdout

@@ -31,7 +31,7 @@ from autocompress.training import accuracy, encode
 def test_builtins_are_registered_with_their_provenance():
     host = build_host(autoload=False)
     assert {"ffn_pruning", "quantization"} <= set(host.techniques.names())
-    assert host.targets.names() == ["cpu", "onnxruntime"]
+    assert host.targets.names() == ["cpu", "onnxruntime", "openvino"]
     assert {"demo", "local"} <= set(host.tasks.names())
     assert {"bert", "distilbert"} <= set(host.architectures.names())
     assert host.techniques.entry("quantization").provenance.distribution == BUILTIN

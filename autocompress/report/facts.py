@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from autocompress.report.run import RunData
+from autocompress.study import floor
 from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
 
 
@@ -91,6 +92,7 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
              "latency ms (median / p90)": f"{base['latency_ms']:.2f} / {base['latency_p90_ms']:.2f}",
              "speed-up": "1.00×", "memory MB": f"{base['memory_mb']:.1f}", "smaller": "1.00×",
              "parameters": _fmt(base.get("parameters"), ",.0f")}]
+    rows += free_floor_rows(run)
     for ref in run.references:
         if "error" in ref:
             rows.append({"trial": "by hand", "techniques": f"{ref['name']}: could not run ({ref['error']})"})
@@ -102,6 +104,26 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
             "speed-up": f"{base['latency_ms'] / ref['latency_ms']:.2f}×",
             "memory MB": f"{ref['memory_mb']:.1f}", "smaller": f"{base['memory_mb'] / ref['memory_mb']:.2f}×",
             "parameters": _fmt(ref.get("parameters"), ",.0f"),
+        })
+    return rows
+
+
+def free_floor_rows(run: RunData) -> list[dict[str, str]]:
+    """The teacher on the other runtimes (search/floor.py), in the candidate table's columns; the
+    run's own target is already there as the teacher and the by-hand rows."""
+    base, own = run.baseline, run.record.get("target")
+    rows = []
+    for row in floor.measured_rows(floor.stored_rows(run.study)):
+        if row["target"] == own:
+            continue
+        rows.append({
+            "trial": "free floor", "techniques": f"teacher on {floor.describe(row)}",
+            "test accuracy": _fmt(row[TEST_ACCURACY], ".4f"),
+            "% of teacher": _fmt(100 * row[TEST_ACCURACY] / base[TEST_ACCURACY], ".1f"),
+            "latency ms (median / p90)": f"{row['latency_ms']:.2f} / {row['latency_p90_ms']:.2f}",
+            "speed-up": f"{row['speedup']:.2f}×", "memory MB": f"{row['memory_mb']:.1f}",
+            "smaller": f"{base['memory_mb'] / row['memory_mb']:.2f}×",
+            "parameters": _fmt(row.get("parameters"), ",.0f"),
         })
     return rows
 
@@ -136,6 +158,10 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
         lines.append(f"validation accuracy drop {100 * drop:.2f} points ≤ limit "
                      f"{100 * limits.max_accuracy_drop:g} points: meets it with "
                      f"{100 * (limits.max_accuracy_drop - drop):.2f} points to spare")
+    over_floor = floor.comparison(floor.stored_rows(run.study), float(best["speedup"]), base["val_accuracy"],
+                                  limits.max_accuracy_drop)
+    if over_floor is not None:
+        lines.append(f"free floor: {over_floor}")
     return headline, lines
 
 
@@ -163,6 +189,7 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
         ("trials", f"{len(run.frame)} in the study (budget {record.get('trials', '?')})"),
         ("CPU", f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, "
                 f"{machine.get('threads', '?')} threads used)"),
+        ("CPU features", machine.get("cpu_features", {}).get("summary", "not recorded")),
         ("platform", str(machine.get("platform", "-"))),
         ("versions", ", ".join(f"{k} {machine[k]}" for k in ("python", "torch", "transformers", "optuna",
                                                              "autocompress") if k in machine)),

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import optuna
 
+from autocompress.deployment import save_deployment
 from autocompress.measure import Measurement
 from autocompress.model_io import save_candidate
 from autocompress.search.environment import Candidate, Stopwatch, TrialEnvironment
@@ -160,9 +161,10 @@ def _pruned_gaps(env: TrialEnvironment, trial: Any, measurement: Measurement) ->
 def _save(env: TrialEnvironment, number: int, candidate: Candidate, plan: Plan, measurement: Measurement,
           val_accuracy: float, test_accuracy: float) -> None:
     """Keep a feasible candidate (``candidates/trial-NNNNN``): the float model, its post steps, its numbers."""
-    save_candidate(
+    directory = save_candidate(
         env.layout.candidate(number), candidate.model, candidate.context.tokenizer,
         post_steps=plan.to_manifest(Stage.POST),
         info={"trial": number, "plan": plan.to_manifest(), "measurement": measurement.as_dict(),
               VAL_ACCURACY: val_accuracy, TEST_ACCURACY: test_accuracy},
     )
+    save_deployment(directory, candidate.deployed)  # e.g. static int8's calibration sample and float layers

@@ -18,6 +18,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from autocompress import __version__
+from autocompress.cpu import cpu_features
 from autocompress.report import write_report
 from autocompress.report.run import RunData
 from autocompress.search.settings import SearchSettings
@@ -60,6 +61,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "optuna": optuna.__version__, "autocompress": __version__,
+        "cpu_features": cpu_features().as_dict(),  # which post steps can pay off here (autocompress/cpu.py)
     }
 
 

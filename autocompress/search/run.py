@@ -10,6 +10,7 @@ with ``--storage`` (several workers share one study through it).
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 import warnings
@@ -27,9 +28,11 @@ from autocompress.search.environment import (
     measure_baseline,
     technique_spaces,
 )
+from autocompress.search.floor import measure_free_floor, validate_free_floor
 from autocompress.search.isolate import InChildProcess, host_recipe, load_limit
 from autocompress.search.objective import Objective
 from autocompress.search.outputs import SearchOutcome, prune_candidates, write_outputs, write_run_json
+from autocompress.search.probe import adapt_starting_points, probe_study, restrict_spaces
 from autocompress.search.resume import RunLock, check_run_dir, counted_trials, repair_interrupted_trials
 from autocompress.search.sampling import make_sampler
 from autocompress.search.settings import SearchSettings
@@ -62,6 +65,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     if unavailable:
         raise InputError(f"target '{settings.target}' cannot be used here: {unavailable}")
     techniques, spaces = technique_spaces(host, settings)
+    validate_free_floor(settings.free_floor, host)
     recipe = host_recipe(host) if settings.isolate else None  # refused now if children could not rebuild it
     registered = set(host.techniques.names())
     validate_starting_points(settings.starting_points, techniques, spaces, registered)
@@ -83,7 +87,6 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(METRIC_NAMES))
-        enqueue_starting_points(study, settings.starting_points, techniques, spaces, registered)
         loading = time.monotonic()
         task = provider.load()
         check_run_dir(layout, settings.study_name, task.fingerprint)
@@ -104,6 +107,15 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             repair_interrupted_trials(study)
         if REFERENCES not in study.user_attrs:
             study.set_user_attr(REFERENCES, by_hand_references(env, host))
+        # What each post step buys here decides the starting points and drops refused choices
+        # (search/probe.py); the teacher on every runtime is the free floor (search/floor.py).
+        probe = probe_study(study, env)
+        adapt = None
+        if probe is not None:
+            env.spaces = restrict_spaces(env.spaces, probe)
+            adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
+        enqueue_starting_points(study, settings.starting_points, techniques, env.spaces, registered, adapt)
+        measure_free_floor(study, host, env, study.user_attrs[REFERENCES], settings.free_floor)
         remaining = settings.trials - counted_trials(study)
         interrupted = False
         if remaining > 0:

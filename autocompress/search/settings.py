@@ -48,6 +48,8 @@ class SearchSettings:
     isolate: bool = False
     #: Plans a new study tries first (see search/starting_points.py); None: none.
     starting_points: Path | None = None
+    #: Targets the teacher is measured on as the free floor (search/floor.py); None: all available.
+    free_floor: tuple[str, ...] | None = None
     #: The command line that started the run, as recorded in run.json and the report.
     command: tuple[str, ...] = ()
 

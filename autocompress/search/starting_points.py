@@ -12,7 +12,7 @@ under which the sampler's own encoding picks it (``sampling.plan_params``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,14 +52,21 @@ def load_starting_points(path: Path, registered: set[str]) -> list[dict[str, dic
 
 
 def enqueue_starting_points(study: optuna.Study, path: Path | None, techniques: list[type],
-                            spaces: Mapping[str, SearchSpace], registered: set[str]) -> int:
+                            spaces: Mapping[str, SearchSpace], registered: set[str],
+                            adapt: Callable[[list[dict[str, dict[str, Any]]]], list[dict[str, dict[str, Any]]]]
+                            | None = None) -> int:
     """Queue the starting points once per study (the first worker does it); plans that use a
-    technique this search leaves out are skipped. Returns how many were queued."""
+    technique this search leaves out are skipped. ``adapt`` rewrites the plans first (the probe
+    ends them in the post step that pays off on this machine, search/probe.py). Returns how many
+    were queued."""
     if path is None or study.user_attrs.get(ENQUEUED) is not None or study.get_trials(deepcopy=False):
         return 0
     searched = {cls.name for cls in techniques}
     queued = 0
-    for index, plan in enumerate(load_starting_points(path, registered), start=1):
+    plans = load_starting_points(path, registered)
+    if adapt is not None:
+        plans = adapt(plans)
+    for index, plan in enumerate(plans, start=1):
         if not set(plan) <= searched:
             continue
         study.enqueue_trial(plan_params(plan, techniques, spaces, f"{path}: plan {index}"),

@@ -13,9 +13,11 @@ Third-party technique authors subclass ``TechniqueContract`` in their own tests:
 pytest then runs every contract check on tiny models of every family the built-in architecture
 adapters claim (BERT, RoBERTa, ELECTRA, XLM-R, DistilBERT), built from configs. docs/plugins.md
 ("Testing with the contract kit") describes each check and attribute.
+``TargetContract`` does the same for targets (``autocompress.testing.target_contract``).
 """
 
 from autocompress.testing.contract import TechniqueContract
+from autocompress.testing.target_contract import TargetContract
 from autocompress.testing.tiny import (
     FAMILIES,
     synthetic_sentiment,
@@ -28,5 +30,5 @@ from autocompress.testing.tiny import (
     write_tiny_task,
 )
 
-__all__ = ["FAMILIES", "TechniqueContract", "synthetic_sentiment", "text_inputs", "tiny_model", "tiny_tokenizer",
-           "trained_tiny_model", "varied_inputs", "write_tiny_checkpoint", "write_tiny_task"]
+__all__ = ["FAMILIES", "TargetContract", "TechniqueContract", "synthetic_sentiment", "text_inputs", "tiny_model",
+           "tiny_tokenizer", "trained_tiny_model", "varied_inputs", "write_tiny_checkpoint", "write_tiny_task"]

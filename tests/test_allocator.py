@@ -1,0 +1,58 @@
+"""Measurements do not depend on what the process did before (glibc malloc thresholds fixed)."""
+
+import subprocess
+import sys
+import textwrap
+
+from autocompress.allocator import steady_allocator
+
+SCRIPT = textwrap.dedent("""
+    import copy, json, resource, sys, torch
+    from autocompress.measure import MeasureSettings, dummy_inputs, measure_eager, steady_allocator
+    from autocompress.testing import tiny_model
+    torch.set_num_threads(1)
+    if sys.argv[1] == "default":
+        steady_allocator.cache_clear()
+        import autocompress.measure as m
+        m.steady_allocator = lambda: False  # glibc's dynamic thresholds, as before the fix
+    model = tiny_model("bert", vocab_size=2048, layers=2, hidden=384, heads=12, ffn=1536)
+    if sys.argv[2] == "trained":  # what a search process did before measuring a candidate
+        student = copy.deepcopy(model).train()
+        optimizer = torch.optim.AdamW(student.parameters())
+        for _ in range(3):
+            student(**dummy_inputs(32, 64, 2048)).logits.sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        del student, optimizer
+    settings = MeasureSettings(batch_size=16, seq_len=64, threads=1, warmup=3, repeats=5)
+    measure_eager(model, settings)
+    inputs = dummy_inputs(16, 64, 2048)
+    with torch.inference_mode():
+        for _ in range(5):  # warm-up, as every measurement does (the memory sample trimmed the heap)
+            model(**inputs)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            model(**inputs)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+    print(json.dumps({"faults": faults, "activation_mb": measure_eager(model, settings).activation_mb}))
+""")
+
+
+def _run(allocator: str, history: str) -> dict:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", SCRIPT, allocator, history], capture_output=True, text=True,
+                         check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_fresh_process_and_one_that_trained_measure_alike():
+    assert steady_allocator()  # glibc here
+    fresh, trained = _run("steady", "fresh"), _run("steady", "trained")
+    # glibc's defaults: a fresh process maps, faults in and unmaps its activations on every pass
+    default = _run("default", "fresh")
+    assert default["faults"] > 1000
+    # fixed thresholds: after warm-up a pass reuses memory, in a fresh process as after training
+    assert fresh["faults"] < default["faults"] / 20 and trained["faults"] < default["faults"] / 20
+    assert fresh["activation_mb"] > 1 and trained["activation_mb"] > 1  # the pass's working memory
+    assert abs(fresh["activation_mb"] - trained["activation_mb"]) < 0.35 * fresh["activation_mb"]
