@@ -7,7 +7,7 @@ import pytest
 
 from autocompress.cli import main
 from autocompress.cpu import cpu_features, parse_cpuinfo
-from autocompress.search.floor import FLOOR_ATTR, best_free, comparison
+from autocompress.study.floor import FLOOR_ATTR, best_free, comparison
 from autocompress.testing import write_tiny_task
 
 XEON = """processor	: 0
@@ -37,9 +37,9 @@ def test_cpu_features_come_from_the_first_processors_flags():
 
 
 ROWS = [
-    {"target": "onnxruntime", "variant": "int8 dynamic only", "val_accuracy": 0.80, "accuracy": 0.81, "speedup": 3.0},
-    {"target": "openvino", "variant": "bf16 only", "val_accuracy": 0.89, "accuracy": 0.88, "speedup": 2.5},
-    {"target": "openvino", "variant": "teacher as is", "val_accuracy": 0.90, "accuracy": 0.90, "speedup": 1.5},
+    {"target": "onnxruntime", "variant": "int8 dynamic only", "val_accuracy": 0.80, "test_accuracy": 0.81, "speedup": 3.0},
+    {"target": "openvino", "variant": "bf16 only", "val_accuracy": 0.89, "test_accuracy": 0.88, "speedup": 2.5},
+    {"target": "openvino", "variant": "teacher as is", "val_accuracy": 0.90, "test_accuracy": 0.90, "speedup": 1.5},
     {"target": "onnxruntime", "variant": "bf16 only", "refused": "no bf16 kernels"},
 ]
 
@@ -77,7 +77,7 @@ def test_the_floor_is_measured_on_the_named_runtimes_and_stored_with_the_study(r
     assert "bfloat16" in rows[("onnxruntime", "bf16 only")]["refused"]
     for row in rows.values():
         if "refused" not in row:
-            assert row["latency_ms"] > 0 and row["speedup"] > 0 and 0 < row["accuracy"] <= 1
+            assert row["latency_ms"] > 0 and row["speedup"] > 0 and 0 < row["test_accuracy"] <= 1
             assert row["teacher_latency_ms"] > 0 and row["memory_mb"] > 0
     probe = study.user_attrs["probe"]
     assert probe["target"] == "cpu" and {r["label"] for r in probe["rows"]} >= {"int8 dynamic only", "bf16 only"}

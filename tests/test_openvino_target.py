@@ -103,7 +103,7 @@ def test_missing_openvino_is_named_with_the_install_command(monkeypatch, tmp_pat
         convert(tiny_model("bert"))
 
     from autocompress.config import settings_from_options
-    from autocompress.search.study import run_search
+    from autocompress.search import run_search
 
     settings = settings_from_options({"model": tmp_path / "none", "data": tmp_path / "none.csv",
                                       "target": "openvino", "out": tmp_path / "run"})

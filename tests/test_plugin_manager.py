@@ -382,7 +382,7 @@ def test_report_sections_go_through_pluggy_and_a_raising_plugin_is_named():
 
         return types.SimpleNamespace(autocompress_report_sections=hookimpl(tryfirst=name == "first")(sections))
 
-    host = build_host(autoload=False, disabled=["report_outcomes"],
+    host = build_host(autoload=False, disabled=["report_outcomes", "runtime_report"],
                       extra_plugins=[("first", section("first")), ("bad", section("bad")), ("last", section("last"))])
     found, errors = host.report_sections(run=None)
     assert order == ["first", "last", "bad"]

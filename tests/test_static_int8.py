@@ -6,6 +6,7 @@ import onnx
 import pytest
 import torch
 
+from autocompress import load_pretrained
 from autocompress.arch import adapter_for
 from autocompress.data import TaskData, TextDataset
 from autocompress.deployment import (
@@ -18,7 +19,7 @@ from autocompress.deployment import (
 )
 from autocompress.errors import ExportError
 from autocompress.int8_sensitivity import layer_sensitivity, most_sensitive
-from autocompress.model_io import load_pretrained, save_candidate
+from autocompress.model_io import save_candidate
 from autocompress.onnx_export import compare_with_torch, export_onnx, nodes_under
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.cpu_target import CpuTarget
