@@ -50,9 +50,11 @@ def _model_copy(fx: Path, scratch: Path, edit: Callable[[Path], None]) -> Path:
     return model
 
 
-def _set_architectures(model: Path, names: list[str]) -> None:
+def _set_architectures(model: Path, names: list[str], model_type: str | None = None) -> None:
     config = json.loads((model / "config.json").read_text())
     config["architectures"] = names
+    if model_type is not None:
+        config["model_type"] = model_type
     (model / "config.json").write_text(json.dumps(config))
 
 
@@ -133,9 +135,10 @@ CASES = [
          ("empty", "no config.json", "not a Hugging Face checkpoint")),
     Case("--model: config.json is not JSON", _model(lambda m: _file(m, "config.json", "{not json")),
          ("config.json", "not valid JSON", "Hugging Face config.json")),
-    Case("--model: a masked language model, not a sequence classifier",
-         _model(lambda m: _set_architectures(m, ["BertForMaskedLM"])),
-         ("config.json", "BertForMaskedLM", "not a sequence classifier", "BertForSequenceClassification")),
+    Case("--model: a base model of a kind transformers has no classification head for (an image encoder)",
+         _model(lambda m: _set_architectures(m, ["ViTModel"], model_type="vit")),
+         ("config.json", "ViTModel", "not a sequence classifier", "no sequence-classification head for "
+          "model_type 'vit'", "BertModel", "BertForSequenceClassification")),
     Case("--model: no weights file", _model(lambda m: (m / "model.safetensors").unlink()),
          ("no weights file", "model.safetensors")),
     Case("--model: truncated model.safetensors", _model(lambda m: _truncate(m / "model.safetensors")),

@@ -442,6 +442,7 @@ def write_run_json(out_dir: Path, settings: SearchSettings, task, baseline: Base
         "task": settings.task,
         "task_description": task.description,
         "task_fingerprint": task.fingerprint,
+        "task_info": asdict(task.info),
         "target": settings.target,
         "seed": settings.seed,
         "sampler": settings.sampler,
