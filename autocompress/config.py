@@ -106,6 +106,8 @@ def _convert(key: str, value: Any, kind: type, source: str) -> Any:
         if not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{where} must be a directory or a Hugging Face Hub id, got {value!r}")
         return PathOrHubId(os.fspath(value))
+    if isinstance(value, os.PathLike):  # from Python: a path where a file name or URL is expected
+        value = os.fspath(value)
     if not isinstance(value, str):
         raise InputError(f"{where} must be a string, got {value!r}")
     return value

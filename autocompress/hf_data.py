@@ -15,6 +15,7 @@ command line does (resumable, and readable by ``--isolate``'s child processes).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ def load_saved_dataset(path: Path, text_column: str = "text", label_column: str 
     if not is_saved_dataset(path):
         raise DataError(f"{path}: a directory, but not one written by datasets' save_to_disk (no dataset_dict.json "
                         "or state.json); --data takes a data file (CSV, TSV, JSONL, Parquet) or such a directory")
+    _check_saved_splits(path)
     datasets = _datasets()
     try:
         with _quiet(datasets):
@@ -78,6 +80,16 @@ def load_saved_dataset(path: Path, text_column: str = "text", label_column: str 
     except Exception as exc:  # corrupt arrow files, version mismatches: datasets raises many kinds
         raise DataError(f"{path}: cannot read the saved dataset ({type(exc).__name__}: {exc})") from None
     return task_data_from_datasets(loaded, str(path), text_column, label_column, seed=seed, drop_missing=drop_missing)
+
+
+def _check_saved_splits(path: Path) -> None:
+    """An empty split saves as zero data files, which ``load_from_disk`` cannot read back: name it first."""
+    listing = path / "dataset_dict.json"
+    names = json.loads(listing.read_text()).get("splits", []) if listing.is_file() else [None]
+    for name in names:
+        state = (path / name if name else path) / "state.json"
+        if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+            raise DataError(f"{path}: split '{name or 'train'}': the split is empty")
 
 
 def _splits(obj: Any, source: str) -> dict[str, Any]:
@@ -120,13 +132,14 @@ def _class_label_names(splits: dict[str, Any], label_column: str, source: str) -
     kinds = {name: isinstance(feature, datasets.ClassLabel) for name, feature in found.items()}
     if not any(kinds.values()):
         return None
-    names = found["train"].names if kinds["train"] else None
-    for split_name, feature in found.items():
-        if not kinds[split_name] or feature.names != names:
-            shown = feature.names if kinds[split_name] else "not a ClassLabel"
+    def spelled(name: str) -> str:
+        return f"ClassLabel {found[name].names}" if kinds[name] else "no ClassLabel"
+
+    for split_name in found:
+        if kinds[split_name] != kinds["train"] or (kinds["train"] and found[split_name].names != found["train"].names):
             raise DataError(f"{source}: the label column '{label_column}' differs between splits: split 'train' has "
-                            f"{names if names is not None else 'not a ClassLabel'}, split '{split_name}' has {shown}")
-    return list(names)
+                            f"{spelled('train')}, split '{split_name}' has {spelled(split_name)}")
+    return list(found["train"].names)
 
 
 def _encode(raw: dict[str, list[object]], class_names: list[str] | None, source: str
@@ -211,6 +224,9 @@ def save_for_search(data: Any, cache_dir: Path) -> Path:
     if not isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
         raise InputError(f"data=: expected a path, a datasets.Dataset or DatasetDict, or a pandas DataFrame; "
                          f"got {type(data).__name__}")
+    for name, split in _splits(data, "data=").items():
+        if len(split) == 0:
+            raise DataError(f"data=: split '{name}': the split is empty")
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".dataset-"))
     try:
         with _quiet(datasets):
