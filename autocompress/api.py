@@ -197,8 +197,8 @@ class SearchResult:
         if self.recommended is not None:
             best = (f"recommended trial #{self.recommended.trial} ({self.recommended.speedup:.2f}x faster, "
                     f"{self.recommended.test_accuracy:.4f} test accuracy)")
-        return (f"SearchResult({self.run_dir}: {len(self.trials)} trials, {len(self.front)} on the front, "
-                f"{best})")
+        ran = int((self.trials["ended"] != "waiting").sum())  # queued starting points not run yet are not counted
+        return f"SearchResult({self.run_dir}: {ran} trials, {len(self.front)} on the front, {best})"
 
 
 def _result(run: RunData, run_dir: Path) -> SearchResult:
