@@ -476,3 +476,14 @@ def _saved(data: Any, cache_dir: Any) -> Path:
 
     return save_for_search(data, Path(cache_dir) if cache_dir is not None else default_cache_dir())
 
+
+
+def _options_help() -> str:
+    from autocompress.config import OPTIONS
+
+    rows = [f"    {name} ({kind.__name__}): {text}" for name, (kind, text) in OPTIONS.items()
+            if name not in API_ARGUMENTS]
+    return "\n\n    Options (the command line's, by their Python names):\n\n" + "\n".join(rows) + "\n"
+
+
+compress.__doc__ = (compress.__doc__ or "") + _options_help()

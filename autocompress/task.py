@@ -74,6 +74,8 @@ class LoadedTask:
 
 
 class TaskProvider(ABC):
+    """Where a task's teacher, data and metric come from; registered through ``autocompress_register_tasks``."""
+
     name: ClassVar[str]
     description: ClassVar[str] = ""
     #: The Hugging Face pipeline task its models serve; ``autocompress export`` makes folders that
