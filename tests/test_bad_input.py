@@ -86,6 +86,18 @@ def _good(n: int = 40) -> tuple[list[str], list[str]]:
     return synthetic_sentiment(n)
 
 
+def _saved_dataset(scratch: Path, text_column: str = "text") -> Path:
+    """A DatasetDict with train/validation/test splits written by ``save_to_disk``."""
+    import datasets
+
+    texts, labels = _good(60)
+    splits = {"train": (0, 40), "validation": (40, 50), "test": (50, 60)}
+    saved = datasets.DatasetDict({name: datasets.Dataset.from_dict({text_column: texts[a:b], "label": labels[a:b]})
+                                  for name, (a, b) in splits.items()})
+    saved.save_to_disk(str(scratch / "saved"))
+    return scratch / "saved"
+
+
 def _run_json(scratch: Path, **record) -> Path:
     out = scratch / "run"
     out.mkdir()
@@ -181,6 +193,12 @@ CASES = [
     Case("--data: a class with 2 examples (cannot fill 3 splits)",
          _data(lambda s: _csv(s, _good()[0][:22], [*["pos"] * 20, "neg", "neg"])),
          ("bad.csv", "class 'neg' has 2 example(s)", "at least 3")),
+    Case("--model: a Hugging Face Hub id that is not in the local cache",
+         lambda fx, s: ["--model", "tiny-org/never-downloaded"],
+         ("--model tiny-org/never-downloaded", "not in the local cache", "hf download tiny-org/never-downloaded")),
+    Case("--data: a saved datasets directory without the text column",
+         _data(lambda s: _saved_dataset(s, text_column="sentence")),
+         ("split 'train': column 'text' not found (columns: sentence, label)", "set --text-column")),
     # Techniques and search spaces.
     Case("--techniques pruning (no such technique)", _option("--techniques", "pruning"),
          ("unknown technique(s) pruning", "valid: distillation, ffn_pruning")),
