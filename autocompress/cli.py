@@ -143,10 +143,16 @@ def _teacher_training(out_dir: Path) -> str:
         return ""
     if not training:
         return ""
-    how = "now" if training.get("trained_now") else "earlier, from the cache"
-    return (f"\n  fine-tuned {how} from {training.get('base_model_name')} ({training.get('epochs')} epochs, learning "
+    when = "trained now" if training.get("trained_now") else "reused from the cache"
+    text = (f"\n  fine-tuned from {training.get('base_model_name')} ({training.get('epochs')} epochs, learning "
             f"rate {training.get('learning_rate')}): validation accuracy {training.get('validation_accuracy'):.4f}; "
-            f"cached in {training.get('directory')}")
+            f"{when}: {training.get('directory')}")
+    majority = training.get("majority_class_accuracy")
+    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+        text += (f"\n  warning: that is no better than always answering the most frequent class ({majority:.4f}): "
+                 "the teacher has not learned the task; give it more --teacher-epochs, a higher "
+                 "--teacher-learning-rate or more data (--train-limit)")
+    return text
 
 
 def _load_run(args: argparse.Namespace):

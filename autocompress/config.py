@@ -64,7 +64,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "teacher_learning_rate": (float, "learning rate of the teacher fine-tuning (default: 5e-5)"),
     "train_limit": (int, "use at most this many training examples (teacher fine-tuning and recovery training)"),
     "eval_limit": (int, "evaluate on at most this many validation/test examples"),
-    "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
+    "cache_dir": (Path, "cache for demo data, fine-tuned teachers and data objects passed from Python "
+                  "(default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
     "no_progress": (bool, "hide progress bars"),
     "trial_timeout": (float, "fail a trial that runs longer than this many seconds (the search goes on)"),
     "trial_memory_mb": (float, "fail a trial whose process memory grows by more than this many MB (search goes on)"),

@@ -32,9 +32,11 @@ class ResolvedModel:
     revision: str | None = None
 
     def describe(self) -> str:
-        if self.hub_id is None:
-            return str(self.directory)
-        return f"{self.hub_id} (Hugging Face cache, revision {self.revision[:12] if self.revision else '?'})"
+        if self.revision is not None:
+            return f"{self.hub_id} (Hugging Face cache, revision {self.revision[:12]})"
+        if self.hub_id is not None:
+            return f"{self.hub_id} ({self.directory})"
+        return str(self.directory)
 
 
 def hub_cache_dir() -> Path:

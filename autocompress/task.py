@@ -7,7 +7,9 @@ cheap checks (files exist, columns present, label counts match) before anything 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,13 +96,29 @@ class TaskProvider(ABC):
         """Load (and if needed fine-tune and cache) the teacher and the data."""
 
 
-def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False
-                    ) -> tuple[nn.Module, Any]:
+@contextlib.contextmanager
+def transformers_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (e.g. "Loading weights") shown or hidden, as the run's progress setting says."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    if not enabled:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False,
+                    progress: bool = True) -> tuple[nn.Module, Any]:
     """A local sequence-classification checkpoint and its tokenizer, offline, in eval mode."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
-    ).eval()
+    with transformers_progress(progress):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
+        ).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     return model, tokenizer

@@ -86,6 +86,7 @@ def cached_teacher(
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from autocompress.task import transformers_progress
     from autocompress.training import accuracy, encode, fine_tune
 
     try:
@@ -95,10 +96,11 @@ def cached_teacher(
         raise InputError(f"--model {base_model_dir}: no usable tokenizer in the base model "
                          f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
                          ) from None
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_dir, local_files_only=True, num_labels=data.num_labels, use_safetensors=use_safetensors,
-        trust_remote_code=trust_remote_code,
-    )
+    with transformers_progress(progress):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_model_dir, local_files_only=True, num_labels=data.num_labels, use_safetensors=use_safetensors,
+            trust_remote_code=trust_remote_code,
+        )
     label_model(model, data.label_names)
     fine_tune(
         model,
@@ -110,7 +112,8 @@ def cached_teacher(
         progress="fine-tuning teacher (once, then cached)" if progress else None,
     )
     record = dict(key_fields, validation_accuracy=accuracy(model, encode(tokenizer, data.validation,
-                                                                         recipe.max_length)))
+                                                                         recipe.max_length)),
+                  majority_class_accuracy=majority_class_accuracy(data))
     # Write to a temporary sibling, then rename: a killed fine-tuning never leaves a half teacher.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
@@ -124,6 +127,12 @@ def cached_teacher(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, dict(record, trained_now=True)
+
+
+def majority_class_accuracy(data: TaskData) -> float:
+    """Validation accuracy of always answering the most frequent class: what a teacher must beat to have learned."""
+    labels = data.validation.labels
+    return max(labels.count(label) for label in set(labels)) / len(labels)
 
 
 def label_model(model: Any, label_names: list[str]) -> None:
@@ -144,7 +153,8 @@ def fine_tuned_teacher(base: ResolvedModel, data: TaskData, cache_dir: Path, rec
 
     directory, record = cached_teacher(base.directory, data, cache_dir, recipe, use_safetensors=use_safetensors,
                                        trust_remote_code=trust_remote_code, progress=progress)
-    teacher, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code)
+    teacher, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code, progress=progress)
     label_model(teacher, data.label_names)  # teachers cached before labels were named get them here
-    record = dict(record, base_model_name=base.hub_id or str(base.directory), directory=str(directory))
+    record = dict(record, base_model_name=base.hub_id or str(base.directory), directory=str(directory),
+                  majority_class_accuracy=majority_class_accuracy(data))
     return teacher, tokenizer, record

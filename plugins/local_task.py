@@ -154,7 +154,7 @@ class LocalTask(TaskProvider):
         use_safetensors = _has_safetensors(model.directory)
         try:
             teacher, tokenizer = load_classifier(model.directory, use_safetensors=use_safetensors,
-                                                 trust_remote_code=o.trust_remote_code)
+                                                 trust_remote_code=o.trust_remote_code, progress=o.progress)
         except Exception as exc:  # corrupt weights, unknown model type: transformers and safetensors raise many kinds
             weights = SAFE_WEIGHTS[0] if use_safetensors else PICKLE_WEIGHTS[0]
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

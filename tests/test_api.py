@@ -35,9 +35,14 @@ def api_run(tmp_path_factory):
     (root / "start.yaml").write_text(START)
     data = _dataset_dict(240, seed=7)
     seen = []
+
+    def fails_on_the_first_trial(trial):
+        if trial.number == 0:
+            raise ValueError("a callback with a bug")
+
     result = autocompress.compress(
         root / "model", data, techniques=[LastLayerFfnPruning, "quantization"], target=SingleThreadCpu,
-        callbacks=[seen.append], trials=2, out=root / "run", cache_dir=root / "cache",
+        callbacks=[fails_on_the_first_trial, seen.append], trials=2, out=root / "run", cache_dir=root / "cache",
         starting_points=root / "start.yaml", text_column="sentence", label_column="polarity",
         repeats=3, warmup=1, max_accuracy_drop=0.5, seed=1)
     return root, data, result, seen
@@ -65,9 +70,10 @@ def test_compress_returns_the_front_the_recommended_model_the_baseline_and_the_s
         result.candidate(99)
 
 
-def test_callbacks_receive_every_finished_trial(api_run):
+def test_callbacks_receive_every_finished_trial_and_one_that_raises_stops_nothing(api_run):
     _, _, result, seen = api_run
     assert [t.number for t in seen] == [0, 1]
+    assert list(result.trials["ended"][:2]) == ["complete", "complete"]
     first = seen[0]
     assert first.plan.startswith("last_layer_ffn_pruning(keep_fraction=0.5)") and "quantization" in first.plan
     assert first.ended == "complete" and first.latency_ms > 0 and first.test_accuracy is not None

@@ -42,7 +42,8 @@ def test_a_base_hub_model_and_data_get_a_fine_tuned_cached_teacher_then_a_search
     cache = tmp_path / "cache"
     assert main(_search(base_task, tmp_path / "run", cache, "tiny-org/tiny-base")) == 0
     printed = capsys.readouterr().out
-    assert "fine-tuned now from tiny-org/tiny-base (8.0 epochs, learning rate 0.003): validation accuracy" in printed
+    assert "fine-tuned from tiny-org/tiny-base (8.0 epochs, learning rate 0.003): validation accuracy" in printed
+    assert "; trained now: " in printed
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     training = run["task_info"]["teacher_training"]
     assert training["validation_accuracy"] > 0.8 and training["epochs"] == 8.0 and training["learning_rate"] == 3e-3
@@ -56,7 +57,7 @@ def test_a_base_hub_model_and_data_get_a_fine_tuned_cached_teacher_then_a_search
     # A second search with the same model, data and recipe reuses the cached teacher.
     stamp = (teacher_dir / "model.safetensors").stat().st_mtime_ns
     assert main(_search(base_task, tmp_path / "again", cache, "tiny-org/tiny-base")) == 0
-    assert "fine-tuned earlier, from the cache" in capsys.readouterr().out
+    assert "; reused from the cache: " in capsys.readouterr().out
     assert (teacher_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert len(list((cache / "teachers").iterdir())) == 1
     # Another recipe is another teacher.
@@ -83,3 +84,15 @@ def test_data_alone_fine_tunes_the_demo_base_model(base_task, tmp_path):
     assert loaded.teacher.config.num_hidden_layers == 6 and loaded.teacher.config.hidden_size == 384
     assert loaded.teacher.config.id2label == {0: "neg", 1: "pos"}
     assert len(loaded.data.train) == 32 and loaded.info.teacher_training["trained_now"]
+
+
+@pytest.mark.parametrize("validation_accuracy, warned", [(0.59, True), (0.60, True), (0.75, False)])
+def test_a_teacher_no_better_than_the_majority_class_is_flagged(tmp_path, validation_accuracy, warned):
+    from autocompress.cli import _teacher_training
+
+    training = {"base_model_name": "m", "epochs": 1.0, "learning_rate": 5e-5, "directory": "d", "trained_now": True,
+                "validation_accuracy": validation_accuracy, "majority_class_accuracy": 0.59}
+    (tmp_path / "run.json").write_text(json.dumps({"task_info": {"teacher_training": training}}))
+    text = _teacher_training(tmp_path)
+    assert f"validation accuracy {validation_accuracy:.4f}" in text
+    assert ("no better than always answering the most frequent class (0.5900)" in text) is warned

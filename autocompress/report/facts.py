@@ -106,9 +106,14 @@ def teacher_origin(run: RunData) -> str:
     training = (run.record.get("task_info") or {}).get("teacher_training")
     if not training:
         return "the fine-tuned model"
-    return (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
+    text = (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
             f"epochs, learning rate {training.get('learning_rate')}, validation accuracy "
             f"{_fmt(training.get('validation_accuracy'), '.4f')}")
+    majority = training.get("majority_class_accuracy")
+    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+        text += (f"; no better than always answering the most frequent class ({_fmt(majority, '.4f')}): "
+                 "the teacher has not learned the task")
+    return text
 
 
 def baseline_rows(run: RunData) -> list[dict[str, str]]:
