@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -60,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write model.onnx and check ONNX Runtime's predictions against PyTorch")
     export.add_argument("--storage", help="Optuna storage URL when the study is not in RUN_DIR")
     export.add_argument("--study", help="study name in --storage")
+    export.add_argument("--license", help="license id for the model card (default: the base model's own)")
+    export.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face Hub "
+                        "model repository (owner/name; needs `hf auth login`)")
+    export.add_argument("--dry-run", action="store_true",
+                        help="with --push-to-hub: print what would be uploaded (files, sizes, card metadata) and "
+                        "upload nothing")
     plugins = commands.add_parser("plugins", help="list techniques, targets, tasks and where they came from")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--disable", default="", help="comma-separated plugin names to block")
@@ -67,18 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from autocompress.api import run_options
     from autocompress.config import OPTIONS, merge_options, settings_from_options
 
     options = merge_options(args.config, {name: getattr(args, name) for name in OPTIONS})
-    settings = dataclasses.replace(settings_from_options(options), command=tuple(args.argv))
-    from autocompress.search import run_search
-
     stop = _stop_handler()
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcome = run_search(settings)
+        _, outcome = run_options(options, command=tuple(args.argv))
     except KeyboardInterrupt:
-        print(f"interrupted; results so far are in {settings.out_dir}", file=sys.stderr)
+        print(f"interrupted; results so far are in {settings_from_options(options).out_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         for signum, handler in previous.items():
@@ -113,7 +116,8 @@ def summary(outcome) -> str:
     lines = [
         f"study '{outcome.study_name}': {outcome.trials} trials; results in {outcome.out_dir}",
         f"teacher: test accuracy {base['test_accuracy']:.4f} (validation {base['val_accuracy']:.4f}), "
-        f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB",
+        f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB"
+        + _teacher_training(outcome.out_dir),
         "Pareto front (feasible):",
     ]
     for row in doc["front"]:
@@ -133,6 +137,26 @@ def summary(outcome) -> str:
             missed = ", ".join(f"{k} by {v:g}" for k, v in near["missed_by"].items()) or "accuracy not measured"
             lines.append(f"  #{near['trial']}: {near['plan']} (missed {missed})")
     return "\n".join(lines)
+
+
+def _teacher_training(out_dir: Path) -> str:
+    """'; fine-tuned from X ...' when this run fine-tuned its teacher from a base model (run.json says)."""
+    try:
+        training = json.loads((out_dir / "run.json").read_text()).get("task_info", {}).get("teacher_training")
+    except (OSError, ValueError):
+        return ""
+    if not training:
+        return ""
+    when = "trained now" if training.get("trained_now") else "reused from the cache"
+    text = (f"\n  fine-tuned from {training.get('base_model_name')} ({training.get('epochs')} epochs, learning "
+            f"rate {training.get('learning_rate')}): validation accuracy {training.get('validation_accuracy'):.4f}; "
+            f"{when}: {training.get('directory')}")
+    majority = training.get("majority_class_accuracy")
+    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+        text += (f"\n  warning: that is no better than always answering the most frequent class ({majority:.4f}): "
+                 "the teacher has not learned the task; give it more --teacher-epochs, a higher "
+                 "--teacher-learning-rate or more data (--train-limit)")
+    return text
 
 
 def _load_run(args: argparse.Namespace):
@@ -170,19 +194,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.run_dir.is_dir():
         raise InputError(f"{args.run_dir}: no such run directory")
-    host = None
-    if args.onnx:  # rebuilding the model needs the techniques that made it
-        from autocompress.plugin_manager import build_host
+    if args.dry_run and not args.push_to_hub:
+        raise InputError("--dry-run goes with --push-to-hub REPO (it shows what would be uploaded)")
+    if args.push_to_hub:
+        from autocompress.export import check_repo_id
 
-        host = build_host()
-    written = export(args.run_dir, _load_run(args), args.to, args.trial, args.onnx, host)
-    print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md)")
+        check_repo_id(args.push_to_hub)  # before the export, which may take a while (--onnx)
+    written = export(args.run_dir, _load_run(args), args.to, args.trial, args.onnx, license=args.license,
+                     name=args.push_to_hub)
+    loads = ("transformers.pipeline loads it as it is" if written["plain_transformers"] else
+             "transformers.pipeline loads it with trust_remote_code=True (autocompress_model.py calls "
+             "autocompress.load_pretrained)")
+    print(f"exported trial #{written['trial']} to {written['directory']} (model card: README.md; {loads})")
     if "onnx" in written:
         check = written["onnx"]["check"]
         kernels = " (int8 kernels: compared where PyTorch's top two logits are clearly apart)" if check["int8"] else ""
         print(f"onnx: {written['onnx']['path']}: ONNX Runtime's predictions agree with PyTorch's on "
               f"{check['predictions_compared']} of {check['examples']} texts{kernels} "
               f"(largest logit difference {check['max_abs_logit_difference']:.2g})")
+    if args.push_to_hub:
+        from autocompress.export import push_to_hub
+
+        print(push_to_hub(Path(written["directory"]), args.push_to_hub, dry_run=args.dry_run))
     return EXIT_OK
 
 

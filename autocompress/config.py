@@ -16,11 +16,20 @@ from typing import Any
 
 from autocompress.errors import InputError
 
+
+class PathOrHubId(str):
+    """A model reference kept as spelled: a local directory, or a Hugging Face Hub id (``org/name``)
+    resolved from the local cache (``autocompress.hub``). A relative directory in a config file is
+    relative to that file when it exists there; anything else stays as written, so Hub ids survive."""
+
+
 # option -> (python type, help). Lists are comma-separated on the command line.
 OPTIONS: dict[str, tuple[type, str]] = {
     "task": (str, "task provider (default: demo, or local when --model/--data are given)"),
-    "model": (Path, "your fine-tuned Hugging Face sequence-classification checkpoint directory"),
-    "data": (Path, "your data file: CSV, TSV, JSONL or Parquet with text and label columns"),
+    "model": (PathOrHubId, "your model: a checkpoint directory or a Hugging Face Hub id from the local cache; a "
+              "sequence classifier is the teacher, a base model (e.g. BertModel) is fine-tuned on --data first"),
+    "data": (Path, "your labelled data: a CSV, TSV, JSONL or Parquet file with text and label columns, or a "
+             "directory written by datasets' save_to_disk (its train/validation/test splits are used)"),
     "text_column": (str, "name of the text column (default: text)"),
     "label_column": (str, "name of the label column (default: label)"),
     "drop_missing": (bool, "drop rows with an empty text or label instead of failing"),
@@ -51,10 +60,12 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "allow_pickle": (bool, "allow loading pickle-based weights (can run code: only for files you trust)"),
     "trust_remote_code": (bool, "allow the checkpoint's own Python code to run"),
     "disable": (list, "comma-separated plugin names to block"),
-    "teacher_epochs": (float, "demo: epochs of the one-time teacher fine-tuning (default: 2)"),
-    "train_limit": (int, "demo: use at most this many training examples"),
+    "teacher_epochs": (float, "epochs of the one-time teacher fine-tuning from a base model (default: 2)"),
+    "teacher_learning_rate": (float, "learning rate of the teacher fine-tuning (default: 5e-5)"),
+    "train_limit": (int, "use at most this many training examples (teacher fine-tuning and recovery training)"),
     "eval_limit": (int, "evaluate on at most this many validation/test examples"),
-    "cache_dir": (Path, "cache for demo data and teachers (default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
+    "cache_dir": (Path, "cache for demo data, fine-tuned teachers and data objects passed from Python "
+                  "(default: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress)"),
     "no_progress": (bool, "hide progress bars"),
     "trial_timeout": (float, "fail a trial that runs longer than this many seconds (the search goes on)"),
     "trial_memory_mb": (float, "fail a trial whose process memory grows by more than this many MB (search goes on)"),
@@ -94,6 +105,12 @@ def _convert(key: str, value: Any, kind: type, source: str) -> Any:
         if not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{where} must be a path, got {value!r}")
         return Path(value)
+    if kind is PathOrHubId:
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{where} must be a directory or a Hugging Face Hub id, got {value!r}")
+        return PathOrHubId(os.fspath(value))
+    if isinstance(value, os.PathLike):  # from Python: a path where a file name or URL is expected
+        value = os.fspath(value)
     if not isinstance(value, str):
         raise InputError(f"{where} must be a string, got {value!r}")
     return value
@@ -122,15 +139,41 @@ def load_config_file(path: Path) -> dict[str, Any]:
     for name, value in options.items():
         if isinstance(value, Path) and not value.is_absolute():
             options[name] = path.parent / value
+        elif isinstance(value, PathOrHubId) and not Path(value).is_absolute() and (path.parent / value).exists():
+            options[name] = PathOrHubId(path.parent / value)
     return options
 
 
-def merge_options(config_file: Path | None, cli: Mapping[str, Any]) -> dict[str, Any]:
+def merge_options(config_file: Path | None, given: Mapping[str, Any], source: str = "command line") -> dict[str, Any]:
+    """Options from ``config_file`` (if any), overridden by ``given`` (the command line, or the Python
+    API's keyword arguments: ``source`` names them in errors). Unknown names are errors."""
     options = load_config_file(config_file) if config_file is not None else {}
-    for key, value in cli.items():
+    for key, value in given.items():
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise InputError(f"{source}: unknown option '{key}' ({hint}valid: {', '.join(OPTIONS)})")
         if value is not None:
-            options[key] = _convert(key, value, OPTIONS[key][0], "command line")
+            options[key] = _convert(key, value, OPTIONS[key][0], source)
     return options
+
+
+def command_line(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """``search --name value ...``: the command that runs with ``options`` (recorded in run.json for runs
+    started from Python)."""
+    args = ["search"]
+    for name, value in options.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = OPTIONS[name][0]
+        if kind is bool:
+            args += [flag] if value else []
+        elif kind is list:
+            args += [flag, ",".join(value)]
+        else:
+            args += [flag, str(value)]
+    return tuple(args)
 
 
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
@@ -194,11 +237,15 @@ def settings_from_options(options: Mapping[str, Any]):
         label_column=o.get("label_column", "label"), drop_missing=o.get("drop_missing", False),
         seed=o.get("seed", 0), max_length=o.get("max_length", 64), cache_dir=o.get("cache_dir"),
         allow_pickle=o.get("allow_pickle", False), trust_remote_code=o.get("trust_remote_code", False),
-        teacher_epochs=o.get("teacher_epochs", 2.0), train_limit=o.get("train_limit"),
+        teacher_epochs=o.get("teacher_epochs", 2.0), teacher_learning_rate=o.get("teacher_learning_rate", 5e-5),
+        train_limit=o.get("train_limit"), progress=not o.get("no_progress", False),
     )
     for name in ("max_length", "train_limit", "eval_limit"):
         if o.get(name) is not None and o[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {o[name]}")
+    for name in ("teacher_epochs", "teacher_learning_rate"):
+        if o.get(name) is not None and not o[name] > 0:
+            raise InputError(f"--{name.replace('_', '-')} must be greater than 0, got {o[name]}")
     try:
         measure = MeasureSettings(
             batch_size=o.get("batch_size", 1), seq_len=o.get("seq_len", 64), threads=o.get("threads", 2),

@@ -1,5 +1,7 @@
 """Loading a user's classification data: CSV/TSV, JSON lines or Parquet, validated, split.
 
+(Directories saved by Hugging Face ``datasets`` are read by ``autocompress.hf_data``.)
+
 Every problem is a ``DataError`` naming the file and the column or rows at fault, raised
 before any model is loaded or trained.
 """
@@ -11,7 +13,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,12 @@ class TaskData:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def limit_train(self, limit: int | None) -> TaskData:
+        """The same task with at most ``limit`` training examples (None: all); evaluation splits unchanged."""
+        if limit is None or len(self.train) <= limit:
+            return self
+        return replace(self, train=self.train.head(limit))
 
     def fingerprint(self) -> str:
         """SHA-256 of every split's content and the label names (stable across runs)."""
@@ -133,14 +141,23 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
         raise DataError(f"{path}: data file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
-    frame = _read_frame(path)
+    return column_values(_read_frame(path), str(path), text_column, label_column, drop_missing)
+
+
+def column_values(frame, source: str, text_column: str, label_column: str,
+                  drop_missing: bool) -> tuple[list[str], list[object]]:
+    """Texts and raw labels of a DataFrame whose index is the row number a user sees.
+
+    ``source`` names it in errors (a file, or a file and a split). Shared by the file formats
+    here and by ``autocompress.hf_data`` (``datasets`` splits).
+    """
     columns = [str(c) for c in frame.columns]
     for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
         if column not in columns:
-            raise DataError(f"{path}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
+            raise DataError(f"{source}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
                             f"set {option}")
     if frame.empty:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{source}: no rows")
     texts, labels = frame[text_column], frame[label_column]
     missing = texts.isna() | labels.isna()
     for column in (texts, labels):
@@ -150,16 +167,19 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         if not drop_missing:
             which = "1 row has" if len(rows) == 1 else f"{len(rows)} rows have"
-            raise DataError(f"{path}: {which} an empty text or label (row{'s' * (len(rows) > 1)} {shown}); "
+            raise DataError(f"{source}: {which} an empty text or label (row{'s' * (len(rows) > 1)} {shown}); "
                             "fix them or pass --drop-missing")
         texts, labels = texts[~missing], labels[~missing]
         if texts.empty:
-            raise DataError(f"{path}: every row has an empty text or label")
+            raise DataError(f"{source}: every row has an empty text or label")
     return [str(t) for t in texts], list(labels)
 
 
-def _label_key(value: object) -> object:
-    """A sortable key for one raw label; numeric strings (as CSV gives them) become ints."""
+def label_key(value: object) -> object:
+    """A sortable key for one raw label; numeric strings (as CSV gives them) become ints.
+
+    Raises ``ValueError`` for a value that is no class (a fractional number).
+    """
     if isinstance(value, (bool, np.bool_)):
         return bool(value)  # stays a bool so the label names read "False"/"True"; sorts as 0/1
     if isinstance(value, (float, np.floating)):
@@ -183,7 +203,7 @@ def encode_labels(raw_labels: Sequence[object], source: str) -> tuple[list[int],
     keys = []
     for value in raw_labels:
         try:
-            keys.append(_label_key(value))
+            keys.append(label_key(value))
         except ValueError:
             raise DataError(f"{source}: label {value!r} is not a class: labels must be whole numbers or "
                             "names (for a score, bin it into classes first)") from None
@@ -232,9 +252,42 @@ def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: S
     return TaskData(*splits, label_names=list(label_names))
 
 
+def hold_out(split: TextDataset, label_names: Sequence[str], fraction: float, seed: int,
+             source: str) -> tuple[TextDataset, TextDataset]:
+    """Carve a stratified, seeded ``fraction`` out of ``split``: (the rest, the held-out part).
+
+    Every class present keeps at least one example on each side, so it needs at least two.
+    """
+    rng = np.random.default_rng(seed)
+    labels_array = np.asarray(split.labels)
+    kept: list[int] = []
+    held: list[int] = []
+    for cls in sorted(set(split.labels)):
+        members = rng.permutation(np.flatnonzero(labels_array == cls))
+        if len(members) < 2:
+            raise DataError(f"{source}: class '{label_names[cls]}' has 1 example; at least 2 are needed to "
+                            "hold one out")
+        n_held = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        held += members[:n_held].tolist()
+        kept += members[n_held:].tolist()
+    parts = []
+    for part in (kept, held):
+        order = rng.permutation(np.asarray(sorted(part)))
+        parts.append(TextDataset([split.texts[i] for i in order], [split.labels[i] for i in order]))
+    return parts[0], parts[1]
+
+
 def load_task_data(path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
                    drop_missing: bool = False) -> TaskData:
-    """A data file read, its labels encoded and split 0.8/0.1/0.1 by class (``read_table`` and friends)."""
+    """A data file read, its labels encoded and split 0.8/0.1/0.1 by class (``read_table`` and friends).
+
+    A directory is a dataset written by ``datasets``' ``save_to_disk``: its own splits are used
+    (``autocompress.hf_data``).
+    """
+    if Path(path).is_dir():
+        from autocompress.hf_data import load_saved_dataset
+
+        return load_saved_dataset(Path(path), text_column, label_column, seed=seed, drop_missing=drop_missing)
     texts, raw = read_table(path, text_column, label_column, drop_missing)
     labels, names = encode_labels(raw, str(path))
     try:

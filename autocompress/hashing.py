@@ -15,10 +15,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def directory_sha256(directory: Path) -> str:
-    """Hex SHA-256 over every file's relative path and content, in sorted order."""
+def directory_sha256(directory: Path, exclude: tuple[str, ...] = ()) -> str:
+    """Hex SHA-256 over every file's relative path and content, in sorted order (files named in
+    ``exclude`` left out)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in exclude):
         digest.update(str(path.relative_to(directory)).encode())
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()

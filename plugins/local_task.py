@@ -1,20 +1,31 @@
-"""A user's own task: a local Hugging Face sequence-classification checkpoint and a data file.
+"""A user's own task: their model (or the demo's base model) and their labelled data.
 
-The checkpoint is taken as the (already fine-tuned) teacher. Weights load from safetensors
-only; pickle-based files (``pytorch_model.bin``) are refused unless the user opts in, and
-``trust_remote_code`` stays off unless set.
+``--model`` is a local checkpoint directory or a Hugging Face Hub id found in the local cache
+(``autocompress.hub``; a directory of the same spelling wins). A sequence classifier is taken as
+the (already fine-tuned) teacher. A base model (``BertModel``, ``BertForMaskedLM``, a
+sentence-transformers folder, ...) is first fine-tuned on the data's train split into the
+teacher, once, cached by content hash (``autocompress.teacher``, shared with the demo). Without
+``--model`` the demo's base model, all-MiniLM-L6-v2, is fine-tuned.
+
+``--data`` is a data file or a saved ``datasets`` directory (``autocompress.data``). Weights load
+from safetensors only; pickle-based files (``pytorch_model.bin``) are refused unless the user
+opts in, and ``trust_remote_code`` stays off unless set.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from autocompress import hookimpl
 from autocompress.data import TaskData, load_task_data
+from autocompress.demo_data import default_cache_dir
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
-from autocompress.task import LoadedTask, TaskProvider, load_classifier
+from autocompress.hub import ResolvedModel, card_license, resolve_model
+from autocompress.task import LoadedTask, TaskInfo, TaskProvider, load_classifier
+from autocompress.teacher import demo_base_model, fine_tuned_teacher, teacher_recipe
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -38,12 +49,6 @@ def check_model_dir(model_dir: Path, allow_pickle: bool) -> dict:
     if not isinstance(config, dict):
         raise InputError(f"{config_path}: expected a JSON object (a Hugging Face config.json), "
                          f"got {type(config).__name__}")
-    architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise InputError(
-            f"{config_path}: architectures {architectures} is not a sequence classifier "
-            "(expected e.g. BertForSequenceClassification)"
-        )
     has_safe = any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
     has_pickle = any((model_dir / name).is_file() for name in PICKLE_WEIGHTS)
     if not has_safe and has_pickle and not allow_pickle:
@@ -56,54 +61,113 @@ def check_model_dir(model_dir: Path, allow_pickle: bool) -> dict:
     return config
 
 
+def is_classifier(config: dict) -> bool:
+    """A sequence classifier (the teacher as it is), rather than a base model to fine-tune first.
+
+    A config that names no architecture is taken as a classifier, as before base models were supported.
+    """
+    architectures = config.get("architectures") or []
+    return not architectures or any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def check_base_model(config: dict, config_path: Path) -> None:
+    """A base model must be of a kind transformers can put a sequence-classification head on."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise InputError(
+            f"{config_path}: architectures {config.get('architectures')} is not a sequence classifier, and "
+            f"transformers has no sequence-classification head for model_type {model_type!r} to fine-tune one "
+            "from it (expected a text encoder such as BertModel, or a classifier such as "
+            "BertForSequenceClassification)")
+
+
 def config_num_labels(config: dict) -> int:
     if "id2label" in config:
         return len(config["id2label"])
     return int(config.get("num_labels", 2))
 
 
+def _has_safetensors(model_dir: Path) -> bool:
+    return any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
+
+
 class LocalTask(TaskProvider):
     name = "local"
-    description = "your own checkpoint (--model DIR) and data file (--data FILE: CSV, JSONL or Parquet)"
+    description = ("your own data (--data: a file or a saved datasets directory) and model (--model: a classifier, "
+                   "or a base model fine-tuned first; a directory or a cached Hub id; default: the demo's base model)")
 
     def _data(self) -> TaskData:
         o = self.options
-        return load_task_data(o.data, o.text_column, o.label_column, seed=o.seed, drop_missing=o.drop_missing)
+        data = load_task_data(o.data, o.text_column, o.label_column, seed=o.seed, drop_missing=o.drop_missing)
+        return data.limit_train(o.train_limit)
+
+    def _model(self) -> ResolvedModel:
+        if self.options.model is None:
+            return demo_base_model()
+        return resolve_model(self.options.model)
 
     def validate(self) -> None:
         o = self.options
-        if o.model is None or o.data is None:
-            raise InputError("your own task needs both --model DIR and --data FILE")
-        config = check_model_dir(Path(o.model), o.allow_pickle)
-        data = self._data()
-        expected = config_num_labels(config)
-        if expected != data.num_labels:
-            raise InputError(
-                f"--model {o.model} has {expected} labels but --data {o.data} has {data.num_labels} classes "
-                f"({', '.join(data.label_names)})"
-            )
-        self._validated = data
+        if o.data is None:
+            raise InputError(f"--model {o.model}: your own task needs --data (a file or a saved datasets directory "
+                             "with labelled texts) to compress the model on")
+        model = self._model()
+        config = check_model_dir(model.directory, o.allow_pickle)
+        if is_classifier(config):
+            data = self._data()
+            expected = config_num_labels(config)
+            if expected != data.num_labels:
+                raise InputError(
+                    f"--model {o.model} has {expected} labels but --data {o.data} has {data.num_labels} classes "
+                    f"({', '.join(data.label_names)})"
+                )
+        else:
+            check_base_model(config, model.directory / "config.json")
+            data = self._data()
+        self._validated = (model, is_classifier(config), data)
 
     def load(self) -> LoadedTask:
         o = self.options
-        data = getattr(self, "_validated", None) or self._data()
-        model_dir = Path(o.model)
-        has_safe = any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
+        validated = getattr(self, "_validated", None)
+        if validated is None:
+            self.validate()
+            validated = self._validated
+        model, classifier, data = validated
+        info = TaskInfo(base_model=model.hub_id, model_source=model.describe(),
+                        license=card_license(model.directory),
+                        dataset=str(o.data))
+        if not classifier:
+            teacher, tokenizer, record = fine_tuned_teacher(
+                model, data, o.cache_dir or default_cache_dir(), teacher_recipe(o),
+                use_safetensors=_has_safetensors(model.directory), trust_remote_code=o.trust_remote_code,
+                progress=o.progress)
+            return LoadedTask(
+                teacher=teacher, tokenizer=tokenizer, data=data,
+                fingerprint=f"{record['base_model'][:12]}-{record['data'][:12]}-{Path(record['directory']).name}",
+                description=(f"{model.describe()} fine-tuned here on {o.data} into the teacher "
+                             f"(validation accuracy {record['validation_accuracy']:.4f}; cached in "
+                             f"{record['directory']})"),
+                info=replace(info, teacher_training=record),
+            )
+        use_safetensors = _has_safetensors(model.directory)
         try:
-            teacher, tokenizer = load_classifier(model_dir, use_safetensors=has_safe,
-                                                 trust_remote_code=o.trust_remote_code)
+            teacher, tokenizer = load_classifier(model.directory, use_safetensors=use_safetensors,
+                                                 trust_remote_code=o.trust_remote_code, progress=o.progress)
         except Exception as exc:  # corrupt weights, unknown model type: transformers and safetensors raise many kinds
-            weights = SAFE_WEIGHTS[0] if has_safe else PICKLE_WEIGHTS[0]
+            weights = SAFE_WEIGHTS[0] if use_safetensors else PICKLE_WEIGHTS[0]
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise InputError(f"--model {model_dir}: cannot load the checkpoint ({type(exc).__name__}: {first_line}); "
-                             f"expected a complete Hugging Face sequence-classification checkpoint with {weights}, "
-                             "config.json and the tokenizer files") from None
+            raise InputError(f"--model {model.directory}: cannot load the checkpoint ({type(exc).__name__}: "
+                             f"{first_line}); expected a complete Hugging Face sequence-classification checkpoint "
+                             f"with {weights}, config.json and the tokenizer files") from None
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,
             data=data,
-            fingerprint=f"{directory_sha256(model_dir)[:12]}-{data.fingerprint()[:12]}",
-            description=f"{model_dir} on {o.data}",
+            fingerprint=f"{directory_sha256(model.directory)[:12]}-{data.fingerprint()[:12]}",
+            description=f"{model.describe()} on {o.data}",
+            info=info,
         )
 
 

@@ -52,9 +52,11 @@ def _model_copy(fx: Path, scratch: Path, edit: Callable[[Path], None]) -> Path:
     return model
 
 
-def _set_architectures(model: Path, names: list[str]) -> None:
+def _set_architectures(model: Path, names: list[str], model_type: str | None = None) -> None:
     config = json.loads((model / "config.json").read_text())
     config["architectures"] = names
+    if model_type is not None:
+        config["model_type"] = model_type
     (model / "config.json").write_text(json.dumps(config))
 
 
@@ -84,6 +86,18 @@ def _csv(scratch: Path, texts: list, labels: list, name: str = "bad.csv", text_c
 
 def _good(n: int = 40) -> tuple[list[str], list[str]]:
     return synthetic_sentiment(n)
+
+
+def _saved_dataset(scratch: Path, text_column: str = "text") -> Path:
+    """A DatasetDict with train/validation/test splits written by ``save_to_disk``."""
+    import datasets
+
+    texts, labels = _good(60)
+    splits = {"train": (0, 40), "validation": (40, 50), "test": (50, 60)}
+    saved = datasets.DatasetDict({name: datasets.Dataset.from_dict({text_column: texts[a:b], "label": labels[a:b]})
+                                  for name, (a, b) in splits.items()})
+    saved.save_to_disk(str(scratch / "saved"))
+    return scratch / "saved"
 
 
 def _run_json(scratch: Path, **record) -> Path:
@@ -135,9 +149,10 @@ CASES = [
          ("empty", "no config.json", "not a Hugging Face checkpoint")),
     Case("--model: config.json is not JSON", _model(lambda m: _file(m, "config.json", "{not json")),
          ("config.json", "not valid JSON", "Hugging Face config.json")),
-    Case("--model: a masked language model, not a sequence classifier",
-         _model(lambda m: _set_architectures(m, ["BertForMaskedLM"])),
-         ("config.json", "BertForMaskedLM", "not a sequence classifier", "BertForSequenceClassification")),
+    Case("--model: a base model of a kind transformers has no classification head for (an image encoder)",
+         _model(lambda m: _set_architectures(m, ["ViTModel"], model_type="vit")),
+         ("config.json", "ViTModel", "not a sequence classifier", "no sequence-classification head for "
+          "model_type 'vit'", "BertModel", "BertForSequenceClassification")),
     Case("--model: no weights file", _model(lambda m: (m / "model.safetensors").unlink()),
          ("no weights file", "model.safetensors")),
     Case("--model: truncated model.safetensors", _model(lambda m: _truncate(m / "model.safetensors")),
@@ -180,6 +195,12 @@ CASES = [
     Case("--data: a class with 2 examples (cannot fill 3 splits)",
          _data(lambda s: _csv(s, _good()[0][:22], [*["pos"] * 20, "neg", "neg"])),
          ("bad.csv", "class 'neg' has 2 example(s)", "at least 3")),
+    Case("--model: a Hugging Face Hub id that is not in the local cache",
+         lambda fx, s: ["--model", "tiny-org/never-downloaded"],
+         ("--model tiny-org/never-downloaded", "not in the local cache", "hf download tiny-org/never-downloaded")),
+    Case("--data: a saved datasets directory without the text column",
+         _data(lambda s: _saved_dataset(s, text_column="sentence")),
+         ("split 'train': column 'text' not found (columns: sentence, label)", "set --text-column")),
     # Techniques and search spaces.
     Case("--techniques pruning (no such technique)", _option("--techniques", "pruning"),
          ("unknown technique(s) pruning", "valid: distillation, ffn_pruning")),

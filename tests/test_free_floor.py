@@ -37,7 +37,8 @@ def test_cpu_features_come_from_the_first_processors_flags():
 
 
 ROWS = [
-    {"target": "onnxruntime", "variant": "int8 dynamic only", "val_accuracy": 0.80, "test_accuracy": 0.81, "speedup": 3.0},
+    {"target": "onnxruntime", "variant": "int8 dynamic only", "val_accuracy": 0.80, "test_accuracy": 0.81,
+     "speedup": 3.0},
     {"target": "openvino", "variant": "bf16 only", "val_accuracy": 0.89, "test_accuracy": 0.88, "speedup": 2.5},
     {"target": "openvino", "variant": "teacher as is", "val_accuracy": 0.90, "test_accuracy": 0.90, "speedup": 1.5},
     {"target": "onnxruntime", "variant": "bf16 only", "refused": "no bf16 kernels"},

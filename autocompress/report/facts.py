@@ -83,10 +83,26 @@ def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
+def teacher_origin(run: RunData) -> str:
+    """Where the teacher came from: the given fine-tuned model, or a fine-tuning made for this run (and how well
+    it did on the validation split right after training)."""
+    training = (run.record.get("task_info") or {}).get("teacher_training")
+    if not training:
+        return "the fine-tuned model"
+    text = (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
+            f"epochs, learning rate {training.get('learning_rate')}, validation accuracy "
+            f"{_fmt(training.get('validation_accuracy'), '.4f')}")
+    majority = training.get("majority_class_accuracy")
+    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+        text += (f"; no better than always answering the most frequent class ({_fmt(majority, '.4f')}): "
+                 "the teacher has not learned the task")
+    return text
+
+
 def baseline_rows(run: RunData) -> list[dict[str, str]]:
     """The teacher and the by-hand references (e.g. int8 alone) in the same columns."""
     base = run.baseline
-    rows = [{"trial": "teacher", "techniques": "none (the fine-tuned model)",
+    rows = [{"trial": "teacher", "techniques": f"none ({teacher_origin(run)})",
              "test accuracy": _fmt(base[TEST_ACCURACY], ".4f"),
              "% of teacher": "100.0",
              "latency ms (median / p90)": f"{base['latency_ms']:.2f} / {base['latency_p90_ms']:.2f}",
@@ -183,6 +199,7 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
     rows = [
         ("study", f"{record.get('study', run.study.study_name)} ({record.get('storage', 'storage not recorded')})"),
         ("task", f"{record.get('task', '?')}: {record.get('task_description', '')}"),
+        ("teacher", teacher_origin(run)),
         ("command", " ".join(record.get("command", [])) or "-"),
         ("date", str(record.get("date", "-"))),
         ("seed / sampler / pruner", f"{record.get('seed')} / {record.get('sampler')} / {record.get('pruner', '-')}"),

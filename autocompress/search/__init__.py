@@ -9,7 +9,19 @@ recovery curves), ``starting_points`` and ``outputs``. What a search stores and 
 described by ``autocompress.study`` (record, layout, limits, results), which the report reads.
 """
 
-from autocompress.search.outputs import SearchOutcome
-from autocompress.search.run import run_search
+from __future__ import annotations
+
+from typing import Any
+
+# Imported on first use, so that reading ``autocompress.search.settings`` stays free of torch and Optuna.
+_ENTRY_POINTS = {"run_search": "autocompress.search.run", "SearchOutcome": "autocompress.search.outputs"}
 
 __all__ = ["SearchOutcome", "run_search"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ENTRY_POINTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)

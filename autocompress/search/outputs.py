@@ -74,6 +74,7 @@ def write_run_json(settings: SearchSettings, task: Any, baseline: Baseline, stud
         "task": settings.task,
         "task_description": task.description,
         "task_fingerprint": task.fingerprint,
+        "task_info": asdict(task.info),
         "target": settings.target,
         "seed": settings.seed,
         "sampler": settings.sampler,

