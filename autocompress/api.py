@@ -113,6 +113,8 @@ class Candidate:
     parameters: int
     run_dir: Path
     _run: RunData = dataclasses.field(repr=False, compare=False)
+    #: The plugin host of the search (techniques passed as classes included); None: the installed plugins.
+    _host: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -123,25 +125,26 @@ class Candidate:
 
     def load(self) -> tuple[Any, Any]:
         """(model, tokenizer), the model in eval mode and in its deployed form (e.g. int8)."""
-        from autocompress.model_io import load_pretrained
+        from autocompress import load_pretrained
 
-        return load_pretrained(self.path)
+        return load_pretrained(self.path, self._host)
 
     def export(self, to: str | os.PathLike, *, onnx: bool = False, license: str | None = None) -> Path:
         """Write a folder that ships: weights, tokenizer, a model card with Hub metadata, and what
         ``transformers.pipeline`` needs (see docs/api.md). ``to`` must be new or empty."""
         from autocompress.export import export
 
-        return Path(export(self.run_dir, self._run, Path(to), self.trial, onnx, license=license)["directory"])
+        return Path(export(self.run_dir, self._run, Path(to), self.trial, onnx, self._host,
+                           license=license)["directory"])
 
 
-def _candidate(run: RunData, run_dir: Path, row: Mapping[str, Any]) -> Candidate:
+def _candidate(run: RunData, run_dir: Path, row: Mapping[str, Any], host: Any = None) -> Candidate:
     return Candidate(
         trial=int(row["number"]), plan=str(row["plan"]), params=_params(row),
         test_accuracy=float(row[TEST_ACCURACY]), val_accuracy=float(row["val_accuracy"]),
         latency_ms=float(row["latency_ms"]), latency_p90_ms=float(row["latency_p90_ms"]),
         speedup=float(row["speedup"]), memory_mb=float(row["memory_mb"]), parameters=int(row["parameters"]),
-        run_dir=run_dir, _run=run)
+        run_dir=run_dir, _run=run, _host=host)
 
 
 @dataclasses.dataclass
@@ -160,6 +163,7 @@ class SearchResult:
     #: pareto.json as a dict: baseline, limits, front, recommended, and ``nearest`` when nothing fit.
     document: dict[str, Any]
     _run: RunData = dataclasses.field(repr=False)
+    _host: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def found(self) -> bool:
@@ -189,7 +193,7 @@ class SearchResult:
         if row["ended"] != "complete":
             raise InputError(f"trial {trial} ended '{row['ended']}' ({row['reason'] or 'no reason recorded'}), "
                              "so it has no model")
-        return _candidate(self._run, self.run_dir, row.to_dict())
+        return _candidate(self._run, self.run_dir, row.to_dict(), self._host)
 
     def __repr__(self) -> str:
         best = "nothing met the limits"
@@ -200,7 +204,7 @@ class SearchResult:
         return f"SearchResult({self.run_dir}: {ran} trials, {len(self.front)} on the front, {best})"
 
 
-def _result(run: RunData, run_dir: Path) -> SearchResult:
+def _result(run: RunData, run_dir: Path, host: Any = None) -> SearchResult:
     base = run.baseline
     training = (run.record.get("task_info") or {}).get("teacher_training")
     baseline = TeacherBaseline(
@@ -210,8 +214,8 @@ def _result(run: RunData, run_dir: Path) -> SearchResult:
     recommended = run.recommended
     return SearchResult(
         run_dir=run_dir, study=run.study, trials=run.frame, front=run.front, baseline=baseline,
-        recommended=None if recommended is None else _candidate(run, run_dir, recommended.to_dict()),
-        document=run.document, _run=run)
+        recommended=None if recommended is None else _candidate(run, run_dir, recommended.to_dict(), host),
+        document=run.document, _run=run, _host=host)
 
 
 def open_run(run_dir: str | os.PathLike, *, storage: str | None = None, study: str | None = None) -> SearchResult:
@@ -466,7 +470,7 @@ def compress(model: str | os.PathLike | None = None, data: Any = None, *,
     settings, _ = run_options(merged, host=host, callbacks=callbacks)
     from autocompress.report.run import load_run
 
-    return _result(load_run(settings.storage_url, settings.study_name), settings.out_dir)
+    return _result(load_run(settings.storage_url, settings.study_name), settings.out_dir, host)
 
 
 def _saved(data: Any, cache_dir: Any) -> Path:

@@ -207,7 +207,7 @@ def front_matter(run: RunData, row: Any, kind: TaskType, manifest: dict[str, Any
                 "dataset": {"name": dataset_name, "type": dataset_name, "split": "test"},
                 "metrics": [
                     {"type": kind.metric, "value": round(float(row[TEST_ACCURACY]), 4),
-                     "name": f"test {kind.metric} (teacher: {float(run.baseline['accuracy']):.4f})"},
+                     "name": f"test {kind.metric} (teacher: {float(run.baseline[TEST_ACCURACY]):.4f})"},
                     {"type": "latency_ms", "value": round(float(row["latency_ms"]), 3),
                      "name": f"latency (ms), {how}; {float(row['speedup']):.2f}x faster than the teacher measured "
                              "beside it"},

@@ -167,22 +167,29 @@ def rebuild_model(record: StructureRecord, final_config: dict[str, Any], build: 
     from autocompress.hookspecs import PluginDeprecationWarning
     from autocompress.technique import ApplyContext
 
-    steps = [(step, resolve_technique(techniques, step.technique, step.version, where)) for step in record.steps]
-    legacy = [step.technique for step, technique in steps if not technique.rebuilds_structure()]
+    # A step that recorded no state and whose technique is not installed here (a class passed to
+    # ``autocompress.compress`` in another process, say) is rebuilt from the saved shapes, as a
+    # technique without ``rebuild`` is; a step with state needs its technique.
+    steps: list[tuple[StructureStep, type[Technique] | None]] = [
+        (step, None if step.state is None and techniques.get(step.technique) is None
+         else resolve_technique(techniques, step.technique, step.version, where))
+        for step in record.steps]
+    legacy = [step.technique for step, technique in steps if technique is None or not technique.rebuilds_structure()]
     if infer_shapes or (steps and len(legacy) == len(steps)):
         model = build(dict(final_config))
     else:
         model = build(dict(record.base_config))
         context = ApplyContext(adapter=adapter_for(model, architectures), tokenizer=tokenizer)
         for step, technique in steps:
-            if technique.rebuilds_structure() and (step.state is not None or technique.State is None):
+            if technique is not None and technique.rebuilds_structure() and (
+                    step.state is not None or technique.State is None):
                 model = _rebuild_step(model, step, technique, context)
             apply_config_changes(model.config, step.config_changes)
     if (legacy or infer_shapes) and match_saved_shapes(model, saved_shapes) and legacy:
         warnings.warn(PluginDeprecationWarning(
-            f"{where}: technique(s) {', '.join(sorted(set(legacy)))} declare no State/rebuild(); their modules were "
-            "rebuilt from the saved tensor shapes, which plugin API 2.0 removes (see docs/plugins.md, "
-            "'Structure: record and rebuild')"), stacklevel=2)
+            f"{where}: technique(s) {', '.join(sorted(set(legacy)))} declare no State/rebuild() or are not "
+            "installed here; their modules were rebuilt from the saved tensor shapes, which plugin API 2.0 removes "
+            "(see docs/plugins.md, 'Structure: record and rebuild')"), stacklevel=2)
     set_structure(model, record)
     return model
 

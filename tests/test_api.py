@@ -75,7 +75,8 @@ def test_callbacks_receive_every_finished_trial_and_one_that_raises_stops_nothin
     assert [t.number for t in seen] == [0, 1]
     assert list(result.trials["ended"][:2]) == ["complete", "complete"]
     first = seen[0]
-    assert first.plan.startswith("last_layer_ffn_pruning(keep_fraction=0.5)") and "quantization" in first.plan
+    # The starting point's post step is the one the probe found fastest here (none, on some CPUs).
+    assert first.plan.startswith("last_layer_ffn_pruning(keep_fraction=0.5)")
     assert first.ended == "complete" and first.latency_ms > 0 and first.test_accuracy is not None
     assert first.row["number"] == 0 and isinstance(first.params, dict)
 
@@ -88,9 +89,10 @@ def test_technique_and_target_classes_in_the_call_are_registered_in_code(api_run
     host = build_api_host((), [LastLayerFfnPruning], [SingleThreadCpu], callbacks=False, isolate=False)
     for registry, name in ((host.techniques, "last_layer_ffn_pruning"), (host.targets, "cpu-1thread")):
         assert registry.entry(name).provenance.distribution == "registered in code"
-    # The last layer's FFN is narrower than the others: per-layer shapes, and int8 kernels.
+    # The last layer's FFN is narrower than the others: per-layer shapes.
     model, _ = result.candidate(0).load()
-    widths = [layer.intermediate.dense.weight().shape[0] for layer in model.bert.encoder.layer]
+    weights = [layer.intermediate.dense.weight for layer in model.bert.encoder.layer]
+    widths = [(w() if callable(w) else w).shape[0] for w in weights]  # int8 or not, as the probe chose
     assert widths == [128, 64]
 
 

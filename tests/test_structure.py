@@ -148,11 +148,24 @@ def test_a_shared_tensor_is_saved_once_and_tied_again_on_load(tmp_path):
 def test_the_public_load_takes_the_host_that_knows_a_plugin_registered_in_code(tmp_path):
     tied, context = _apply(tiny_model("bert"), tmp_path, (TieQueryKey, {}))
     directory = _save(tied, context, tmp_path / "saved")
-    with pytest.raises(InputError, match="tie_query_key.*no installed plugin registers"):
-        autocompress.load_pretrained(directory, build_host(autoload=False))
-    reloaded, _ = autocompress.load_pretrained(directory, _host())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with the host that registers it: no fallback, no warning
+        reloaded, _ = autocompress.load_pretrained(directory, _host())
     assert reloaded.bert.encoder.layer[0].attention.self.key.weight is \
         reloaded.bert.encoder.layer[0].attention.self.query.weight
+    # Elsewhere (a process without the class), a step that recorded no state is rebuilt from the
+    # saved shapes and the recorded ties: the same model, not a refusal.
+    elsewhere, _ = autocompress.load_pretrained(directory, build_host(autoload=False))
+    assert elsewhere.bert.encoder.layer[0].attention.self.key.weight is \
+        elsewhere.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(_logits(elsewhere), _logits(tied))
+
+
+def test_a_step_with_state_needs_its_technique_on_load(tmp_path):
+    dropped, context = _apply(tiny_model("bert", layers=4), tmp_path, (LayerDrop, {"keep_layers": 2}))
+    directory = _save(dropped, context, tmp_path / "saved")
+    with pytest.raises(InputError, match="layer_drop.*no installed plugin registers"):
+        autocompress.load_pretrained(directory, build_host(autoload=False, disabled=["layer_drop"]))
 
 
 # -- the record ------------------------------------------------------------------------------------

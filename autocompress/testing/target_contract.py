@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
+try:
+    import pytest
+except ImportError as exc:  # the kit is pytest test classes; say how to get it
+    from autocompress.errors import MissingPackage
+
+    raise MissingPackage.for_import(exc, "autocompress.testing (the target contract kit)") from None
 import torch
 from torch import nn
 
