@@ -117,6 +117,8 @@ def test_the_default_search_goes_on_without_vocab_trim_on_a_byte_level_bpe_model
     run = json.loads((out / "run.json").read_text())
     assert run["techniques_left_out"] == [{"technique": "vocab_trim", "reason": notices[0].split(": ", 2)[2]}]
     assert "vocab_trim" not in run["techniques"] and "quantization" in run["techniques"]
+    report = (out / "report.md").read_text()
+    assert f"left out, not supporting this model: vocab_trim ({BPE_REASON}" in report
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
     assert not trials["plan"].str.contains("vocab_trim").any()
