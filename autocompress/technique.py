@@ -109,6 +109,7 @@ class ModelAndTokenizer:
 
     @property
     def model(self) -> nn.Module:
+        """The model itself (``adapter.model``)."""
         return self.adapter.model
 
 
@@ -171,9 +172,9 @@ class Technique(ABC):
         """Why this technique cannot run on ``model`` (the model and the tokenizer it comes with), or None.
 
         What the host asks before a search (and the contract kit, per family): decide from what the
-        model and its tokenizer are (e.g. the tokenizer's algorithm), never from a family name. The
-        default asks ``unsupported_reason(model.adapter)``, so techniques written before this
-        method existed keep working (plugin API 1.3).
+        model and its tokenizer are (e.g. the tokenizer's algorithm); a family name says nothing
+        about the tokenizer. The default asks ``unsupported_reason(model.adapter)``, so techniques
+        written before this method existed keep working (plugin API 1.3).
         """
         return cls.unsupported_reason(model.adapter)
 

@@ -83,7 +83,7 @@ def supported_techniques(techniques: list[type[Technique]], model: ModelAndToken
     left_out: list[LeftOut] = []
     for cls in techniques:
         reason = cls.unsupported_reason_for(model)
-        if reason is None:
+        if not reason:
             kept.append(cls)
         elif named:
             raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
@@ -268,7 +268,7 @@ def by_hand_references(env: TrialEnvironment, host: Any) -> list[dict[str, Any]]
         unsupported = entry.cls.unsupported_reason_for(teacher) if entry.cls.references else None
         for label, values in entry.cls.references.items():
             plan = Plan.build([PlanStep(entry.cls, entry.cls.make_config(values))])
-            if unsupported is not None:
+            if unsupported:
                 rows.append(reference_record(label, plan.to_manifest(),
                                              error=f"does not support this model: {unsupported}"))
                 continue
