@@ -9,12 +9,16 @@ import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution
 
+from autocompress import hookimpl
 from autocompress.arch import adapter_for
 from autocompress.cli import main
+from autocompress.config import settings_from_options
 from autocompress.errors import InputError
 from autocompress.plugin_manager import build_host
+from autocompress.search import run_search
 from autocompress.search.environment import LeftOut, supported_techniques
 from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points, without_techniques
+from autocompress.study.record import REFERENCES
 from autocompress.technique import ModelAndTokenizer, Stage, Technique
 from autocompress.testing import synthetic_sentiment, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer
 
@@ -43,6 +47,19 @@ class AdapterOnly(Technique):
 
     def apply(self, model, config, context):
         return model
+
+
+class ShyOfRoberta(AdapterOnly):
+    """Offers a by-hand reference, and refuses RoBERTa-layout models."""
+
+    name = "shy_of_roberta"
+    references = {"shy alone": {"on": True}}
+
+
+class ShyPlugin:
+    @hookimpl
+    def autocompress_register_techniques(self, register):
+        register.add(ShyOfRoberta)
 
 
 def _model(family, tokenizer):
@@ -110,22 +127,34 @@ def test_the_default_search_goes_on_without_vocab_trim_on_a_byte_level_bpe_model
     out, plans = tmp_path / "run", tmp_path / "plans.yaml"
     # The first plan is tried without vocab_trim; the second, nothing but vocab_trim, goes.
     plans.write_text("- {vocab_trim: {min_count: 2}, ffn_pruning: {keep_fraction: 0.7}}\n- {vocab_trim: {}}\n")
-    assert main(_args(bpe_task, out, "--trials", "3", "--starting-points", str(plans))) == 0
-    notices = [line for line in capsys.readouterr().err.splitlines() if "left out" in line]
-    assert len(notices) == 1 and notices[0].startswith(
-        f"note: technique 'vocab_trim' is left out of this search: {BPE_REASON}")
+    options = {"model": bpe_task / "model", "data": bpe_task / "data.csv", "out": out, "trials": 3, "repeats": 3,
+               "warmup": 1, "no_progress": True, "max_accuracy_drop": 0.5, "seed": 1, "starting_points": str(plans)}
+    host = build_host(autoload=False, extra_plugins=[("shy", ShyPlugin())])
+    run_search(settings_from_options(options), host)
+    notices = sorted(line for line in capsys.readouterr().err.splitlines() if "left out" in line)
+    assert len(notices) == 2  # one line each
+    assert notices[0] == "note: technique 'shy_of_roberta' is left out of this search: no roberta here"
+    assert notices[1].startswith(f"note: technique 'vocab_trim' is left out of this search: {BPE_REASON}")
     run = json.loads((out / "run.json").read_text())
-    assert run["techniques_left_out"] == [{"technique": "vocab_trim", "reason": notices[0].split(": ", 2)[2]}]
+    assert sorted(run["techniques_left_out"], key=lambda item: item["technique"]) == [
+        {"technique": "shy_of_roberta", "reason": "no roberta here"},
+        {"technique": "vocab_trim", "reason": notices[1].split(": ", 2)[2]}]
     assert "vocab_trim" not in run["techniques"] and "quantization" in run["techniques"]
     report = (out / "report.md").read_text()
-    assert f"left out, not supporting this model: vocab_trim ({BPE_REASON}" in report
+    assert "left out, not supporting this model: " in report
+    assert f"vocab_trim ({BPE_REASON}" in report and "shy_of_roberta (no roberta here)" in report
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
-    assert not trials["plan"].str.contains("vocab_trim").any()
+    assert not trials["plan"].str.contains("vocab_trim|shy_of_roberta").any()
     assert trials.loc[0, "plan"] == "ffn_pruning(keep_fraction=0.7, multiple_of=8)"
     study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
     assert study.user_attrs[ENQUEUED] == 1
-    assert not any("vocab_trim" in name for trial in study.trials for name in trial.params)
+    assert not any("vocab_trim" in name or "shy" in name for trial in study.trials for name in trial.params)
+    # Its by-hand reference is reported as not run, with the reason, instead of being tried.
+    shy = [row for row in study.user_attrs[REFERENCES] if row["name"] == "shy alone"]
+    assert shy == [{"name": "shy alone", "plan": [{"technique": "shy_of_roberta", "version": "1",
+                                                   "config": {"on": True}}],
+                    "error": "does not support this model: no roberta here"}]
 
 
 def test_a_named_technique_that_cannot_run_exits_2_with_the_reason(bpe_task, tmp_path, capsys):
@@ -147,7 +176,6 @@ def test_isolated_trials_search_the_techniques_the_search_process_chose(bpe_task
 
 
 def test_a_child_that_would_search_other_techniques_than_its_parent_refuses(bpe_task):
-    from autocompress.config import settings_from_options
     from autocompress.search.isolate import ChildJob, _child_environment, host_recipe
     from autocompress.study.record import MEASURED, Baseline
 
