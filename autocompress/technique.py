@@ -98,6 +98,21 @@ class ApplyContext:
         return self._extras
 
 
+@dataclass(frozen=True)
+class ModelAndTokenizer:
+    """What a technique is asked to support: a model (through its architecture adapter) and the
+    tokenizer it comes with (``Technique.unsupported_reason_for``)."""
+
+    adapter: ArchitectureAdapter
+    #: The model's tokenizer (a transformers tokenizer, slow or fast).
+    tokenizer: Any
+
+    @property
+    def model(self) -> nn.Module:
+        """The model itself (``adapter.model``)."""
+        return self.adapter.model
+
+
 class Technique(ABC):
     """Base class of every technique. Subclasses set the class attributes and implement ``apply``."""
 
@@ -145,8 +160,23 @@ class Technique(ABC):
 
     @classmethod
     def unsupported_reason(cls, adapter: ArchitectureAdapter) -> str | None:
-        """Why this technique cannot run on the adapter's model family, or None when it can."""
+        """Why this technique cannot run on the model behind ``adapter``, or None when it can.
+
+        Override it when the model alone decides; when the tokenizer matters too, override
+        ``unsupported_reason_for`` instead (the host asks that one).
+        """
         return None
+
+    @classmethod
+    def unsupported_reason_for(cls, model: ModelAndTokenizer) -> str | None:
+        """Why this technique cannot run on ``model`` (the model and the tokenizer it comes with), or None.
+
+        What the host asks before a search (and the contract kit, per family): decide from what the
+        model and its tokenizer are (e.g. the tokenizer's algorithm); a family name says nothing
+        about the tokenizer. The default asks ``unsupported_reason(model.adapter)``, so techniques
+        written before this method existed keep working (plugin API 1.3).
+        """
+        return cls.unsupported_reason(model.adapter)
 
     @classmethod
     def make_state(cls, values: Mapping[str, Any]) -> Any:

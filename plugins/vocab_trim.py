@@ -22,8 +22,13 @@ untrimmed teacher (distillation) can translate student inputs with ``token_map[i
 The kept old ids are the step's recorded state; on load, ``rebuild`` trims the embedding rows of
 a model built from the original configuration to them.
 
-Only WordPiece fast tokenizers (BERT, DistilBERT, ELECTRA, MiniLM) are supported: a BPE or
-Unigram vocabulary cannot be cut without also rewriting its merges/scores.
+Support is decided by the tokenizer the model comes with, not by the model family: any model
+whose tokenizer is a WordPiece fast tokenizer (BERT, DistilBERT, ELECTRA, MiniLM, and a
+RoBERTa-layout model trained with one) is trimmed; a BPE or Unigram vocabulary is refused, since it
+cannot be cut without also rewriting its merges/scores.
+
+RoBERTa-layout models number positions from the padding id + 1, so the padding id must not move:
+every id up to it is kept (with a WordPiece vocabulary that is usually [PAD] = 0 alone).
 """
 
 from __future__ import annotations
@@ -41,10 +46,8 @@ from torch import nn
 
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, get_module, set_module
-from autocompress.technique import ApplyContext, Stage, Technique
+from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
 
-#: Model families whose tokenizers are not WordPiece (checked before the search starts).
-NON_WORDPIECE_MODEL_TYPES = {"roberta": "byte-level BPE", "xlm-roberta": "SentencePiece Unigram"}
 #: Config attributes holding token ids, remapped with the vocabulary.
 CONFIG_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
 
@@ -71,8 +74,18 @@ def wordpiece_json(tokenizer: Any) -> dict[str, Any]:
     kind = state["model"].get("type")
     if kind != "WordPiece":
         raise ValueError(f"vocab_trim supports WordPiece tokenizers only; {type(tokenizer).__name__} "
-                         f"uses a {kind or 'unknown'} model (its merges/scores would need rewriting too)")
+                         f"uses a {_describe_model(state)} model (its merges/scores would need rewriting too)")
     return state
+
+
+def _describe_model(state: dict[str, Any]) -> str:
+    """The tokenizer's algorithm as people name it: "byte-level BPE", "Unigram", ..."""
+    kind = state["model"].get("type") or "unknown"
+    parts = [state.get("pre_tokenizer") or {}]
+    parts += parts[0].get("pretokenizers") or []  # a Sequence of pre-tokenizers
+    if kind == "BPE" and any(part.get("type") == "ByteLevel" for part in parts):
+        return "byte-level BPE"
+    return kind
 
 
 def token_counts(tokenizer: Any, texts: Iterable[str]) -> Counter[int]:
@@ -84,8 +97,9 @@ def token_counts(tokenizer: Any, texts: Iterable[str]) -> Counter[int]:
 
 
 def kept_token_ids(tokenizer: Any, model_config: Any, texts: Iterable[str], min_count: int,
-                   vocab_size: int) -> list[int]:
-    """Old ids to keep, sorted: tokens used often enough, special/added tokens, ids the config names."""
+                   vocab_size: int, pad_keeps_its_id: bool = False) -> list[int]:
+    """Old ids to keep, sorted: tokens used often enough, special/added tokens, ids the config names,
+    and with ``pad_keeps_its_id`` every id below the padding id (so its number does not change)."""
     counts = token_counts(tokenizer, texts)
     keep = {token_id for token_id, count in counts.items() if count >= min_count}
     keep.update(tokenizer.all_special_ids)
@@ -93,6 +107,9 @@ def kept_token_ids(tokenizer: Any, model_config: Any, texts: Iterable[str], min_
     keep.update(token["id"] for token in state.get("added_tokens") or [])
     keep.update(getattr(model_config, name) for name in CONFIG_TOKEN_IDS
                 if isinstance(getattr(model_config, name, None), int))
+    pad = getattr(model_config, "pad_token_id", None)
+    if pad_keeps_its_id and isinstance(pad, int):
+        keep.update(range(pad))
     beyond = sorted(i for i in keep if not 0 <= i < vocab_size)
     if beyond:
         raise ValueError(f"token ids {beyond[:5]} are outside the model's embedding matrix ({vocab_size} rows): "
@@ -142,6 +159,13 @@ def trimmed_tokenizer(tokenizer: Any, kept: Sequence[int]) -> Any:
         return type(tokenizer).from_pretrained(tmp, local_files_only=True)
 
 
+def positions_follow_padding(model: nn.Module, adapter: ArchitectureAdapter) -> bool:
+    """Whether the model numbers positions from its padding id (RoBERTa layout: position ids start at
+    ``padding_idx + 1``; the embeddings module keeps that ``padding_idx``, BERT's does not)."""
+    parent, _, _ = adapter.word_embeddings_path().rpartition(".")
+    return isinstance(getattr(get_module(model, parent) if parent else model, "padding_idx", None), int)
+
+
 def trim_embeddings(model: nn.Module, adapter: ArchitectureAdapter, kept: Sequence[int]) -> nn.Module:
     """Keep the embedding rows at ``kept`` (old ids) and remap the token ids the config names."""
     path = adapter.word_embeddings_path()
@@ -180,11 +204,12 @@ class VocabTrim(Technique):
     description = "keep only the token embeddings the training texts use; rewrites the WordPiece tokenizer"
 
     @classmethod
-    def unsupported_reason(cls, adapter: ArchitectureAdapter) -> str | None:
-        model_type = getattr(adapter.model.config, "model_type", None)
-        if model_type in NON_WORDPIECE_MODEL_TYPES:
-            return (f"{model_type} models use a {NON_WORDPIECE_MODEL_TYPES[model_type]} tokenizer; "
-                    "vocab_trim supports WordPiece tokenizers only")
+    def unsupported_reason_for(cls, model: ModelAndTokenizer) -> str | None:
+        # The tokenizer decides, whatever the family: a RoBERTa-layout model may come with WordPiece.
+        try:
+            wordpiece_json(model.tokenizer)
+        except ValueError as exc:
+            return str(exc)
         return None
 
     def apply(self, model, config: VocabTrimConfig, context: ApplyContext):
@@ -194,7 +219,7 @@ class VocabTrim(Technique):
         wordpiece_json(tokenizer)  # fail before any work when the tokenizer is not WordPiece
         embeddings = get_module(model, context.adapter.word_embeddings_path())
         kept = kept_token_ids(tokenizer, model.config, context.data.train.texts, config.min_count,
-                              embeddings.num_embeddings)
+                              embeddings.num_embeddings, positions_follow_padding(model, context.adapter))
         new_tokenizer = trimmed_tokenizer(tokenizer, kept)
         state = VocabTrimState(kept_ids=list(kept))
         model = self.rebuild(model, config, state, context)

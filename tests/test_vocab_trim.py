@@ -12,9 +12,9 @@ from autocompress.data import TaskData, TextDataset
 from autocompress.measure import parameter_count, thread_count
 from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
-from autocompress.plugins.vocab_trim import VocabTrim
-from autocompress.technique import ApplyContext, PlanStep
-from autocompress.testing import TechniqueContract, tiny_model, tiny_tokenizer
+from autocompress.plugins.vocab_trim import VocabTrim, trimmed_tokenizer
+from autocompress.technique import ApplyContext, ModelAndTokenizer, PlanStep
+from autocompress.testing import TechniqueContract, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer
 
 # Leaves gaps in the tiny vocabulary (e.g. "good", "fine", "w0".."w39" unused) so ids really move.
 TRAIN = ["the film was great", "a boring plot and a dull cast", "really superb music", "the ending was awful",
@@ -166,8 +166,76 @@ def test_non_wordpiece_tokenizers_are_refused(tmp_path):
     assert model.get_input_embeddings().num_embeddings == 128  # refused before touching the model
 
 
-def test_unsupported_reason_names_bpe_families():
-    host = build_host()
-    assert VocabTrim.unsupported_reason(adapter_for(tiny_model("bert"), host.architectures)) is None
-    reason = VocabTrim.unsupported_reason(adapter_for(tiny_model("roberta"), host.architectures))
-    assert "BPE" in reason and "WordPiece" in reason
+def _support(family, tokenizer):
+    model = ModelAndTokenizer(adapter_for(tiny_model(family), build_host().architectures), tokenizer)
+    return VocabTrim.unsupported_reason_for(model)
+
+
+def test_support_is_decided_by_the_tokenizer_not_the_model_family():
+    # A RoBERTa-layout model with a WordPiece tokenizer is supported...
+    assert _support("roberta", tiny_tokenizer()) is None
+    assert _support("xlm-roberta", tiny_tokenizer()) is None
+    # ... and a BERT-layout model with a byte-level BPE tokenizer is not, the tokenizer named.
+    bpe = tiny_bpe_tokenizer()
+    for family in ("bert", "roberta"):
+        reason = _support(family, bpe)
+        assert reason == (f"vocab_trim supports WordPiece tokenizers only; {type(bpe).__name__} uses a byte-level "
+                          "BPE model (its merges/scores would need rewriting too)")
+
+
+def test_a_roberta_layout_classifier_with_wordpiece_is_trimmed_and_reloads_identically(tmp_path):
+    model = tiny_model("roberta")
+    original = copy.deepcopy(model)
+    context = _context(model, tmp_path)
+    old_tokenizer = context.tokenizer
+    trimmed = apply_steps(model, [PlanStep(VocabTrim, VocabTrim.make_config({}))], context)
+    assert trimmed.config.vocab_size == len(context.tokenizer) < 128
+    assert parameter_count(trimmed) < parameter_count(original)
+    expected = _logits(original, old_tokenizer, IN_VOCAB)
+    assert torch.equal(_logits(trimmed, context.tokenizer, IN_VOCAB), expected)
+    directory = save_candidate(tmp_path / "candidate", trimmed, context.tokenizer, [])
+    reloaded, tokenizer = load_pretrained(directory)
+    assert torch.equal(_logits(reloaded, tokenizer, IN_VOCAB), expected)
+
+
+def _roberta_padded_at_one(tmp_path):
+    """A RoBERTa-layout model whose [PAD] is id 1, after an id 0 no training text uses."""
+    from transformers import BertTokenizer
+
+    from autocompress.testing.tiny import SPECIALS, WORDS
+
+    vocab = {token: i for i, token in enumerate(["unused", *SPECIALS, *WORDS])}
+    model = tiny_model("roberta")
+    model.config.pad_token_id = vocab["[PAD]"]
+    model.roberta.embeddings.padding_idx = vocab["[PAD]"]  # as a checkpoint saved with pad 1 builds it
+    context = _context(model, tmp_path)
+    context.tokenizer = BertTokenizer(vocab=vocab)
+    return model, context
+
+
+def test_a_roberta_layout_padding_id_keeps_its_number(tmp_path):
+    # RoBERTa numbers positions from the padding id + 1: had [PAD] moved to 0, every position would shift.
+    model, context = _roberta_padded_at_one(tmp_path)
+    original, old_tokenizer = copy.deepcopy(model), context.tokenizer
+    trimmed = apply_steps(model, [PlanStep(VocabTrim, VocabTrim.make_config({}))], context)
+    new = context.tokenizer
+    assert new.pad_token_id == trimmed.config.pad_token_id == 1 and new.convert_ids_to_tokens(0) == "unused"
+    assert trimmed.config.vocab_size < len(old_tokenizer)
+    expected = _logits(original, old_tokenizer, IN_VOCAB)  # a padded batch
+    assert torch.equal(_logits(trimmed, new, IN_VOCAB), expected)
+    reloaded, tokenizer = load_pretrained(save_candidate(tmp_path / "candidate", trimmed, new, []))
+    assert torch.equal(_logits(reloaded, tokenizer, IN_VOCAB), expected)
+
+
+def test_without_the_padding_rule_the_roberta_layout_outputs_would_change(tmp_path):
+    # The check above can fail: the same trim with the padding id moved gives other logits.
+    from autocompress.plugins.vocab_trim import kept_token_ids, trim_embeddings
+
+    model, context = _roberta_padded_at_one(tmp_path)
+    expected = _logits(model, context.tokenizer, IN_VOCAB)
+    kept = kept_token_ids(context.tokenizer, model.config, TRAIN, 1, 128)
+    assert 0 not in kept
+    trim_embeddings(model, context.adapter, kept)
+    model.roberta.embeddings.padding_idx = model.config.pad_token_id  # as the reloaded model would be built
+    new = trimmed_tokenizer(context.tokenizer, kept)
+    assert not torch.allclose(_logits(model, new, IN_VOCAB), expected, atol=1e-3)

@@ -204,6 +204,7 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
         ("date", str(record.get("date", "-"))),
         ("seed / sampler / pruner", f"{record.get('seed')} / {record.get('sampler')} / {record.get('pruner', '-')}"),
         ("trials", f"{len(run.frame)} in the study (budget {record.get('trials', '?')})"),
+        ("techniques", _searched_techniques(record)),
         ("CPU", f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, "
                 f"{machine.get('threads', '?')} threads used)"),
         ("CPU features", machine.get("cpu_features", {}).get("summary", "not recorded")),
@@ -212,6 +213,19 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
                                                              "autocompress") if k in machine)),
     ]
     return rows
+
+
+def _searched_techniques(record: dict) -> str:
+    """The techniques searched, and those left out because they do not support the model (with why)."""
+    searched = record.get("techniques")
+    if searched is None:  # a run recorded before the list was
+        return "not recorded"
+    text = ", ".join(searched) or "none"
+    left_out = record.get("techniques_left_out") or []
+    if left_out:
+        text += "; left out, not supporting this model: " + "; ".join(
+            f"{item['technique']} ({item['reason']})" for item in left_out)
+    return text
 
 
 def _meaning(ended: str) -> str:

@@ -31,7 +31,7 @@ from autocompress.study.layout import RunLayout
 from autocompress.study.limits import Limits
 from autocompress.study.record import Baseline, TrialRecorder, reference_record
 from autocompress.task import LoadedTask
-from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
+from autocompress.technique import ApplyContext, ModelAndTokenizer, Plan, PlanStep, Stage, Technique
 from autocompress.training import Encoded, accuracy, encode
 
 
@@ -60,6 +60,38 @@ class Candidate:
     context: ApplyContext
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A technique the search leaves out because it does not support the model, and why."""
+
+    technique: str
+    reason: str
+
+    def notice(self) -> str:
+        """The one line the search prints about it."""
+        return f"note: technique '{self.technique}' is left out of this search: {self.reason}"
+
+
+def supported_techniques(techniques: list[type[Technique]], model: ModelAndTokenizer, named: bool
+                         ) -> tuple[list[type[Technique]], list[LeftOut]]:
+    """The techniques that support ``model``, and those left out with why.
+
+    ``named``: the user chose these techniques (``--techniques``), so one that cannot run is an
+    InputError naming it and its reason; otherwise (every registered technique) it is left out.
+    """
+    kept: list[type[Technique]] = []
+    left_out: list[LeftOut] = []
+    for cls in techniques:
+        reason = cls.unsupported_reason_for(model)
+        if not reason:
+            kept.append(cls)
+        elif named:
+            raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
+        else:
+            left_out.append(LeftOut(cls.name, reason))
+    return kept, left_out
+
+
 @dataclass
 class TrialEnvironment:
     """What every trial of one run shares (read-only apart from the measurement cache)."""
@@ -71,10 +103,13 @@ class TrialEnvironment:
     target: Target
     measure_settings: MeasureSettings
     limits: Limits
+    #: The techniques searched: those asked for that support the model (see ``left_out``).
     techniques: list[type[Technique]]
     spaces: Mapping[str, SearchSpace]
     architectures: Registry
     layout: RunLayout
+    #: Techniques of the default search (no ``--techniques``) left out because they do not support the model.
+    left_out: list[LeftOut] = field(default_factory=list)
     seed: int = 0
     max_length: int = 64
     pruner: optuna.pruners.BasePruner | None = None
@@ -88,6 +123,10 @@ class TrialEnvironment:
         if self.prune_decision is not None:
             return self.prune_decision(trial, curve)
         return self.pruner is not None and should_prune(self.pruner, trial.study, trial, curve)
+
+    def teacher_and_tokenizer(self) -> ModelAndTokenizer:
+        """The teacher and its tokenizer, as a technique is asked whether it supports them."""
+        return ModelAndTokenizer(adapter_for(self.task.teacher, self.architectures), self.task.tokenizer)
 
     def context(self, model: nn.Module, trial: Any = None, bookkeeping: Stopwatch | None = None) -> ApplyContext:
         """The context techniques work in; with a ``trial``, recovery's curve is recorded and may prune it."""
@@ -197,12 +236,14 @@ def make_environment(settings: SearchSettings, host: Any, task: LoadedTask, tech
                      ) -> TrialEnvironment:
     """What every trial shares, from the loaded task. ``baseline_for(target, validation, test)``
     gives the teacher's baseline: measured once per study by the search process, read back from
-    the study by an isolated trial's child process (which builds its environment with this too)."""
-    adapter = adapter_for(task.teacher, host.architectures)
-    for cls in techniques:
-        reason = cls.unsupported_reason(adapter)
-        if reason:
-            raise InputError(f"technique '{cls.name}' does not support this model: {reason}")
+    the study by an isolated trial's child process (which builds its environment with this too).
+
+    Each technique is first asked whether it supports the teacher and its tokenizer, before the
+    baseline is measured: one the user named (``--techniques``) that does not is an InputError;
+    otherwise it is left out of the search (``TrialEnvironment.left_out``), and of ``spaces``."""
+    teacher = ModelAndTokenizer(adapter_for(task.teacher, host.architectures), task.tokenizer)
+    techniques, left_out = supported_techniques(techniques, teacher, named=settings.techniques is not None)
+    spaces = {cls.name: spaces[cls.name] for cls in techniques}
     target = host.targets[settings.target]()
     max_length = settings.task_options.max_length
     data = task.data
@@ -214,7 +255,7 @@ def make_environment(settings: SearchSettings, host: Any, task: LoadedTask, tech
         target=target, measure_settings=settings.measure, limits=settings.limits, techniques=techniques,
         spaces=spaces, architectures=host.architectures, layout=settings.layout,
         seed=settings.seed, max_length=max_length, pruner=make_pruner(settings.pruner),
-        trial_timeout_s=settings.trial_timeout_s, trial_memory_mb=settings.trial_memory_mb,
+        trial_timeout_s=settings.trial_timeout_s, trial_memory_mb=settings.trial_memory_mb, left_out=left_out,
     )
 
 
@@ -222,9 +263,15 @@ def by_hand_references(env: TrialEnvironment, host: Any) -> list[dict[str, Any]]
     """The simple baselines techniques offer (e.g. int8 alone), each built, scored and measured the
     way a trial is, without recovery training. One that cannot run is reported, never fatal."""
     rows = []
+    teacher = env.teacher_and_tokenizer()
     for entry in host.techniques:
+        unsupported = entry.cls.unsupported_reason_for(teacher) if entry.cls.references else None
         for label, values in entry.cls.references.items():
             plan = Plan.build([PlanStep(entry.cls, entry.cls.make_config(values))])
+            if unsupported:
+                rows.append(reference_record(label, plan.to_manifest(),
+                                             error=f"does not support this model: {unsupported}"))
+                continue
             try:
                 candidate = env.build(plan)
                 val_accuracy, test_accuracy = env.score(candidate)

@@ -143,6 +143,8 @@ class ChildJob:
     params: dict[str, Any]
     user_attrs: dict[str, Any]
     measurements: dict[str, Any]
+    #: The techniques the parent searches (those that support the model), in its order.
+    techniques: tuple[str, ...]
 
 
 def child_main(job: ChildJob, conn: Any) -> None:
@@ -195,8 +197,14 @@ def _child_environment(job: ChildJob) -> TrialEnvironment:
     if task.fingerprint != job.fingerprint:
         raise RuntimeError(f"the child process loaded a different task ({task.fingerprint} vs {job.fingerprint})")
     techniques, spaces = technique_spaces(host, settings)
+    # The parent's list, not a fresh decision: the sampled plan's parameters name its techniques.
+    techniques = [cls for cls in techniques if cls.name in job.techniques]
     env = make_environment(settings, host, task, techniques, spaces,
                            lambda target, validation, test: Baseline.from_dict(job.baseline))
+    searched = tuple(cls.name for cls in env.techniques)
+    if searched != job.techniques:
+        raise RuntimeError(f"the child process would search other techniques ({', '.join(searched)}) than the "
+                           f"search process ({', '.join(job.techniques)})")
     env.measurements.update(job.measurements)
     env.trial_timeout_s = None  # the parent enforces it (it can kill the child)
     return env
@@ -231,6 +239,7 @@ class InChildProcess:
             settings=self.settings, recipe=self.recipe, fingerprint=self.env.task.fingerprint,
             baseline=self.env.baseline.as_dict(), number=trial.number, params=dict(trial.params),
             user_attrs=dict(trial.user_attrs), measurements=dict(self.env.measurements),
+            techniques=tuple(cls.name for cls in self.env.techniques),
         )
         receiver, sender = self.context.Pipe(duplex=True)
         process = self.context.Process(target=child_main, args=(job, sender), name=f"autocompress-trial-{trial.number}",

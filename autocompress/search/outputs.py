@@ -10,9 +10,10 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from tqdm.auto import tqdm
@@ -26,6 +27,9 @@ from autocompress.study import results
 from autocompress.study.layout import RunLayout
 from autocompress.study.record import RUN, Baseline
 from autocompress.study.storage import public_url
+
+if TYPE_CHECKING:
+    from autocompress.search.environment import LeftOut
 
 
 @dataclass
@@ -65,9 +69,11 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-def write_run_json(settings: SearchSettings, task: Any, baseline: Baseline, study: optuna.Study) -> None:
+def write_run_json(settings: SearchSettings, task: Any, baseline: Baseline, study: optuna.Study,
+                   techniques: Sequence[type] = (), left_out: Sequence[LeftOut] = ()) -> None:
     """run.json: how this run was made. The same record is kept in the study (``run`` user attr)
-    so a report rendered from the database alone has it too."""
+    so a report rendered from the database alone has it too. ``techniques``: those searched;
+    ``left_out``: those the default search left out (they do not support the model), with why."""
     record = {
         "study": settings.study_name,
         "storage": public_url(settings.storage_url) if settings.storage else "sqlite (study.db in this directory)",
@@ -84,6 +90,8 @@ def write_run_json(settings: SearchSettings, task: Any, baseline: Baseline, stud
         "measure": asdict(settings.measure),
         "trials": settings.trials,
         "timeout_s": settings.timeout_s,
+        "techniques": [cls.name for cls in techniques],
+        "techniques_left_out": [asdict(item) for item in left_out],
         "command": ["autocompress", *(public_url(a) if "://" in a else a for a in settings.command or sys.argv[1:])],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(settings.measure.threads),

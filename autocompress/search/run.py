@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 import time
 import warnings
 from typing import Any
@@ -102,7 +103,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
 
         env = make_environment(settings, host, task, techniques, spaces, baseline_for)
         loaded_s = time.monotonic() - loading
-        write_run_json(settings, task, env.baseline, study)
+        for left_out in env.left_out:  # the default search goes on without them
+            tqdm.write(left_out.notice(), file=sys.stderr)
+        write_run_json(settings, task, env.baseline, study, env.techniques, env.left_out)
         if settings.owns_storage:
             repair_interrupted_trials(study)
         if REFERENCES not in study.user_attrs:
@@ -114,7 +117,8 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         if probe is not None:
             env.spaces = restrict_spaces(env.spaces, probe)
             adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
-        enqueue_starting_points(study, settings.starting_points, techniques, env.spaces, registered, adapt)
+        enqueue_starting_points(study, settings.starting_points, env.techniques, env.spaces, registered, adapt,
+                                unsupported=[left_out.technique for left_out in env.left_out])
         measure_free_floor(study, host, env, study.user_attrs[REFERENCES], settings.free_floor)
         remaining = settings.trials - counted_trials(study)
         interrupted = False

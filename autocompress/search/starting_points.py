@@ -12,7 +12,7 @@ under which the sampler's own encoding picks it (``sampling.plan_params``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,19 +51,38 @@ def load_starting_points(path: Path, registered: set[str]) -> list[dict[str, dic
     return plans
 
 
+def without_techniques(plans: list[dict[str, dict[str, Any]]], removed: Collection[str], techniques: list[type]
+                       ) -> list[dict[str, dict[str, Any]]]:
+    """``plans`` without the techniques ``removed`` (they do not support the model): the rest of a
+    plan is still worth trying. A plan left empty, one whose other techniques require a removed one,
+    and a plan already listed go."""
+    requires = {cls.name: cls.requires for cls in techniques}
+    kept: list[dict[str, dict[str, Any]]] = []
+    for plan in plans:
+        rest = {name: dict(fields) for name, fields in plan.items() if name not in removed}
+        if any(requires.get(name, frozenset()) & set(removed) for name in rest):
+            continue
+        if rest and rest not in kept:
+            kept.append(rest)
+    return kept
+
+
 def enqueue_starting_points(study: optuna.Study, path: Path | None, techniques: list[type],
                             spaces: Mapping[str, SearchSpace], registered: set[str],
                             adapt: Callable[[list[dict[str, dict[str, Any]]]], list[dict[str, dict[str, Any]]]]
-                            | None = None) -> int:
-    """Queue the starting points once per study (the first worker does it); plans that use a
-    technique this search leaves out are skipped. ``adapt`` rewrites the plans first (the probe
-    ends them in the post step that pays off on this machine, search/probe.py). Returns how many
-    were queued."""
+                            | None = None, unsupported: Collection[str] = ()) -> int:
+    """Queue the starting points once per study (the first worker does it). ``unsupported``
+    techniques (they do not support the model) are removed from the plans (``without_techniques``);
+    plans that use a technique ``--techniques`` leaves out are skipped. ``adapt`` rewrites the plans
+    then (the probe ends them in the post step that pays off on this machine, search/probe.py).
+    Returns how many were queued."""
     if path is None or study.user_attrs.get(ENQUEUED) is not None or study.get_trials(deepcopy=False):
         return 0
     searched = {cls.name for cls in techniques}
     queued = 0
     plans = load_starting_points(path, registered)
+    if unsupported:
+        plans = without_techniques(plans, unsupported, techniques)
     if adapt is not None:
         plans = adapt(plans)
     for index, plan in enumerate(plans, start=1):

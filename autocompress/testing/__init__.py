@@ -25,6 +25,7 @@ from autocompress.testing.tiny import (
     FAMILIES,
     synthetic_sentiment,
     text_inputs,
+    tiny_bpe_tokenizer,
     tiny_model,
     tiny_tokenizer,
     trained_tiny_model,
@@ -34,5 +35,5 @@ from autocompress.testing.tiny import (
 )
 
 __all__ = ["FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache", "synthetic_sentiment",
-           "text_inputs", "tiny_model", "tiny_tokenizer", "trained_tiny_model", "varied_inputs",
+           "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer", "trained_tiny_model", "varied_inputs",
            "write_tiny_checkpoint", "write_tiny_task"]

@@ -32,7 +32,7 @@ from autocompress.model_io import MANIFEST, WEIGHTS, load_pretrained, save_candi
 from autocompress.plugin_manager import build_host
 from autocompress.search.sampling import suggest
 from autocompress.shared_weights import distinct_state, tie_groups
-from autocompress.technique import ApplyContext, Plan, PlanStep, Stage, Technique
+from autocompress.technique import ApplyContext, ModelAndTokenizer, Plan, PlanStep, Stage, Technique
 from autocompress.testing.tiny import (
     FAMILIES,
     synthetic_sentiment,
@@ -68,7 +68,8 @@ class TechniqueContract:
     #: logit, as a fraction of the largest logit of the original model.
     mild_tolerance: ClassVar[float] = 0.01
     #: Model families the checks run on (``autocompress.testing.tiny.FAMILIES``: every family the
-    #: built-in adapters claim); those the technique's ``unsupported_reason`` refuses are left out.
+    #: built-in adapters claim); those the technique's ``unsupported_reason_for`` refuses (with the
+    #: kit's WordPiece tokenizer) are left out.
     families: ClassVar[tuple[str, ...]] = FAMILIES
     #: For a third-party plugin under test: the plugin module/object to register.
     plugin: ClassVar[Any] = None
@@ -103,11 +104,13 @@ class TechniqueContract:
         return apply_steps(model, [step], context), context
 
     def unsupported(self, family: str) -> str | None:
-        """Why the technique refuses ``family`` (its ``unsupported_reason``), or None."""
-        reason = self.technique.unsupported_reason(adapter_for(tiny_model(family), self.host().architectures))
+        """Why the technique refuses ``family``'s tiny model with the kit's tokenizer (the one every
+        check applies it with), as its ``unsupported_reason_for`` says, or None."""
+        model = ModelAndTokenizer(adapter_for(tiny_model(family), self.host().architectures), tiny_tokenizer())
+        reason = self.technique.unsupported_reason_for(model)
         if reason is not None:
             assert isinstance(reason, str) and reason.strip(), (
-                f"{self.technique.name}.unsupported_reason must explain itself, returned {reason!r}")
+                f"{self.technique.name}.unsupported_reason_for must explain itself, returned {reason!r}")
         return reason
 
     def supported(self, family: str) -> bool:

@@ -29,14 +29,39 @@ TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
 TRAINED_ACCURACY = 0.9
 
 
-def tiny_tokenizer(directory: Path):
-    """A BERT WordPiece tokenizer over a small fixed vocabulary, written to ``directory``."""
+def tiny_tokenizer(directory: Path | None = None):
+    """A BERT WordPiece tokenizer over a small fixed vocabulary, written to ``directory`` (if given)."""
     from transformers import BertTokenizer
 
-    directory.mkdir(parents=True, exist_ok=True)
     tokens = SPECIALS + WORDS + [f"w{i}" for i in range(40)]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
-    tokenizer.save_pretrained(directory)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def tiny_bpe_tokenizer(directory: Path | None = None, vocab_size: int = 128):
+    """A byte-level BPE tokenizer (RoBERTa/GPT-2 style: ``<s>``/``</s>``, ids 0/2/3 are padding/start/end
+    as in ``tiny_model``) trained here on ``synthetic_sentiment`` texts, written to ``directory`` (if given).
+    For checks that depend on the tokenizer's algorithm rather than the model family."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    texts, _ = synthetic_sentiment(200)
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                          show_progress=False))
+    backend.post_processor = processors.RobertaProcessing(("</s>", SEP_ID), ("<s>", CLS_ID))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                        mask_token="<mask>")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(directory)
     return tokenizer
 
 
