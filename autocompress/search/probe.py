@@ -203,7 +203,10 @@ def probe_study(study: Any, env: Any) -> Probe | None:
     stored = study.user_attrs.get(PROBE_ATTR)
     if stored is not None:
         return Probe.from_dict(stored)
-    if study.get_trials(deepcopy=False):
+    from optuna.trial import TrialState
+
+    # Trials queued but not started (starting points, enqueue_trial by hand) sample nothing yet.
+    if any(trial.state != TrialState.WAITING for trial in study.get_trials(deepcopy=False)):
         return None
     probe = run_probe(env.task.teacher, env.techniques, env.target, env.measure_settings, env.context)
     study.set_user_attr(PROBE_ATTR, probe.as_dict())
