@@ -37,7 +37,7 @@ from autocompress.search.probe import adapt_starting_points, probe_study, restri
 from autocompress.search.resume import RunLock, check_run_dir, counted_trials, repair_interrupted_trials
 from autocompress.search.sampling import make_sampler
 from autocompress.search.settings import SearchSettings
-from autocompress.search.starting_points import enqueue_starting_points, validate_starting_points
+from autocompress.search.starting_points import default_file, enqueue_starting_points, validate_starting_points
 from autocompress.study.record import (
     BASELINE,
     DIRECTIONS,
@@ -116,7 +116,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         adapt = None
         if probe is not None:
             env.spaces = restrict_spaces(env.spaces, probe)
-            adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
+            # The built-in plans end in the post step that pays off here; a user's own file is tried as written.
+            if settings.starting_points == default_file():
+                adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
         enqueue_starting_points(study, settings.starting_points, env.techniques, env.spaces, registered, adapt,
                                 unsupported=[left_out.technique for left_out in env.left_out])
         measure_free_floor(study, host, env, study.user_attrs[REFERENCES], settings.free_floor)
