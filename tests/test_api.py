@@ -15,7 +15,9 @@ from autocompress.cli import main
 from autocompress.data import load_task_data
 from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint, write_tiny_task
 
-START = "- last_layer_ffn_pruning: {keep_fraction: 0.5}\n  quantization: {dtype: int8}\n"
+#: Both trials of the module's run try per-layer FFN pruning, so whichever is kept has per-layer shapes.
+START = ("- last_layer_ffn_pruning: {keep_fraction: 0.5}\n  quantization: {dtype: int8}\n"
+         "- last_layer_ffn_pruning: {keep_fraction: 0.5}\n")
 
 
 def _dataset_dict(n: int, seed: int) -> datasets.DatasetDict:
@@ -90,7 +92,8 @@ def test_technique_and_target_classes_in_the_call_are_registered_in_code(api_run
     for registry, name in ((host.techniques, "last_layer_ffn_pruning"), (host.targets, "cpu-1thread")):
         assert registry.entry(name).provenance.distribution == "registered in code"
     # The last layer's FFN is narrower than the others: per-layer shapes.
-    model, _ = result.candidate(0).load()
+    assert result.recommended.plan.startswith("last_layer_ffn_pruning")
+    model, _ = result.recommended.load()
     weights = [layer.intermediate.dense.weight for layer in model.bert.encoder.layer]
     widths = [(w() if callable(w) else w).shape[0] for w in weights]  # int8 or not, as the probe chose
     assert widths == [128, 64]

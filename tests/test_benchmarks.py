@@ -42,7 +42,7 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
     assert teacher["accuracy"] > 0.6  # a real (if briefly) fine-tuned teacher
     int8 = report["rows"][1]
     assert int8["memory_mb"] < 0.75 * teacher["memory_mb"]  # int8 linears really are smaller (embeddings stay float)
-    for needle in ("| model | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
+    for needle in ("| model | target | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
         assert needle in result.stdout
 
 
@@ -52,8 +52,8 @@ def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
     result = run_quick("search_efficiency.py", out)
     table = pd.read_csv(out / "search_efficiency.csv")
     runs = sorted(zip(table["sampler"], table["seed"], strict=True))
-    assert runs == [("random", 0), ("random", 1), ("tpe", 0), ("tpe", 1)]
-    assert (table["trials"] == 4).all() and (table["hypervolume"] >= 0).all()
+    assert runs == [("random", 0), ("tpe", 0)]
+    assert (table["trials"] == 3).all() and (table["hypervolume"] >= 0).all()
     assert ((table["host_fraction"] > 0) & (table["host_fraction"] < 0.5)).all()
     assert (table["work_s"] < table["optimize_s"]).all() and ((table["hv@4"] - table["hypervolume"]).abs() < 1e-9).all()
     for needle in ("| seed | default (TPE) hypervolume |", "ratio of means", "host share of optimisation wall time"):
@@ -88,7 +88,7 @@ def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(
     header = lines.index("| variant | params x | memory x | latency b1 (ms) | speed-up b1 | latency b16 (ms) "
                          "| speed-up b16 | test acc | % of teacher | wall s |")
     rows = json.loads((out / "techniques.json").read_text())["rows"]
-    assert len(lines[header + 2:]) == len(rows) == 8
+    assert len(lines[header + 2:]) == len(rows) == 12
     for row, line in zip(rows, lines[header + 2:], strict=True):
         assert line.startswith(f"| {row['variant']} | ") and line.count("|") == 11
         assert row["b1_ms"] > 0 and row["b16_ms"] > row["b1_ms"] and 0 < row["accuracy"] <= 1
@@ -111,7 +111,8 @@ def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
                     ("OpenVINO", "int8 static (NNCF)")):
             row = rows[(model, *key)]
             assert row["b1_ms"] > 0 and row["b16_ms"] > row["b1_ms"] and row["memory_mb"] > 0, (model, key)
-            assert 0.6 < row["accuracy"] <= 1, (model, key)
+            # Scored by the runtime that ran it: each runtime agrees with PyTorch fp32 on the same model.
+            assert abs(row["accuracy"] - rows[(model, "PyTorch eager", "fp32")]["accuracy"]) <= 0.05, (model, key)
     teacher = rows[("teacher", "PyTorch eager", "fp32")]
     compact = rows[("3 layers + vocab trim + distillation", "PyTorch eager", "fp32")]
     assert compact["memory_mb"] < 0.5 * teacher["memory_mb"]  # vocabulary trimming really shrinks it

@@ -15,10 +15,13 @@ def test_demo_search_on_the_real_model_and_data(tmp_path, smoke_demo_task, monke
     def no_fine_tuning(*args, **kwargs):
         raise AssertionError("the cached smoke teacher was fine-tuned again")
 
-    monkeypatch.setattr("autocompress.teacher.fine_tune", no_fine_tuning)
+    monkeypatch.setattr("autocompress.training.fine_tune", no_fine_tuning)
     out = tmp_path / "run"
-    # Trial 0 is the first built-in starting point, int8 alone: an int8 candidate is always measured.
+    # Trial 0 is the starting point int8 alone (a file of one's own is tried as written): an int8
+    # candidate is always measured.
+    (tmp_path / "start.yaml").write_text("- quantization: {dtype: int8}\n")
     args = ["search", "--trials", "4", "--out", str(out), *smoke_demo_flags(), "--eval-limit", "400",
+            "--starting-points", str(tmp_path / "start.yaml"),
             "--repeats", "10", "--techniques", "ffn_pruning,quantization", "--max-accuracy-drop", "0.05",
             "--no-progress"]
     code = main(args)
