@@ -42,7 +42,8 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
     assert teacher["accuracy"] > 0.6  # a real (if briefly) fine-tuned teacher
     int8 = report["rows"][1]
     assert int8["memory_mb"] < 0.75 * teacher["memory_mb"]  # int8 linears really are smaller (embeddings stay float)
-    for needle in ("| model | target | test acc |", "Targets:", "dominate each baseline", "fresh-process vs search-time"):
+    for needle in ("| model | target | test acc |", "Targets:", "dominate each baseline",
+                   "fresh-process vs search-time"):
         assert needle in result.stdout
 
 
