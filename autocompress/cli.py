@@ -141,6 +141,8 @@ def summary(outcome) -> str:
 
 def _teacher_training(out_dir: Path) -> str:
     """'; fine-tuned from X ...' when this run fine-tuned its teacher from a base model (run.json says)."""
+    from autocompress.teacher import no_better_than_majority
+
     try:
         training = json.loads((out_dir / "run.json").read_text()).get("task_info", {}).get("teacher_training")
     except (OSError, ValueError):
@@ -151,8 +153,8 @@ def _teacher_training(out_dir: Path) -> str:
     text = (f"\n  fine-tuned from {training.get('base_model_name')} ({training.get('epochs')} epochs, learning "
             f"rate {training.get('learning_rate')}): validation accuracy {training.get('validation_accuracy'):.4f}; "
             f"{when}: {training.get('directory')}")
-    majority = training.get("majority_class_accuracy")
-    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+    majority = no_better_than_majority(training)
+    if majority is not None:
         text += (f"\n  warning: that is no better than always answering the most frequent class ({majority:.4f}): "
                  "the teacher has not learned the task; give it more --teacher-epochs, a higher "
                  "--teacher-learning-rate or more data (--train-limit)")

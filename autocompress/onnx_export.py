@@ -450,6 +450,17 @@ def session_feed(session: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarra
     return feed
 
 
+def encoder_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The inputs an exported encoder graph takes, as a classifier's ``forward`` receives them (an
+    attention mask of ones when none is given; token types only when given)."""
+    inputs = {"input_ids": input_ids,
+              "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
+
+
 class OnnxRuntimeModule(nn.Module):
     """An exported graph run by ONNX Runtime, called like the classifier it came from (logits only)."""
 
@@ -459,10 +470,7 @@ class OnnxRuntimeModule(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, **_: Any) -> SimpleNamespace:
-        inputs = {"input_ids": input_ids,
-                  "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
+        inputs = encoder_inputs(input_ids, attention_mask, token_type_ids)
         return SimpleNamespace(logits=torch.from_numpy(onnx_logits(self.session, inputs)))
 
 

@@ -287,11 +287,9 @@ class OpenVinoModule(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, **_: Any) -> SimpleNamespace:
-        inputs = {"input_ids": input_ids,
-                  "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        result = self.request.infer(feed(self.input_names, inputs))
+        from autocompress.onnx_export import encoder_inputs
+
+        result = self.request.infer(feed(self.input_names, encoder_inputs(input_ids, attention_mask, token_type_ids)))
         return SimpleNamespace(logits=torch.from_numpy(np.array(result[self.compiled.output(0)])))
 
 

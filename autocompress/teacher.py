@@ -129,6 +129,15 @@ def cached_teacher(
     return target, dict(record, trained_now=True)
 
 
+def no_better_than_majority(training: dict[str, Any]) -> float | None:
+    """The majority-class accuracy of a fine-tuning record (``task_info.teacher_training``) when the
+    teacher's validation accuracy is no better than it (within a point): it learned nothing; else None."""
+    majority = training.get("majority_class_accuracy")
+    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+        return majority
+    return None
+
+
 def majority_class_accuracy(data: TaskData) -> float:
     """Validation accuracy of always answering the most frequent class: what a teacher must beat to have learned."""
     labels = data.validation.labels

@@ -12,6 +12,7 @@ import pandas as pd
 from autocompress.report.run import RunData
 from autocompress.study import floor
 from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
+from autocompress.teacher import no_better_than_majority
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def teacher_origin(run: RunData) -> str:
     text = (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
             f"epochs, learning rate {training.get('learning_rate')}, validation accuracy "
             f"{_fmt(training.get('validation_accuracy'), '.4f')}")
-    majority = training.get("majority_class_accuracy")
-    if majority is not None and training.get("validation_accuracy", 0) <= majority + 0.01:
+    majority = no_better_than_majority(training)
+    if majority is not None:
         text += (f"; no better than always answering the most frequent class ({_fmt(majority, '.4f')}): "
                  "the teacher has not learned the task")
     return text
