@@ -41,6 +41,14 @@ class LayerPaths:
     #: when the family has none there. Needed only by techniques that narrow the hidden width.
     attention_norm: str | None = None
     output_norm: str | None = None
+    #: The gate linear of a gated FFN (Llama's ``gate_proj``: ``down(act(gate(x)) * up(x))``), whose
+    #: output rows pair one to one with ``ffn_in``'s; None for a plain two-linear FFN.
+    ffn_gate: str | None = None
+
+    @property
+    def ffn_inputs(self) -> tuple[str, ...]:
+        """Every linear that reads the layer's input into the FFN width (``ffn_in``, and ``ffn_gate`` when gated)."""
+        return (self.ffn_in,) if self.ffn_gate is None else (self.ffn_gate, self.ffn_in)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class ArchitectureAdapter(ABC):
     model_types: ClassVar[tuple[str, ...]]
     #: Config attribute holding the FFN width (kept true when every layer has the same width).
     ffn_size_attribute: ClassVar[str] = "intermediate_size"
+    #: True for decoder-only (causal) families: a token sees only those before it, so the state that
+    #: sums up a sequence is the last real token's, not the first's (``sequence_summary``).
+    causal: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -96,6 +107,20 @@ class ArchitectureAdapter(ABC):
         """The parts outside the layers that read or write the hidden width, or None when this adapter
         does not name them (techniques that narrow the hidden width then refuse the family)."""
         return None
+
+    def key_value_heads(self) -> int | None:
+        """Key/value heads per layer under grouped-query attention (each shared by a group of query
+        heads), or None when every query head has its own key and value."""
+        return None
+
+    def sequence_summary(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The state that sums up each sequence of ``hidden`` (batch, length, width): the first token's
+        ([CLS]) for encoders, the last real token's (``attention_mask`` 1) for causal families."""
+        if not self.causal:
+            return hidden[:, 0]
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        last = (positions * attention_mask.to(hidden.device).long()).argmax(dim=-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def num_layers(self) -> int:
         return len(get_module(self.model, self.layer_list_path()))
@@ -199,6 +224,47 @@ class DistilBertAdapter(ArchitectureAdapter):
     def head_size(self) -> int:
         config = self.model.config
         return config.dim // config.n_heads
+
+
+class LlamaAdapter(ArchitectureAdapter):
+    """Llama-layout decoders (pre-norm RMSNorm blocks, rotary positions, grouped-query attention, gated
+    MLP): Llama, SmolLM2, Qwen2, Qwen3 and Mistral, as sequence classifiers (``*ForSequenceClassification``,
+    which reads the last real token; see ``autocompress.prompted`` for a causal LM made into one)."""
+
+    name = "llama"
+    description = "Llama-layout decoders: Llama, SmolLM2, Qwen2, Qwen3, Mistral"
+    model_types = ("llama", "qwen2", "qwen3", "mistral")
+    causal = True
+
+    def _prefix(self) -> str:
+        return self.model.base_model_prefix
+
+    def layer_list_path(self) -> str:
+        return f"{self._prefix()}.layers"
+
+    def layer_paths(self, index: int) -> LayerPaths:
+        layer = f"{self.layer_list_path()}.{index}"
+        return LayerPaths(
+            query=f"{layer}.self_attn.q_proj",
+            key=f"{layer}.self_attn.k_proj",
+            value=f"{layer}.self_attn.v_proj",
+            attention_output=f"{layer}.self_attn.o_proj",
+            ffn_in=f"{layer}.mlp.up_proj",
+            ffn_out=f"{layer}.mlp.down_proj",
+            ffn_gate=f"{layer}.mlp.gate_proj",
+        )
+
+    def word_embeddings_path(self) -> str:
+        return f"{self._prefix()}.embed_tokens"
+
+    def head_size(self) -> int:
+        config = self.model.config
+        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def key_value_heads(self) -> int | None:
+        config = self.model.config
+        kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        return kv if kv != config.num_attention_heads else None
 
 
 def adapter_for(model: nn.Module, registry: Registry) -> ArchitectureAdapter:
@@ -348,17 +414,25 @@ def replace_sliced(model: nn.Module, path: str, keep_out: Sequence[int] | torch.
     return new
 
 
-def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int) -> None:
+def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int,
+               key_value_keep: Sequence[int] | None = None) -> None:
     """Keep only the attention heads ``keep`` of one layer: q/k/v output rows and attention-output columns.
 
-    Transformers 5 BERT/DistilBERT attention infer the head count from the q/k/v width; the
-    attention module's head-count attributes are updated too so nothing stale remains.
+    Under grouped-query attention ``key_value_keep`` names the key/value heads kept (k/v rows), and
+    ``keep`` the query heads (q rows, attention-output columns); None: k/v keep the heads ``keep``.
+    Transformers 5 attention infers the head count from the q/k/v width; the attention module's
+    head-count attributes are updated too so nothing stale remains.
     """
-    # Head i owns rows i*head_size ... (i+1)*head_size - 1 of q/k/v (and those attention-output columns).
-    units = torch.tensor([u for head in keep for u in range(head * head_size, (head + 1) * head_size)],
-                         dtype=torch.long)
-    for path in (paths.query, paths.key, paths.value):
-        replace_sliced(model, path, keep_out=units)
+    def rows(heads: Sequence[int]) -> torch.Tensor:
+        # Head i owns rows i*head_size ... (i+1)*head_size - 1 (and those attention-output columns).
+        return torch.tensor([u for head in heads for u in range(head * head_size, (head + 1) * head_size)],
+                            dtype=torch.long)
+
+    units = rows(keep)
+    key_value_units = units if key_value_keep is None else rows(key_value_keep)
+    replace_sliced(model, paths.query, keep_out=units)
+    for path in (paths.key, paths.value):
+        replace_sliced(model, path, keep_out=key_value_units)
     replace_sliced(model, paths.attention_output, keep_in=units)
     attention = get_module(model, paths.query.rpartition(".")[0])
     for name in HEAD_COUNT_ATTRIBUTES:

@@ -1,8 +1,9 @@
 """L1-norm structured pruning of FFN neurons.
 
 Neuron i of layer l scores ``s_l(i) = sum_j |W_l(i, j)|`` over the rows of the FFN input
-linear (``intermediate.dense`` in BERT). The top ``keep_fraction`` neurons of each layer are
-kept and both linears are physically sliced: rows of the FFN input, columns of the FFN output.
+linear (``intermediate.dense`` in BERT; in a gated FFN such as Llama's, the rows of the gate and
+the up projection are summed). The top ``keep_fraction`` neurons of each layer are kept and the
+linears are physically sliced: rows of the FFN input (and gate), columns of the FFN output.
 The kept width of every layer is the step's recorded state; ``rebuild`` gives a model built from
 the original configuration those widths.
 """
@@ -60,9 +61,8 @@ class FfnPruning(Technique):
         adapter = context.adapter
         widths = []
         for paths in adapter.all_layer_paths():
-            ffn_in = adapter.linear(paths.ffn_in)
-            adapter.linear(paths.ffn_out)  # a clear error when the FFN is not two plain linears
-            scores = l1_neuron_scores(ffn_in.weight)
+            adapter.linear(paths.ffn_out)  # a clear error when the FFN is not made of plain linears
+            scores = sum(l1_neuron_scores(adapter.linear(path).weight) for path in paths.ffn_inputs)
             width = kept_width(scores.numel(), config.keep_fraction, config.multiple_of)
             # Keep the original neuron order: only which neurons survive changes.
             self._keep(model, paths, torch.topk(scores, width).indices.sort().values)
@@ -81,7 +81,8 @@ class FfnPruning(Technique):
 
     @staticmethod
     def _keep(model, paths, neurons: torch.Tensor) -> None:
-        replace_sliced(model, paths.ffn_in, keep_out=neurons)
+        for path in paths.ffn_inputs:
+            replace_sliced(model, path, keep_out=neurons)
         replace_sliced(model, paths.ffn_out, keep_in=neurons)
 
     @staticmethod

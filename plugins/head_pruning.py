@@ -19,6 +19,13 @@ Scores are divided by their layer's L2 norm, as in the paper, so heads of differ
 compare on one scale. The globally lowest ``fraction`` of all heads is removed, always keeping at
 least one head per layer; layers may end with different head counts.
 
+Under grouped-query attention (Llama-layout decoders: each key/value head serves a group of
+query heads) the unit removed is a whole group: its key/value head and its query heads, scored
+as the sum of its query heads' scores (plus its key/value rows for ``l1``). Removing query heads
+alone would leave the key/value projections as large as before; removing a key/value head alone
+would orphan its queries. Every layer keeps the same group size, so the attention's
+``num_key_value_groups`` stays true.
+
 Gradient scoring without task data raises ``ValueError`` rather than falling back to ``l1``
 silently: a trial recorded as ``scoring=gradient`` must have been scored by gradients.
 
@@ -76,16 +83,23 @@ def _linear(model: nn.Module, path: str) -> nn.Linear:
     return module
 
 
+def group_size(adapter: ArchitectureAdapter) -> int:
+    """Query heads per key/value head (1 without grouped-query attention): the heads removed together."""
+    kv = adapter.key_value_heads()
+    return 1 if kv is None else adapter.model.config.num_attention_heads // kv
+
+
 def l1_head_scores(model: nn.Module, adapter: ArchitectureAdapter) -> torch.Tensor:
-    """``[layers, heads]``: sum of |W| over each head's q/k/v rows and attention-output columns."""
-    head_size = adapter.head_size()
+    """``[layers, units]``: sum of |W| over each unit's q/k/v rows and attention-output columns (a unit
+    is a head, or a key/value group under grouped-query attention)."""
+    head_size, group = adapter.head_size(), group_size(adapter)
     scores = []
     for paths in adapter.all_layer_paths():
-        rows = sum(_linear(model, p).weight.detach().abs().sum(dim=1)
-                   for p in (paths.query, paths.key, paths.value))
+        query = _linear(model, paths.query).weight.detach().abs().sum(dim=1)
         columns = _linear(model, paths.attention_output).weight.detach().abs().sum(dim=0)
-        per_unit = rows + columns
-        scores.append(per_unit.view(-1, head_size).sum(dim=1))
+        key_value = sum(_linear(model, p).weight.detach().abs().sum(dim=1) for p in (paths.key, paths.value))
+        per_head = (query + columns).view(-1, head_size).sum(dim=1)
+        scores.append(per_head.view(-1, group).sum(dim=1) + key_value.view(-1, head_size).sum(dim=1))
     return _stack_layers(scores)
 
 
@@ -131,7 +145,8 @@ def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches
             handle.remove()
         masks.clear()
         model.train(was_training)
-    return _stack_layers([s.float() for s in scores])
+    group = group_size(adapter)
+    return _stack_layers([s.float().view(-1, group).sum(dim=1) for s in scores])
 
 
 def _stack_layers(per_layer: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -176,11 +191,19 @@ def heads_to_keep(scores: torch.Tensor, fraction: float) -> list[list[int]]:
     return [torch.nonzero(row).flatten().tolist() for row in keep]
 
 
-def prune_layer_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int) -> None:
-    """Keep only heads ``keep`` of one layer: slice q/k/v rows and attention-output columns."""
+def prune_layer_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int,
+                      group: int = 1) -> None:
+    """Keep only query heads ``keep`` of one layer (whole groups of ``group`` heads under grouped-query
+    attention, with their key/value heads): slice q/k/v rows and attention-output columns."""
     for path in (paths.query, paths.key, paths.value, paths.attention_output):
         _linear(model, path)  # a clear error when a layer is not made of plain linears
-    keep_heads(model, paths, keep, head_size)
+    key_value = None if group == 1 else sorted({head // group for head in keep})
+    keep_heads(model, paths, keep, head_size, key_value)
+
+
+def query_heads(units: Sequence[int], group: int) -> list[int]:
+    """The query heads of the kept units (heads, or key/value groups of ``group`` heads)."""
+    return [unit * group + j for unit in units for j in range(group)]
 
 
 def _scoring_batches(context: ApplyContext, samples: int):
@@ -195,7 +218,7 @@ def _scoring_batches(context: ApplyContext, samples: int):
 
 @dataclass(frozen=True)
 class HeadPruningState:
-    #: Per encoder layer, the indices of the heads kept.
+    #: Per layer, the indices of the (query) heads kept; under grouped-query attention whole groups.
     kept_heads: list[list[int]]
 
 
@@ -219,17 +242,19 @@ class HeadPruning(Technique):
     def apply(self, model, config: HeadPruningConfig, context: ApplyContext):
         if config.fraction == 0:
             return model
-        keep = heads_to_keep(self.score(model, config, context), config.fraction)
+        group = group_size(context.adapter)
+        keep = [query_heads(units, group) for units in heads_to_keep(self.score(model, config, context),
+                                                                     config.fraction)]
         state = HeadPruningState(kept_heads=keep)
         context.record(state)
         return self.rebuild(model, config, state, context)
 
     def rebuild(self, model, config: HeadPruningConfig, state: HeadPruningState, context: ApplyContext):
         adapter = context.adapter
-        head_size = adapter.head_size()
+        head_size, group = adapter.head_size(), group_size(adapter)
         for paths, kept in zip(adapter.all_layer_paths(), state.kept_heads, strict=True):
             if len(kept) * head_size != _linear(model, paths.attention_output).in_features:
-                prune_layer_heads(model, paths, kept, head_size)
+                prune_layer_heads(model, paths, kept, head_size, group)
         return model
 
 

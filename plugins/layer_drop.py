@@ -6,8 +6,9 @@ weights (DistilBERT initialises its student from every other teacher layer). Whi
 - ``every_other``: evenly spaced, always including the last layer (6 -> 3 keeps 1, 3, 5);
 - ``top`` / ``bottom``: the last / first ``k``;
 - ``importance``: greedily removes, one at a time, the layer whose removal changes the final
-  [CLS] hidden state the least on a sample of the training texts (relative squared change,
-  measured against the full model's output).
+  summary state (the adapter's ``sequence_summary``: [CLS] for encoders, the last real token for
+  decoders) the least on a sample of the training texts (relative squared change, measured
+  against the full model's output).
 
 The layer list is replaced by the kept layers and the config's layer count is updated, so plain
 ``AutoModelForSequenceClassification.from_pretrained`` reloads the result. The kept indices are the
@@ -109,28 +110,30 @@ def _sample_inputs(context: ApplyContext) -> list[dict[str, torch.Tensor]]:
     return [inputs for inputs, _ in encoded.batches(32)]
 
 
-def _cls_states(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    outputs = [model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0] for inputs in batches]
+def _summary_states(model: nn.Module, adapter: ArchitectureAdapter,
+                    batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    outputs = [adapter.sequence_summary(model(**inputs, output_hidden_states=True).hidden_states[-1],
+                                        inputs["attention_mask"]) for inputs in batches]
     return torch.cat(outputs).float()
 
 
 def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
                       batches: list[dict[str, torch.Tensor]]) -> list[int]:
-    """Greedy backward elimination: drop the layer whose removal moves the final [CLS] state least."""
+    """Greedy backward elimination: drop the layer whose removal moves the final summary state least."""
     path = adapter.layer_list_path()
     layers = get_module(model, path)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            reference = _cls_states(model, batches)
+            reference = _summary_states(model, adapter, batches)
             scale = reference.pow(2).sum(dim=-1).mean()
             kept = list(range(len(layers)))
             while len(kept) > keep:
                 changes = {}
                 for candidate in kept:
                     set_module(model, path, nn.ModuleList([layers[i] for i in kept if i != candidate]))
-                    changes[candidate] = float((_cls_states(model, batches) - reference).pow(2).sum(-1).mean() / scale)
+                    changes[candidate] = float((_summary_states(model, adapter, batches) - reference).pow(2).sum(-1).mean() / scale)
                 kept.remove(min(changes, key=changes.get))
     finally:
         set_module(model, path, layers)

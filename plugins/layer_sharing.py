@@ -36,7 +36,7 @@ from torch import nn
 
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, get_module, set_module
-from autocompress.technique import ApplyContext, Stage, Technique
+from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
 
 REPRESENTATIVES = ("best", "middle", "first")
 #: Texts of the training split used to choose representatives for ``best``.
@@ -136,6 +136,13 @@ class LayerSharing(Technique):
     Config = LayerSharingConfig
     State = LayerSharingState
     description = "ALBERT-style cross-layer sharing: groups of consecutive layers run one layer's weights"
+
+    @classmethod
+    def unsupported_reason_for(cls, model: ModelAndTokenizer) -> str | None:
+        if model.adapter.causal:
+            return ("a decoder layer owns one slot of the key/value cache (its layer_idx); one module run at "
+                    "several positions would write the same slot twice")
+        return None
 
     def apply(self, model, config: LayerSharingConfig, context: ApplyContext):
         adapter = context.adapter

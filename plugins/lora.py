@@ -85,7 +85,7 @@ def target_module_names(model: nn.Module, adapter: ArchitectureAdapter, targets:
         if targets in ("attention", "both"):
             chosen += [paths.query, paths.key, paths.value, paths.attention_output]
         if targets in ("ffn", "both"):
-            chosen += [paths.ffn_in, paths.ffn_out]
+            chosen += [*paths.ffn_inputs, paths.ffn_out]
         for path in chosen:
             module = get_module(model, path)
             if isinstance(module, nn.Linear):

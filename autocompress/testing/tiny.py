@@ -21,8 +21,13 @@ NEGATIVE = ["bad", "awful", "dull", "poor", "boring", "weak", "grim", "cold"]
 NEUTRAL = ["the", "a", "movie", "film", "plot", "cast", "was", "is", "very", "quite", "story", "scene",
            "ending", "music", "and", "but", "this", "it", "really", "so"]
 WORDS = POSITIVE + NEGATIVE + NEUTRAL
-#: Every model family the built-in architecture adapters claim, as ``tiny_model`` names them.
-FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert")
+#: Decoder-only (Llama-layout) families ``tiny_model`` builds: grouped-query attention (4 query heads
+#: sharing 2 key/value heads) and a gated MLP, as in SmolLM2; Qwen3 adds per-head q/k norms.
+DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
+#: The model families every technique's contract checks run on (``autocompress.testing.contract``):
+#: every encoder family the built-in adapters claim, and one Llama-layout decoder (the others share its
+#: adapter and module layout; ``DECODER_FAMILIES`` has them for the tests that need them).
+FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "llama")
 #: How ``trained_tiny_model`` trains: steps of 32 examples of ``synthetic_sentiment`` at this rate.
 TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
 #: Held-out accuracy a trained tiny model must reach; below it, training went wrong.
@@ -69,7 +74,9 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
                hidden: int = 64, heads: int = 4, ffn: int = 128, seed: int = 0):
     """A randomly initialised sequence classifier of the given family (one of ``FAMILIES``), small
     enough for unit tests. Token ids 0/2/3 are padding/[CLS]/[SEP] in every family, as in
-    ``tiny_tokenizer``; ELECTRA keeps its own layout (embeddings narrower than the hidden size)."""
+    ``tiny_tokenizer``; ELECTRA keeps its own layout (embeddings narrower than the hidden size).
+    Decoders (``DECODER_FAMILIES``) classify from the last real token (``pad_token_id`` 0 tells them
+    where the padding starts), with half as many key/value heads as query heads."""
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -91,7 +98,14 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
         config = tf.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
                                      hidden_dim=ffn, num_labels=num_labels, max_position_embeddings=128)
         return tf.DistilBertForSequenceClassification(config).eval()
-    raise ValueError(f"unknown family {family!r} ({', '.join(FAMILIES)})")
+    if family in DECODER_FAMILIES:
+        config_class = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
+                        "mistral": tf.MistralConfig}[family]
+        config = config_class(**common, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                              max_position_embeddings=128, pad_token_id=PAD_ID, bos_token_id=CLS_ID,
+                              eos_token_id=SEP_ID, tie_word_embeddings=False)
+        return tf.AutoModelForSequenceClassification.from_config(config).eval()
+    raise ValueError(f"unknown family {family!r} ({', '.join(FAMILIES + DECODER_FAMILIES[1:])})")
 
 
 def synthetic_sentiment(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
