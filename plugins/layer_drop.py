@@ -133,7 +133,8 @@ def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
                 changes = {}
                 for candidate in kept:
                     set_module(model, path, nn.ModuleList([layers[i] for i in kept if i != candidate]))
-                    changes[candidate] = float((_summary_states(model, adapter, batches) - reference).pow(2).sum(-1).mean() / scale)
+                    change = (_summary_states(model, adapter, batches) - reference).pow(2).sum(-1).mean()
+                    changes[candidate] = float(change / scale)
                 kept.remove(min(changes, key=changes.get))
     finally:
         set_module(model, path, layers)
