@@ -267,17 +267,24 @@ class LlamaAdapter(ArchitectureAdapter):
         return kv if kv != config.num_attention_heads else None
 
 
+def adapter_class_for(model_type: str | None, registry: Registry) -> type[ArchitectureAdapter]:
+    """The registered adapter class whose ``model_types`` include ``model_type``; InputError naming every
+    supported family otherwise."""
+    for entry in registry:
+        if model_type in entry.cls.model_types:
+            return entry.cls
+    families = "; ".join(f"{getattr(entry.cls, 'description', entry.name)} ({', '.join(entry.cls.model_types)})"
+                         for entry in registry)
+    raise InputError(
+        f"no architecture adapter for model_type '{model_type}'; supported families: {families}. "
+        "A plugin can add one through autocompress_register_architectures"
+    )
+
+
 def adapter_for(model: nn.Module, registry: Registry) -> ArchitectureAdapter:
     """The registered adapter whose ``model_types`` include the model's ``config.model_type``."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    for entry in registry:
-        if model_type in entry.cls.model_types:
-            return entry.cls(model)
-    supported = sorted(t for entry in registry for t in entry.cls.model_types)
-    raise InputError(
-        f"no architecture adapter for model_type '{model_type}' (supported: {', '.join(supported)}); "
-        "a plugin can add one through autocompress_register_architectures"
-    )
+    return adapter_class_for(model_type, registry)(model)
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:

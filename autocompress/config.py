@@ -31,6 +31,10 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "data": (Path, "your labelled data: a CSV, TSV, JSONL or Parquet file with text and label columns, or a "
              "directory written by datasets' save_to_disk (its train/validation/test splits are used)"),
     "text_column": (str, "name of the text column (default: text)"),
+    "prompt_template": (str, "a causal LM --model classifies by the label word it would say next after this "
+                        "prompt; {text} marks the text (default: 'Review: {text}\\nSentiment:')"),
+    "label_words": (list, "comma-separated word per class, in label order, for a causal LM --model (default: "
+                    "the label names)"),
     "label_column": (str, "name of the label column (default: label)"),
     "drop_missing": (bool, "drop rows with an empty text or label instead of failing"),
     "target": (str, "measurement target (default: cpu)"),
@@ -239,6 +243,8 @@ def settings_from_options(options: Mapping[str, Any]):
         allow_pickle=o.get("allow_pickle", False), trust_remote_code=o.get("trust_remote_code", False),
         teacher_epochs=o.get("teacher_epochs", 2.0), teacher_learning_rate=o.get("teacher_learning_rate", 5e-5),
         train_limit=o.get("train_limit"), progress=not o.get("no_progress", False),
+        prompt_template=o.get("prompt_template"),
+        label_words=tuple(o["label_words"]) if o.get("label_words") else None,
     )
     for name in ("max_length", "train_limit", "eval_limit"):
         if o.get(name) is not None and o[name] < 1:

@@ -42,6 +42,10 @@ class TaskOptions:
     train_limit: int | None = None
     #: Show progress bars (the teacher fine-tuning's).
     progress: bool = True
+    #: A causal LM used as a classifier (``autocompress.prompted``): the prompt around each text
+    #: (None: the default template) and one word per class (None: the label names).
+    prompt_template: str | None = None
+    label_words: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,12 @@ class TaskProvider(ABC):
     @abstractmethod
     def load(self) -> LoadedTask:
         """Load (and if needed fine-tune and cache) the teacher and the data."""
+
+    def model_type(self) -> str | None:
+        """The teacher's ``config.model_type`` when it is known before loading (from config.json, after
+        ``validate``), so a model no architecture adapter supports is refused before any expensive
+        work; None (the default) when only loading tells (plugin API 1.4)."""
+        return None
 
 
 @contextlib.contextmanager

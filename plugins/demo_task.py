@@ -27,6 +27,9 @@ class DemoTask(TaskProvider):
         if self.options.model is not None or self.options.data is not None:
             raise InputError("the demo task takes no --model/--data; pass --data (and --model) to use your own task")
 
+    def model_type(self) -> str | None:
+        return "bert"
+
     def load(self) -> LoadedTask:
         options = self.options
         cache_dir = options.cache_dir or default_cache_dir()

@@ -7,6 +7,10 @@ sentence-transformers folder, ...) is first fine-tuned on the data's train split
 teacher, once, cached by content hash (``autocompress.teacher``, shared with the demo). Without
 ``--model`` the demo's base model, all-MiniLM-L6-v2, is fine-tuned.
 
+A causal language model (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...) becomes a zero-shot prompted
+classifier: each text is rendered through ``--prompt-template`` and the class is the ``--label-words``
+word the model would say next (``autocompress.prompted``); no fine-tuning.
+
 ``--data`` is a data file or a saved ``datasets`` directory (``autocompress.data``). Weights load
 from safetensors only; pickle-based files (``pytorch_model.bin``) are refused unless the user
 opts in, and ``trust_remote_code`` stays off unless set.
@@ -70,6 +74,11 @@ def is_classifier(config: dict) -> bool:
     return not architectures or any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
+def is_causal_lm(config: dict) -> bool:
+    """A causal language model (``*ForCausalLM``), used as a prompted classifier."""
+    return any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
 def check_base_model(config: dict, config_path: Path) -> None:
     """A base model must be of a kind transformers can put a sequence-classification head on."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
@@ -115,7 +124,12 @@ class LocalTask(TaskProvider):
                              "with labelled texts) to compress the model on")
         model = self._model()
         config = check_model_dir(model.directory, o.allow_pickle)
-        if is_classifier(config):
+        self._model_type = config.get("model_type")
+        if is_causal_lm(config):
+            check_base_model(config, model.directory / "config.json")
+            data = self._data()
+            self._prompt().words(data.label_names)  # one word per class, before anything loads
+        elif is_classifier(config):
             data = self._data()
             expected = config_num_labels(config)
             if expected != data.num_labels:
@@ -126,7 +140,15 @@ class LocalTask(TaskProvider):
         else:
             check_base_model(config, model.directory / "config.json")
             data = self._data()
-        self._validated = (model, is_classifier(config), data)
+        self._validated = (model, "causal" if is_causal_lm(config) else is_classifier(config), data)
+
+    def _prompt(self):
+        from autocompress.prompted import DEFAULT_TEMPLATE, Prompt
+
+        return Prompt(self.options.prompt_template or DEFAULT_TEMPLATE, self.options.label_words)
+
+    def model_type(self) -> str | None:
+        return getattr(self, "_model_type", None)
 
     def load(self) -> LoadedTask:
         o = self.options
@@ -138,6 +160,8 @@ class LocalTask(TaskProvider):
         info = TaskInfo(base_model=model.hub_id, model_source=model.describe(),
                         license=card_license(model.directory),
                         dataset=str(o.data))
+        if classifier == "causal":
+            return self._prompted(model, data, info)
         if not classifier:
             teacher, tokenizer, record = fine_tuned_teacher(
                 model, data, o.cache_dir or default_cache_dir(), teacher_recipe(o),
@@ -168,6 +192,44 @@ class LocalTask(TaskProvider):
             fingerprint=f"{directory_sha256(model.directory)[:12]}-{data.fingerprint()[:12]}",
             description=f"{model.describe()} on {o.data}",
             info=info,
+        )
+
+
+    def _prompted(self, model: ResolvedModel, data: TaskData, info: TaskInfo) -> LoadedTask:
+        """A causal LM as a zero-shot prompted classifier of ``data`` (texts rendered through the prompt)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from autocompress.prompted import prompted_classifier, render_data
+        from autocompress.task import transformers_progress
+        from autocompress.teacher import majority_class_accuracy
+        from autocompress.training import accuracy, encode
+
+        o = self.options
+        try:
+            with transformers_progress(o.progress):
+                causal_lm = AutoModelForCausalLM.from_pretrained(
+                    model.directory, local_files_only=True, use_safetensors=_has_safetensors(model.directory),
+                    trust_remote_code=o.trust_remote_code).eval()
+            tokenizer = AutoTokenizer.from_pretrained(model.directory, local_files_only=True,
+                                                      trust_remote_code=o.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"--model {model.directory}: cannot load the causal LM or its tokenizer "
+                             f"({type(exc).__name__}: {first_line})") from None
+        prompt = self._prompt()
+        teacher = prompted_classifier(causal_lm, tokenizer, data.label_names, prompt)
+        rendered = render_data(data, prompt)
+        validation_accuracy = accuracy(teacher, encode(tokenizer, rendered.validation, o.max_length))
+        training = {"recipe": "zero-shot prompted classification (no fine-tuning)",
+                    "prompt": prompt.as_dict(data.label_names), "validation_accuracy": validation_accuracy,
+                    "majority_class_accuracy": majority_class_accuracy(data),
+                    "base_model_name": model.hub_id or str(model.directory)}
+        return LoadedTask(
+            teacher=teacher, tokenizer=tokenizer, data=rendered,
+            fingerprint=f"{directory_sha256(model.directory)[:12]}-{rendered.fingerprint()[:12]}",
+            description=(f"{model.describe()} as a prompted classifier on {o.data} (zero-shot validation "
+                         f"accuracy {validation_accuracy:.4f})"),
+            info=replace(info, teacher_training=training),
         )
 
 

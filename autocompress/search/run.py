@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from tqdm.auto import tqdm
 
+from autocompress.arch import adapter_class_for
 from autocompress.errors import InputError
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search.environment import (
@@ -72,6 +73,8 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     validate_starting_points(settings.starting_points, techniques, spaces, registered)
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
+    if provider.model_type() is not None:  # an unsupported family is refused before the model loads
+        adapter_class_for(provider.model_type(), host.architectures)
     layout = settings.layout
     check_run_dir(layout, settings.study_name, None)
     if not settings.owns_storage:  # a bad database URL leaves no empty run directory behind

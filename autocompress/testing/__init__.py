@@ -22,6 +22,7 @@ from autocompress.testing.contract import TechniqueContract
 from autocompress.testing.hub_cache import populate_hub_cache
 from autocompress.testing.target_contract import TargetContract
 from autocompress.testing.tiny import (
+    DECODER_FAMILIES,
     FAMILIES,
     synthetic_sentiment,
     text_inputs,
@@ -30,10 +31,11 @@ from autocompress.testing.tiny import (
     tiny_tokenizer,
     trained_tiny_model,
     varied_inputs,
+    write_tiny_causal_lm,
     write_tiny_checkpoint,
     write_tiny_task,
 )
 
-__all__ = ["FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache", "synthetic_sentiment",
+__all__ = ["DECODER_FAMILIES", "FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache", "synthetic_sentiment",
            "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer", "trained_tiny_model", "varied_inputs",
-           "write_tiny_checkpoint", "write_tiny_task"]
+           "write_tiny_causal_lm", "write_tiny_checkpoint", "write_tiny_task"]

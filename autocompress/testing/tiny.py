@@ -202,6 +202,28 @@ def write_tiny_checkpoint(directory: Path, train_steps: int = TRAIN_STEPS, seed:
     return directory
 
 
+def write_tiny_causal_lm(directory: Path, family: str = "llama", layers: int = 4, seed: int = 0) -> Path:
+    """A randomly initialised tiny causal language model of a decoder family (``DECODER_FAMILIES``, or
+    ``gpt2``) with ``tiny_bpe_tokenizer``, written as a checkpoint (safetensors), as a user's
+    ``--model DIR`` would be: ``AutoModelForCausalLM.from_pretrained(directory)`` loads it."""
+    import transformers as tf
+
+    tokenizer = tiny_bpe_tokenizer(directory)
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(tokenizer), pad_token_id=PAD_ID, bos_token_id=CLS_ID, eos_token_id=SEP_ID)
+    if family == "gpt2":
+        config = tf.GPT2Config(**common, n_embd=64, n_layer=layers, n_head=4, n_positions=128)
+    else:
+        config_class = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
+                        "mistral": tf.MistralConfig}[family]
+        config = config_class(**common, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128,
+                              tie_word_embeddings=True)
+    model = tf.AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def write_tiny_task(root: Path, examples: int, seed: int = 0, text_column: str = "text", label_column: str = "label",
                     filename: str = "data.csv") -> Path:
     """A whole local task in ``root``: ``model/`` (``write_tiny_checkpoint``) and a CSV of

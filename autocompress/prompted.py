@@ -1,0 +1,121 @@
+"""A causal language model used as a classifier by scoring label words after a prompt ("prompt learning").
+
+The text is rendered through a template (``Review: {text}\\nSentiment:``) and the model's next-token
+logits for the first token of each label word (`` negative`` / `` positive``) are the class logits:
+the class whose word the model would most likely say next. This is built as the family's own
+``*ForSequenceClassification`` (which reads the last real token, as a causal model must): its decoder
+is the causal LM's, and its score head holds the LM head's rows of the label words' first tokens.
+So the classifier's logits are exactly those next-token logits, every technique, target, export
+and ``transformers.pipeline`` works on it as on any classifier, and the head costs ``labels x hidden``
+weights instead of ``vocabulary x hidden``.
+
+The prompt (template and label words) is recorded in the model's config (``autocompress_prompt``)
+and in run.json, because a caller must render texts through the same template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from autocompress.data import TaskData, TextDataset
+from autocompress.errors import InputError
+
+DEFAULT_TEMPLATE = "Review: {text}\nSentiment:"
+#: The config attribute that keeps the prompt with the model (saved in config.json).
+CONFIG_ATTRIBUTE = "autocompress_prompt"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """How a text becomes a prompt, and which word stands for each class."""
+
+    template: str = DEFAULT_TEMPLATE
+    #: One word per class, in label order (the label names when None); a leading space is added
+    #: when missing, because the word follows the template's last token.
+    label_words: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.template.count("{text}") != 1:
+            raise InputError(f"--prompt-template {self.template!r}: must contain {{text}} exactly once")
+        try:
+            self.template.format(text="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise InputError(f"--prompt-template {self.template!r}: only {{text}} may be a field "
+                             f"(write other braces as {{{{ and }}}}): {exc}") from None
+
+    def render(self, text: str) -> str:
+        return self.template.format(text=text)
+
+    def words(self, label_names: list[str]) -> list[str]:
+        """The label words, one per class, each with its leading space."""
+        words = list(self.label_words) if self.label_words is not None else list(label_names)
+        if len(words) != len(label_names):
+            raise InputError(f"--label-words: {len(words)} words ({', '.join(words)}) for {len(label_names)} "
+                             f"classes ({', '.join(label_names)}); give one word per class, in label order")
+        return [word if word.startswith(" ") else f" {word.strip()}" for word in words]
+
+    def as_dict(self, label_names: list[str]) -> dict[str, Any]:
+        return {"template": self.template, "label_words": self.words(label_names)}
+
+
+def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
+    """The first token of each label word; InputError when two words start with the same token
+    (the model could not tell those classes apart)."""
+    ids = []
+    for word in words:
+        tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            raise InputError(f"--label-words: {word!r} is no token at all for this tokenizer")
+        ids.append(tokens[0])
+    if len(set(ids)) != len(ids):
+        first = [tokenizer.convert_ids_to_tokens(i) for i in ids]
+        raise InputError(f"--label-words {', '.join(map(repr, words))}: first tokens {first} repeat; "
+                         "choose words whose first tokens differ")
+    return ids
+
+
+def render_data(data: TaskData, prompt: Prompt) -> TaskData:
+    """The task with every text rendered through the prompt template (labels unchanged)."""
+    def render(split: TextDataset) -> TextDataset:
+        return TextDataset([prompt.render(text) for text in split.texts], list(split.labels))
+
+    return replace(data, train=render(data.train), validation=render(data.validation), test=render(data.test))
+
+
+def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], prompt: Prompt) -> Any:
+    """``causal_lm`` as its family's sequence classifier over ``label_names``: same decoder, a score head
+    whose rows are the LM head's rows of each label word's first token.
+
+    The tokenizer gets a padding token (its end-of-sequence token when it has none) and truncates
+    from the left, so a long text loses its beginning, never the prompt's last words the label
+    follows; the model's ``pad_token_id`` is set to match, which is how the classifier finds each
+    row's last real token.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    words = prompt.words(label_names)
+    ids = label_token_ids(tokenizer, words)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"
+    config = causal_lm.config.__class__.from_dict(causal_lm.config.to_dict())
+    config.num_labels = len(label_names)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.pad_token_id = tokenizer.pad_token_id
+    config.architectures = None
+    setattr(config, CONFIG_ATTRIBUTE, prompt.as_dict(label_names))
+    classifier = AutoModelForSequenceClassification.from_config(config, dtype=causal_lm.dtype)
+    prefix = classifier.base_model_prefix
+    setattr(classifier, prefix, getattr(causal_lm, causal_lm.base_model_prefix))
+    head = getattr(classifier, "score", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise InputError(f"{type(classifier).__name__} has no linear 'score' head to take the label words' rows")
+    rows = causal_lm.get_output_embeddings().weight.detach()[torch.tensor(ids)]
+    with torch.no_grad():
+        head.weight.copy_(rows)
+        if head.bias is not None:
+            head.bias.zero_()
+    return classifier.eval()

@@ -1,0 +1,153 @@
+"""Decoder LLMs: a causal LM as a prompted classifier, searched, saved and reloaded; unsupported families refused."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from autocompress.cli import main
+from autocompress.errors import InputError
+from autocompress.prompted import Prompt, label_token_ids, prompted_classifier, render_data
+from autocompress.testing import synthetic_sentiment, write_tiny_causal_lm
+
+LABEL_WORDS = " bad, good"  # neg, pos (sorted label names), as the tiny tokenizer spells them
+
+
+@pytest.fixture(scope="module")
+def causal_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal")
+    write_tiny_causal_lm(root / "model")
+    texts, labels = synthetic_sentiment(160, seed=3)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
+    return root
+
+
+def _lm_and_tokenizer(directory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory)
+
+
+def test_prompted_classifier_logits_are_the_next_token_logits_of_the_label_words(causal_task):
+    lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    prompt = Prompt("Review: {text}\nSentiment:", (" bad", " good"))
+    classifier = prompted_classifier(lm, tokenizer, ["neg", "pos"], prompt)
+    texts = [prompt.render(t) for t in ["the film was good", "a dull and very boring plot it was", "fun"]]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)  # rows of different lengths: padding on the right
+    ids = label_token_ids(tokenizer, [" bad", " good"])
+    with torch.no_grad():
+        got = classifier(**batch).logits
+        for row, text in enumerate(texts):  # each prompt alone, unpadded, through the causal LM
+            alone = tokenizer(text, return_tensors="pt")
+            expected = lm(**alone).logits[0, -1, ids]
+            torch.testing.assert_close(got[row], expected, rtol=1e-4, atol=1e-5)
+    assert classifier.score.weight.shape == (2, lm.config.hidden_size)  # 2 rows, not the vocabulary
+    assert classifier.config.autocompress_prompt == {"template": prompt.template, "label_words": [" bad", " good"]}
+
+
+def test_prompt_options_are_checked(causal_task):
+    _, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    with pytest.raises(InputError, match="exactly once"):
+        Prompt("Review without a field")
+    with pytest.raises(InputError, match="only {text}"):
+        Prompt("{text} {other}")
+    with pytest.raises(InputError, match="2 words .* for 3 classes"):
+        Prompt(label_words=("a", "b")).words(["x", "y", "z"])
+    with pytest.raises(InputError, match="repeat"):
+        label_token_ids(tokenizer, [" good", " good"])
+    assert Prompt(label_words=("bad", " good")).words(["neg", "pos"]) == [" bad", " good"]
+
+
+def test_render_data_renders_every_split_and_keeps_labels():
+    from autocompress.data import TaskData, TextDataset
+
+    split = TextDataset(["a", "b"], [0, 1])
+    data = render_data(TaskData(split, split, split, ["neg", "pos"]), Prompt("<{text}>"))
+    assert data.test.texts == ["<a>", "<b>"] and data.train.labels == [0, 1]
+
+
+def _search(causal_task, out, *extra, model=None):
+    return main(["search", "--model", str(model or causal_task / "model"), "--data", str(causal_task / "reviews.csv"),
+                 "--label-words", LABEL_WORDS, "--out", str(out), "--repeats", "3", "--warmup", "1",
+                 "--no-progress", "--max-accuracy-drop", "0.5", "--free-floor", "none", *extra])
+
+
+ALL_LLM_PLANS = """\
+- layer_drop: {keep_layers: 2, strategy: importance}
+  ffn_pruning: {keep_fraction: 0.5}
+  head_pruning: {fraction: 0.5, scoring: gradient}
+  distillation: {epochs: 0.5}
+  quantization: {dtype: int8}
+- low_rank: {rank_ratio: 0.3, layers: both}
+  lora: {rank: 4, epochs: 0.5, targets: both}
+  quantization: {dtype: bf16}
+- layer_drop: {keep_layers: 3, strategy: every_other}
+  head_pruning: {fraction: 0.5, scoring: l1}
+"""
+
+
+@pytest.mark.slow
+def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(causal_task, tmp_path):
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(ALL_LLM_PLANS)
+    out = tmp_path / "run"
+    techniques = "layer_drop,ffn_pruning,head_pruning,low_rank,distillation,lora,quantization"
+    assert _search(causal_task, out, "--trials", "3", "--techniques", techniques, "--starting-points",
+                   str(plans)) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"] * 3, trials[["plan", "reason"]].to_string()
+    run = json.loads((out / "run.json").read_text())
+    assert run["task_info"]["teacher_training"]["prompt"]["label_words"] == [" bad", " good"]
+    best = json.loads((out / "pareto.json").read_text())["recommended"]
+    assert best is not None
+    script = (
+        "import sys, json, torch, autocompress\n"
+        "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+        "texts = ['Review: the film was good\\nSentiment:', 'Review: a dull plot\\nSentiment:']\n"
+        "batch = tok(texts, return_tensors='pt', padding=True)\n"
+        "with torch.no_grad():\n"
+        "    print(json.dumps(model(**batch).logits.tolist()))\n"
+    )
+    fresh = [json.loads(subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True,
+                                       text=True, check=True).stdout) for _ in range(2)]
+    assert fresh[0] == fresh[1]
+    import autocompress
+
+    model, tokenizer = autocompress.load_pretrained(out / "best")
+    batch = tokenizer(['Review: the film was good\nSentiment:', 'Review: a dull plot\nSentiment:'],
+                      return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert model(**batch).logits.tolist() == fresh[0]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path):
+    root = tmp_path / family
+    write_tiny_causal_lm(root / "model", family=family, layers=2)
+    texts, labels = synthetic_sentiment(80, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
+    out = tmp_path / "run"
+    assert _search(root, out, "--trials", "1", "--techniques", "layer_drop,quantization", "--starting-points",
+                   "none", "--max-accuracy-drop", "0.9") == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"], trials[["plan", "reason"]].to_string()
+
+
+def test_an_architecture_no_adapter_supports_exits_2_naming_the_families(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "gpt2"
+    write_tiny_causal_lm(root / "model", family="gpt2", layers=2)
+    texts, labels = synthetic_sentiment(40, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
+    import transformers
+
+    def no_loading(*args, **kwargs):  # the refusal must come before the model is loaded
+        raise AssertionError("the model was loaded before the architecture was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    assert _search(root, tmp_path / "run", "--trials", "1") == 2
+    err = capsys.readouterr().err
+    assert "model_type 'gpt2'" in err and "Llama-layout decoders" in err and "BERT-layout encoders" in err
+    assert not (tmp_path / "run").exists()
