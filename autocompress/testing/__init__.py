@@ -36,7 +36,6 @@ from autocompress.testing.tiny import (
     write_tiny_task,
 )
 
-__all__ = ["DECODER_FAMILIES", "FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache", "synthetic_sentiment",
-           "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer", "trained_tiny_model", "varied_inputs",
-           "write_tiny_causal_lm",
-           "write_tiny_checkpoint", "write_tiny_task"]
+__all__ = ["DECODER_FAMILIES", "FAMILIES", "TargetContract", "TechniqueContract", "populate_hub_cache",
+           "synthetic_sentiment", "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer",
+           "trained_tiny_model", "varied_inputs", "write_tiny_causal_lm", "write_tiny_checkpoint", "write_tiny_task"]
