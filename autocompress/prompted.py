@@ -108,8 +108,10 @@ def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], 
     config.architectures = None
     setattr(config, CONFIG_ATTRIBUTE, prompt.as_dict(label_names))
     classifier = AutoModelForSequenceClassification.from_config(config, dtype=causal_lm.dtype)
-    prefix = classifier.base_model_prefix
-    setattr(classifier, prefix, getattr(causal_lm, causal_lm.base_model_prefix))
+    # The decoder's weights are copied, not its modules shared: every module of the classifier then
+    # reads the classifier's own config, which techniques keep true (layer counts, layer types).
+    decoder = getattr(causal_lm, causal_lm.base_model_prefix).state_dict()
+    getattr(classifier, classifier.base_model_prefix).load_state_dict(decoder)
     head = getattr(classifier, "score", None)
     if not isinstance(head, torch.nn.Linear):
         raise InputError(f"{type(classifier).__name__} has no linear 'score' head to take the label words' rows")
