@@ -1,0 +1,189 @@
+"""Each LLM technique alone on SmolLM2-135M-Instruct, measured side by side in one run.
+
+The causal LM itself is compressed (through the same technique classes and Llama adapter a search
+uses; no recovery training) and measured the way an LLM is deployed, batch 1, 2 threads:
+
+- time to first token: one forward pass over a 64-token prompt (prefill, KV cache on);
+- ms per generated token: greedy decoding steps with the KV cache after that prompt;
+- memory: the weights as stored (each tensor once) + the KV cache at 64 + 32 tokens of context;
+- perplexity on held-out review sentences (the demo's test split, raw text);
+- prompted sentiment accuracy: the next-token logits of " negative" / " positive" after
+  ``Review: {text}\\nSentiment:`` (``autocompress.prompted``), on the same sentences.
+
+Timings of each variant alternate with the teacher's (teacher, variant, teacher, ...) and the
+ratios are medians over rounds, so a shared machine's drift hits both alike.
+
+    python benchmarks/llm_techniques.py           # the published table (SmolLM2; tens of minutes on 2 cores)
+    python benchmarks/llm_techniques.py --quick   # CI smoke run on a tiny Llama written from a config
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from autocompress.arch import adapter_for
+from autocompress.candidate import apply_steps
+from autocompress.data import TaskData
+from autocompress.measure import model_bytes, parameter_count, thread_count
+from autocompress.plugin_manager import build_host
+from autocompress.prompted import DEFAULT_TEMPLATE, Prompt, label_token_ids
+from autocompress.technique import ApplyContext, PlanStep
+
+#: label -> [(technique, config values)], each alone at one documented setting (no recovery training).
+VARIANTS = {
+    "int8 dynamic": [("quantization", {"dtype": "int8"})],
+    "bf16": [("quantization", {"dtype": "bf16"})],
+    "half the layers (every other)": [("layer_drop", {"keep_layers": 0.5, "strategy": "every_other"})],
+    "half the layers (importance)": [("layer_drop", {"keep_layers": 0.5, "strategy": "importance"})],
+    "half the layers + int8": [("layer_drop", {"keep_layers": 0.5, "strategy": "every_other"}),
+                               ("quantization", {"dtype": "int8"})],
+    "gated MLP channels 50% (L1)": [("ffn_pruning", {"keep_fraction": 0.5})],
+    "1/3 of key/value groups (L1)": [("head_pruning", {"fraction": 0.34, "scoring": "l1"})],
+    "low-rank MLP 50%": [("low_rank", {"rank_ratio": 0.5, "layers": "ffn"})],
+}
+PROMPT_TOKENS, NEW_TOKENS = 64, 32
+
+
+def load_teacher(quick: bool, workdir: Path):
+    """(causal LM, tokenizer, data): SmolLM2 and the demo's reviews, or a tiny Llama and synthetic sentences."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if quick:
+        from autocompress.data import TextDataset
+        from autocompress.testing import synthetic_sentiment, write_tiny_causal_lm
+
+        directory = write_tiny_causal_lm(workdir / "tiny-llama")
+        texts, labels = synthetic_sentiment(96, seed=1)
+        split = TextDataset(texts, [int(label == "pos") for label in labels])
+        data, words = TaskData(split, split, split, ["neg", "pos"]), (" bad", " good")
+    else:
+        from autocompress.demo_data import default_cache_dir, load_demo_task_data
+        from autocompress.smollm2 import converted_checkpoint, smollm2_gguf
+
+        directory, _ = converted_checkpoint(smollm2_gguf(), default_cache_dir())
+        full = load_demo_task_data()
+        data = TaskData(full.train.head(64), full.validation.head(300), full.test.head(300), full.label_names)
+        words = (" negative", " positive")
+    model = AutoModelForCausalLM.from_pretrained(directory).eval()
+    return model, AutoTokenizer.from_pretrained(directory), data, words
+
+
+def prefill_and_decode(model, prompt_ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(ms for the prompt's forward pass, median ms per greedy decoding step with the KV cache)."""
+    with torch.inference_mode():
+        started = time.perf_counter()
+        out = model(input_ids=prompt_ids, use_cache=True)
+        prefill = time.perf_counter() - started
+        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        steps = []
+        for _ in range(new_tokens):
+            started = time.perf_counter()
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            steps.append(time.perf_counter() - started)
+            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return 1000 * prefill, 1000 * statistics.median(steps)
+
+
+def kv_cache_bytes(model, adapter, context: int, element_bytes: int) -> int:
+    """Keys and values of every layer at ``context`` tokens, as the layers now are (pruned heads included)."""
+    total = 0
+    for paths in adapter.all_layer_paths():
+        key = model.get_submodule(paths.key)
+        width = key.out_features if hasattr(key, "out_features") else key.weight().shape[0]
+        total += 2 * width * context * element_bytes
+    return total
+
+
+def perplexity(model, tokenizer, texts: list[str]) -> float:
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :PROMPT_TOKENS]
+            if ids.shape[1] < 2:
+                continue
+            logits = model(input_ids=ids).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
+            total, count = total + float(loss), count + ids.shape[1] - 1
+    return float(torch.exp(torch.tensor(total / count)))
+
+
+def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], words) -> float:
+    prompt = Prompt(DEFAULT_TEMPLATE, words)
+    ids = torch.tensor(label_token_ids(tokenizer, prompt.words(["neg", "pos"])))
+    right = 0
+    with torch.inference_mode():
+        for text, label in zip(texts, labels, strict=True):
+            encoded = tokenizer(prompt.render(text), return_tensors="pt", truncation=True, max_length=128)
+            logits = model(**encoded).logits[0, -1, ids]
+            right += int(int(logits.argmax()) == label)
+    return right / len(texts)
+
+
+def compress(host, teacher, tokenizer, data, steps):
+    model = copy.deepcopy(teacher)
+    layers = adapter_for(model, host.architectures).num_layers()
+    plan = []
+    for name, values in steps:
+        if name == "layer_drop":  # "half" of whatever depth the model has
+            values = dict(values, keep_layers=max(1, round(layers * values["keep_layers"])))
+        technique = host.techniques[name]
+        plan.append(PlanStep(technique, technique.make_config(values)))
+    context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
+                           teacher=teacher, max_length=PROMPT_TOKENS, seed=0)
+    return apply_steps(model, plan, context).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write llm_techniques.json here")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else 5
+    host = build_host()
+    with tempfile.TemporaryDirectory() as tmp, thread_count(2):
+        teacher, tokenizer, data, words = load_teacher(args.quick, Path(tmp))
+        prompt_ids = torch.randint(10, len(tokenizer), (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+        texts, labels = data.test.texts, data.test.labels
+        command = "python benchmarks/llm_techniques.py" + (" --quick" if args.quick else "")
+        print(f"`{command}`: {type(teacher).__name__}, {parameter_count(teacher) / 1e6:.1f} M parameters; batch 1, "
+              f"2 threads, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} generated; {len(texts)} held-out sentences; "
+              f"medians of {rounds} rounds alternating with the teacher; no recovery training.\n")
+        print("| variant | time to first token ms | x | ms per token | x | memory MB | x | perplexity | "
+              "prompted accuracy |\n|---|---|---|---|---|---|---|---|---|")
+        teacher_memory = model_bytes(teacher) + kv_cache_bytes(
+            teacher, adapter_for(teacher, host.architectures), PROMPT_TOKENS + NEW_TOKENS, 4)
+        rows = []
+        for label, steps in [("teacher fp32", []), *VARIANTS.items()]:
+            model = compress(host, teacher, tokenizer, data, steps) if steps else teacher
+            timings = []
+            for _ in range(rounds):
+                base = prefill_and_decode(teacher, prompt_ids, NEW_TOKENS)
+                mine = prefill_and_decode(model, prompt_ids, NEW_TOKENS)
+                timings.append((mine[0], mine[1], base[0] / mine[0], base[1] / mine[1]))
+            ttft, per_token, ttft_x, token_x = (statistics.median(t[i] for t in timings) for i in range(4))
+            element = 2 if any(p.dtype == torch.bfloat16 for p in model.parameters()) else 4
+            adapter = adapter_for(model, host.architectures)
+            memory = model_bytes(model) + kv_cache_bytes(model, adapter, PROMPT_TOKENS + NEW_TOKENS, element)
+            row = {"variant": label, "ttft_ms": ttft, "ttft_x": ttft_x, "ms_per_token": per_token,
+                   "token_x": token_x, "memory_mb": memory / 2**20, "memory_x": teacher_memory / memory,
+                   "perplexity": perplexity(model, tokenizer, texts),
+                   "accuracy": prompted_accuracy(model, tokenizer, texts, labels, words)}
+            rows.append(row)
+            print(f"| {label} | {ttft:.1f} | {ttft_x:.2f}x | {per_token:.2f} | {token_x:.2f}x | "
+                  f"{row['memory_mb']:.1f} | {row['memory_x']:.2f}x | {row['perplexity']:.2f} | "
+                  f"{row['accuracy']:.4f} |", flush=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "llm_techniques.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
