@@ -41,7 +41,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "max_latency_ms": (float, "limit: median latency in ms"),
     "max_memory_mb": (float, "limit: memory in MB (weights + inference working memory)"),
     "max_accuracy_drop": (float, "limit: accuracy drop vs the teacher as a fraction (default 0.01 = 1 point)"),
-    "trials": (int, "trial budget of the study (default: 20); re-running continues up to it"),
+    "trials": (int, "trial budget of the study (default: the task's, 20 for most; demo-llm 6); re-running "
+               "continues up to it"),
     "timeout": (float, "wall-time budget in seconds for this run"),
     "budget": (str, "trials and/or wall time in one option: 40, 90m, 2h, or 40,2h (instead of --trials/--timeout)"),
     "seed": (int, "random seed for splits, sampler and training (default: 0)"),
@@ -270,7 +271,7 @@ def settings_from_options(options: Mapping[str, Any]):
         o["trials"], o["timeout"] = parse_budget(o["budget"])
     return SearchSettings(
         task=task, task_options=TaskOptions(**task_fields), target=o.get("target", "cpu"), measure=measure,
-        limits=limits, trials=20 if o.get("trials") is None else o["trials"], timeout_s=o.get("timeout"),
+        limits=limits, trials=o.get("trials"), timeout_s=o.get("timeout"),
         seed=o.get("seed", 0),
         sampler=o.get("sampler", "tpe"), pruner=o.get("pruner", "median"), prefer=o.get("prefer", "latency"),
         techniques=tuple(techniques) if techniques else None, search_space_file=o.get("search_space"),

@@ -87,6 +87,8 @@ class TaskProvider(ABC):
     #: The Hugging Face pipeline task its models serve; ``autocompress export`` makes folders that
     #: ``transformers.pipeline(pipeline_tag, model=DIR)`` runs (see ``autocompress.export.TASK_TYPES``).
     pipeline_tag: ClassVar[str] = "text-classification"
+    #: Trials a search runs when ``--trials`` is not given (plugin API 1.4).
+    default_trials: ClassVar[int] = 20
 
     def __init__(self, options: TaskOptions):
         self.options = options

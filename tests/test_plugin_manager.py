@@ -261,6 +261,7 @@ class _CountingTarget(Target):
 class _InMemoryTask(TaskProvider):
     name = "in_memory"
     description = "a tiny random BERT and synthetic sentences, built in memory"
+    default_trials = 2  # what a search without a trial budget runs (the search below gives none)
 
     def validate(self) -> None:
         if self.options.cache_dir is None:
@@ -291,7 +292,7 @@ def test_hook_autocompress_register_targets_and_autocompress_register_tasks_driv
     _CountingTarget.tokenizer = tiny_tokenizer(tmp_path / "tok")
     _PluginAdapter.built = 0
     settings = SearchSettings(task="in_memory", task_options=TaskOptions(cache_dir=tmp_path / "tok"),
-                              target="counting", measure=MeasureSettings(repeats=2, warmup=0), trials=2,
+                              target="counting", measure=MeasureSettings(repeats=2, warmup=0),
                               techniques=("ffn_pruning",), out=tmp_path / "run", progress=False, sampler="random")
     outcome = run_search(settings, host)
     assert outcome.trials == 2

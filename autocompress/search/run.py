@@ -10,6 +10,7 @@ with ``--storage`` (several workers share one study through it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import sys
@@ -73,6 +74,8 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     validate_starting_points(settings.starting_points, techniques, spaces, registered)
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
+    if settings.trials is None:  # the task knows what a sensible budget costs on its model
+        settings = dataclasses.replace(settings, trials=provider.default_trials)
     if provider.model_type() is not None:  # an unsupported family is refused before the model loads
         adapter_class_for(provider.model_type(), host.architectures)
     layout = settings.layout

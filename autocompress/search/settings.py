@@ -23,7 +23,8 @@ class SearchSettings:
     target: str = "cpu"
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     limits: Limits = field(default_factory=Limits)
-    trials: int = 20
+    #: Trial budget; None: the task's own default (``TaskProvider.default_trials``, 20 unless it says).
+    trials: int | None = None
     timeout_s: float | None = None
     seed: int = 0
     sampler: str = "tpe"
@@ -54,7 +55,8 @@ class SearchSettings:
     command: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
+        if self.trials is not None and (not isinstance(self.trials, int) or isinstance(self.trials, bool)
+                                        or self.trials < 1):
             raise InputError(f"--trials must be a whole number >= 1, got {self.trials!r}")
         check_positive("--timeout", self.timeout_s)
         check_positive("--heartbeat", self.heartbeat_s)
