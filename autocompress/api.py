@@ -200,8 +200,7 @@ class SearchResult:
         if self.recommended is not None:
             best = (f"recommended trial #{self.recommended.trial} ({self.recommended.speedup:.2f}x faster, "
                     f"{self.recommended.test_accuracy:.4f} test accuracy)")
-        ran = int((self.trials["ended"] != "waiting").sum())  # queued starting points not run yet are not counted
-        return f"SearchResult({self.run_dir}: {ran} trials, {len(self.front)} on the front, {best})"
+        return f"SearchResult({self.run_dir}: {self._run.ran} trials, {len(self.front)} on the front, {best})"
 
 
 def _result(run: RunData, run_dir: Path, host: Any = None) -> SearchResult:

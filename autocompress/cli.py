@@ -114,7 +114,8 @@ def summary(outcome) -> str:
     doc = outcome.document
     base = doc["baseline"]
     lines = [
-        f"study '{outcome.study_name}': {outcome.trials} trials; results in {outcome.out_dir}",
+        f"study '{outcome.study_name}': {outcome.trials} trials{_queued(outcome.queued)}; results in "
+        f"{outcome.out_dir}",
         f"teacher: test accuracy {base['test_accuracy']:.4f} (validation {base['val_accuracy']:.4f}), "
         f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB"
         + _teacher_training(outcome.out_dir),
@@ -137,6 +138,14 @@ def summary(outcome) -> str:
             missed = ", ".join(f"{k} by {v:g}" for k, v in near["missed_by"].items()) or "accuracy not measured"
             lines.append(f"  #{near['trial']}: {near['plan']} (missed {missed})")
     return "\n".join(lines)
+
+
+def _queued(queued: int) -> str:
+    """' (N more starting points queued ...)' when the budget ended before every starting point ran."""
+    if not queued:
+        return ""
+    return (f" ({queued} more starting point{'s' if queued > 1 else ''} queued, not run: a larger --trials "
+            "runs them first)")
 
 
 def _teacher_training(out_dir: Path) -> str:

@@ -41,8 +41,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "max_latency_ms": (float, "limit: median latency in ms"),
     "max_memory_mb": (float, "limit: memory in MB (weights + inference working memory)"),
     "max_accuracy_drop": (float, "limit: accuracy drop vs the teacher as a fraction (default 0.01 = 1 point)"),
-    "trials": (int, "trial budget of the study (default: the task's, 20 for most; demo-llm 6); re-running "
-               "continues up to it"),
+    "trials": (int, "trial budget of the study, starting points included (default: the task's: 20, demo-llm 6); "
+               "re-running continues up to it"),
     "timeout": (float, "wall-time budget in seconds for this run"),
     "budget": (str, "trials and/or wall time in one option: 40, 90m, 2h, or 40,2h (instead of --trials/--timeout)"),
     "seed": (int, "random seed for splits, sampler and training (default: 0)"),

@@ -51,6 +51,7 @@ from torch import nn
 
 from autocompress.deployment import DeploymentRequest, StaticInt8Request, unwrap
 from autocompress.errors import ExportError
+from autocompress.log_noise import TORCHVISION_MISSING, dropped
 
 #: What ``pip install "autocompress[onnx]"`` installs, by import name -> distribution name.
 ONNX_PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"}
@@ -326,7 +327,7 @@ def _export_float(model: nn.Module, path: Path, seq_len: int, opset: int | None)
     inputs = example_inputs(model, 2, max(2, seq_len))
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
+        with warnings.catch_warnings(), torch.inference_mode(), dropped(TORCHVISION_MISSING):
             # The exporter warns about internals we do not control (pytree, axis renaming).
             warnings.simplefilter("ignore")
             program = torch.onnx.export(

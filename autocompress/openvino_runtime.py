@@ -48,6 +48,7 @@ from torch import nn
 
 from autocompress.deployment import StaticInt8Request, unwrap
 from autocompress.errors import ExportError
+from autocompress.log_noise import LOSS_TYPE_NONE, dropped
 
 #: What ``pip install "autocompress[openvino]"`` installs, by import name -> distribution name.
 OPENVINO_PACKAGES = {"openvino": "openvino", "nncf": "nncf"}
@@ -139,7 +140,8 @@ def _convert(model: nn.Module) -> Any:
     ov = _openvino()
     model.eval()
     try:
-        with _telemetry_off(), warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with (_telemetry_off(), warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(),
+              dropped(LOSS_TYPE_NONE)):  # its tracer reads every attribute, a head-less submodule's loss too
             warnings.simplefilter("ignore")  # tracer warnings about shapes the frontend keeps dynamic
             return ov.convert_model(model, example_input=_example(model))
     except Exception as exc:

@@ -99,3 +99,31 @@ def test_starting_points_none_and_a_bad_file(tiny_task, tmp_path, capsys):
     bad.write_text("quantization: {dtype: int8}\n")
     assert _search(tiny_task, tmp_path / "bad2", "--trials", "1", "--starting-points", str(bad)) == 2
     assert "expected a list of plans" in capsys.readouterr().err
+
+
+def test_trials_counts_the_starting_points_and_the_summary_names_those_still_queued(tiny_task, tmp_path, capsys):
+    """--trials N runs N trials, starting points included: with 3 plans queued and --trials 2, two run and
+    the summary says "2 trials" and that 1 more is queued (it used to count the queued one as a trial)."""
+    plans = tmp_path / "plans.yaml"
+    plans.write_text("- ffn_pruning: {keep_fraction: 0.7}\n- ffn_pruning: {keep_fraction: 0.5}\n"
+                     "- ffn_pruning: {keep_fraction: 0.3}\n")
+    out = tmp_path / "run"
+
+    def search(trials: int) -> int:  # no post step searched: no probe (its timings are not checked here)
+        return main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "data.csv"),
+                     "--out", str(out), "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop",
+                     "0.3", "--techniques", "ffn_pruning", "--starting-points", str(plans), "--trials", str(trials)])
+
+    assert search(2) == 0
+    printed = capsys.readouterr().out
+    assert "study 'local-search': 2 trials (1 more starting point queued, not run: a larger --trials runs them " \
+           "first); results in" in printed
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE", "WAITING"]
+    assert "| trials | 2 run (budget 2); 1 starting points queued, not run |" in (out / "report.md").read_text()
+    # A larger budget runs the queued plan first; nothing is left queued.
+    assert search(3) == 0
+    assert "study 'local-search': 3 trials; results in" in capsys.readouterr().out
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"] * 3
+    assert trials.loc[2, "plan"].startswith("ffn_pruning(keep_fraction=0.3")

@@ -204,7 +204,8 @@ def provenance_rows(run: RunData) -> list[tuple[str, str]]:
         ("command", " ".join(record.get("command", [])) or "-"),
         ("date", str(record.get("date", "-"))),
         ("seed / sampler / pruner", f"{record.get('seed')} / {record.get('sampler')} / {record.get('pruner', '-')}"),
-        ("trials", f"{len(run.frame)} in the study (budget {record.get('trials', '?')})"),
+        ("trials", f"{run.ran} run (budget {record.get('trials', '?')})"
+                   + (f"; {run.queued} starting points queued, not run" if run.queued else "")),
         ("techniques", _searched_techniques(record)),
         ("CPU", f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, "
                 f"{machine.get('threads', '?')} threads used)"),

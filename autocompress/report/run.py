@@ -70,6 +70,17 @@ class RunData:
         numbers = [row["trial"] for row in self.document["front"]]
         return self.frame.set_index("number").loc[numbers].reset_index()
 
+    @property
+    def queued(self) -> int:
+        """Trials queued but never started (starting points beyond the budget so far): not part of
+        the trials a search ran, and a larger ``--trials`` runs them first."""
+        return int((self.frame["state"] == optuna.trial.TrialState.WAITING.name).sum())
+
+    @property
+    def ran(self) -> int:
+        """Trials that ran or are running (the ``--trials`` budget counts these, queued ones not)."""
+        return len(self.frame) - self.queued
+
     def ended_counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.frame[ENDED].value_counts().items()}
 

@@ -34,14 +34,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class SearchOutcome:
-    """What ``run_search`` returns: where the results are, how many trials the study holds, the
-    recommended trial (None when nothing met the limits) and the Pareto document (pareto.json)."""
+    """What ``run_search`` returns: where the results are, how many trials ran (the ``--trials``
+    budget counts them, starting points included), the recommended trial (None when nothing met the
+    limits) and the Pareto document (pareto.json)."""
 
     out_dir: Path
     study_name: str
     trials: int
     recommended: int | None
     document: dict[str, Any]
+    #: Starting points queued but not run yet (the budget ended first); a larger ``--trials`` runs them.
+    queued: int = 0
 
     @property
     def found(self) -> bool:
@@ -130,7 +133,7 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, host: Any) -> S
         shutil.copytree(source, layout.best_staging)
         shutil.rmtree(layout.best, ignore_errors=True)
         layout.best_staging.rename(layout.best)
-    return SearchOutcome(layout.root, settings.study_name, len(run.frame), recommended, run.document)
+    return SearchOutcome(layout.root, settings.study_name, run.ran, recommended, run.document, run.queued)
 
 
 def _render_report(run: RunData, layout: RunLayout, host: Any) -> None:

@@ -1,0 +1,45 @@
+"""Third-party log lines that say nothing to a user of autocompress, dropped where we call the library.
+
+Each is dropped by its logger and the start of its message, only around the call that provokes it,
+so every other line of those libraries (and every warning) still reaches the terminal:
+
+- ``TORCHVISION_MISSING``: torch's ONNX exporter logs "torchvision is not installed. Skipping
+  torchvision::nms" (and three more ops) on every export; our graphs never use torchvision.
+- ``LOSS_TYPE_NONE``: tracing a Hugging Face model reads every attribute of every submodule; for a
+  submodule without a task head (``BertModel``) transformers then logs "`loss_type=None` was set in
+  the config but it is unrecognized": no loss is computed there at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+#: (logger name, message start) pairs.
+TORCHVISION_MISSING = ("torch.onnx._internal.exporter._registration", "torchvision is not installed. Skipping ")
+LOSS_TYPE_NONE = ("transformers.modeling_utils", "`loss_type=None` was set in the config but it is unrecognized")
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+@contextmanager
+def dropped(*messages: tuple[str, str]) -> Iterator[None]:
+    """Inside: records of each (logger name, message start) in ``messages`` are dropped; that
+    logger's other records pass as before. The filters are removed on the way out."""
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, start in messages:
+        by_logger[name] = (*by_logger.get(name, ()), start)
+    with ExitStack() as stack:
+        for name, starts in by_logger.items():
+            logger, drop = logging.getLogger(name), _DropMessages(starts)
+            logger.addFilter(drop)
+            stack.callback(logger.removeFilter, drop)
+        yield
