@@ -15,6 +15,7 @@ ratios are medians over rounds, so a shared machine's drift hits both alike.
 
     python benchmarks/llm_techniques.py           # the published table (SmolLM2; tens of minutes on 2 cores)
     python benchmarks/llm_techniques.py --quick   # CI smoke run on a tiny Llama written from a config
+    python benchmarks/llm_techniques.py --only int8,bf16   # some variants (the teacher is always measured)
 """
 
 from __future__ import annotations
@@ -145,14 +146,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="also write llm_techniques.json here")
+    parser.add_argument("--only", default="", help="comma-separated words: run only the variants whose label has one")
     args = parser.parse_args()
+    words = [w.strip().lower() for w in args.only.split(",") if w.strip()]
+    variants = {label: steps for label, steps in VARIANTS.items()
+                if not words or any(word in label.lower() for word in words)}
     rounds = 1 if args.quick else 5
     host = build_host()
     with tempfile.TemporaryDirectory() as tmp, thread_count(2):
         teacher, tokenizer, data, words = load_teacher(args.quick, Path(tmp))
         prompt_ids = torch.randint(10, len(tokenizer), (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
         texts, labels = data.test.texts, data.test.labels
-        command = "python benchmarks/llm_techniques.py" + (" --quick" if args.quick else "")
+        command = ("python benchmarks/llm_techniques.py" + (" --quick" if args.quick else "")
+                   + (f" --only '{args.only}'" if args.only else ""))
         print(f"`{command}`: {type(teacher).__name__}, {parameter_count(teacher) / 1e6:.1f} M parameters; batch 1, "
               f"2 threads, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} generated; {len(texts)} held-out sentences; "
               f"medians of {rounds} rounds alternating with the teacher; no recovery training.\n")
@@ -161,7 +167,7 @@ def main() -> None:
         teacher_memory = model_bytes(teacher) + kv_cache_bytes(
             teacher, adapter_for(teacher, host.architectures), PROMPT_TOKENS + NEW_TOKENS, 4)
         rows = []
-        for label, steps in [("teacher fp32", []), *VARIANTS.items()]:
+        for label, steps in [("teacher fp32", []), *variants.items()]:
             model = compress(host, teacher, tokenizer, data, steps) if steps else teacher
             timings = []
             for _ in range(rounds):
