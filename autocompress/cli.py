@@ -150,7 +150,7 @@ def _queued(queued: int) -> str:
 
 def _teacher_training(out_dir: Path) -> str:
     """'; fine-tuned from X ...' when this run fine-tuned its teacher from a base model (run.json says)."""
-    from autocompress.teacher import no_better_than_majority
+    from autocompress.teacher import how_made, no_better_than_majority, what_to_try
 
     try:
         training = json.loads((out_dir / "run.json").read_text()).get("task_info", {}).get("teacher_training")
@@ -158,15 +158,14 @@ def _teacher_training(out_dir: Path) -> str:
         return ""
     if not training:
         return ""
-    when = "trained now" if training.get("trained_now") else "reused from the cache"
-    text = (f"\n  fine-tuned from {training.get('base_model_name')} ({training.get('epochs')} epochs, learning "
-            f"rate {training.get('learning_rate')}): validation accuracy {training.get('validation_accuracy'):.4f}; "
-            f"{when}: {training.get('directory')}")
+    text = f"\n  {how_made(training)}, validation accuracy {training.get('validation_accuracy'):.4f}"
+    if "trained_now" in training:
+        when = "trained now" if training.get("trained_now") else "reused from the cache"
+        text += f"; {when}: {training.get('directory')}"
     majority = no_better_than_majority(training)
     if majority is not None:
         text += (f"\n  warning: that is no better than always answering the most frequent class ({majority:.4f}): "
-                 "the teacher has not learned the task; give it more --teacher-epochs, a higher "
-                 "--teacher-learning-rate or more data (--train-limit)")
+                 f"the teacher has not learned the task; {what_to_try(training)}")
     return text
 
 

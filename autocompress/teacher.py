@@ -138,6 +138,25 @@ def no_better_than_majority(training: dict[str, Any]) -> float | None:
     return None
 
 
+def how_made(training: dict[str, Any]) -> str:
+    """How the teacher was made, from its record (``task_info.teacher_training``), for the CLI summary and the
+    report: fine-tuned here (recipe), or a causal LM used zero-shot through a prompt (template, label words)."""
+    prompt = training.get("prompt")
+    if prompt:
+        words = " / ".join(repr(word) for word in prompt.get("label_words", []))
+        return (f"zero-shot prompted classifier from {training.get('base_model_name', 'a causal LM')}: "
+                f"{prompt.get('template')!r} -> {words}")
+    return (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
+            f"epochs, learning rate {training.get('learning_rate')}")
+
+
+def what_to_try(training: dict[str, Any]) -> str:
+    """What a user can change when the teacher is no better than the majority class."""
+    if training.get("prompt"):
+        return "try another --prompt-template or --label-words (or a larger model)"
+    return "give it more --teacher-epochs, a higher --teacher-learning-rate or more data (--train-limit)"
+
+
 def majority_class_accuracy(data: TaskData) -> float:
     """Validation accuracy of always answering the most frequent class: what a teacher must beat to have learned."""
     labels = data.validation.labels

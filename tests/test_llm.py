@@ -124,7 +124,7 @@ def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(causal_t
 
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
-def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path):
+def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path, capsys):
     root = tmp_path / family
     write_tiny_causal_lm(root / "model", family=family, layers=2)
     texts, labels = synthetic_sentiment(80, seed=4)
@@ -134,6 +134,9 @@ def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path):
                    "none", "--max-accuracy-drop", "0.9") == 0
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"], trials[["plan", "reason"]].to_string()
+    printed = capsys.readouterr().out  # how the teacher was made, and (a random tiny LM) what to try instead
+    assert "zero-shot prompted classifier from" in printed and "' bad' / ' good'" in printed
+    assert "try another --prompt-template or --label-words" in printed
 
 
 def test_an_architecture_no_adapter_supports_exits_2_naming_the_families(tmp_path, capsys, monkeypatch):

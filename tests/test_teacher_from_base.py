@@ -42,7 +42,7 @@ def test_a_base_hub_model_and_data_get_a_fine_tuned_cached_teacher_then_a_search
     cache = tmp_path / "cache"
     assert main(_search(base_task, tmp_path / "run", cache, "tiny-org/tiny-base")) == 0
     printed = capsys.readouterr().out
-    assert "fine-tuned from tiny-org/tiny-base (8.0 epochs, learning rate 0.003): validation accuracy" in printed
+    assert "fine-tuned here from tiny-org/tiny-base: 8.0 epochs, learning rate 0.003, validation accuracy" in printed
     assert "; trained now: " in printed
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     training = run["task_info"]["teacher_training"]

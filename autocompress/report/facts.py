@@ -12,7 +12,7 @@ import pandas as pd
 from autocompress.report.run import RunData
 from autocompress.study import floor
 from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
-from autocompress.teacher import no_better_than_majority
+from autocompress.teacher import how_made, no_better_than_majority
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,7 @@ def teacher_origin(run: RunData) -> str:
     training = (run.record.get("task_info") or {}).get("teacher_training")
     if not training:
         return "the fine-tuned model"
-    text = (f"fine-tuned here from {training.get('base_model_name', 'a base model')}: {training.get('epochs')} "
-            f"epochs, learning rate {training.get('learning_rate')}, validation accuracy "
-            f"{_fmt(training.get('validation_accuracy'), '.4f')}")
+    text = f"{how_made(training)}, validation accuracy {_fmt(training.get('validation_accuracy'), '.4f')}"
     majority = no_better_than_majority(training)
     if majority is not None:
         text += (f"; no better than always answering the most frequent class ({_fmt(majority, '.4f')}): "
