@@ -105,6 +105,7 @@ def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], 
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
     config.pad_token_id = tokenizer.pad_token_id
+    config.use_cache = False  # a classifier reads one pass over the prompt; a KV cache would be built for nothing
     config.architectures = None
     setattr(config, CONFIG_ATTRIBUTE, prompt.as_dict(label_names))
     classifier = AutoModelForSequenceClassification.from_config(config, dtype=causal_lm.dtype)
