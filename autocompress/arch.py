@@ -44,6 +44,9 @@ class LayerPaths:
     #: The gate linear of a gated FFN (Llama's ``gate_proj``: ``down(act(gate(x)) * up(x))``), whose
     #: output rows pair one to one with ``ffn_in``'s; None for a plain two-linear FFN.
     ffn_gate: str | None = None
+    #: Linears that project relative positions per head (DeBERTa's ``pos_key_proj`` / ``pos_query_proj``
+    #: when it does not share the query/key projections): their output rows follow the heads, like q/k.
+    position_projections: tuple[str, ...] = ()
 
     @property
     def ffn_inputs(self) -> tuple[str, ...]:
@@ -224,6 +227,45 @@ class DistilBertAdapter(ArchitectureAdapter):
     def head_size(self) -> int:
         config = self.model.config
         return config.dim // config.n_heads
+
+
+class DebertaV2Adapter(ArchitectureAdapter):
+    """DeBERTa-v2 and v3 encoders (disentangled attention). The relative-position projections follow the
+    heads: with ``share_att_key`` (v3) they are the query/key projections themselves, so cutting heads
+    cuts both; without it, ``pos_key_proj`` / ``pos_query_proj`` are named in ``position_projections``
+    and sliced with the same heads. The attention's ``num_attention_heads`` (which reshapes the scores)
+    is kept true by ``keep_heads``."""
+
+    name = "deberta-v2"
+    description = "DeBERTa-v2/v3 encoders (disentangled attention)"
+    model_types = ("deberta-v2",)
+
+    def layer_list_path(self) -> str:
+        return f"{self.model.base_model_prefix}.encoder.layer"
+
+    def layer_paths(self, index: int) -> LayerPaths:
+        layer = f"{self.layer_list_path()}.{index}"
+        attention = get_module(self.model, f"{layer}.attention.self")
+        positions = tuple(f"{layer}.attention.self.{name}" for name in ("pos_key_proj", "pos_query_proj")
+                          if isinstance(getattr(attention, name, None), nn.Module))
+        return LayerPaths(
+            query=f"{layer}.attention.self.query_proj",
+            key=f"{layer}.attention.self.key_proj",
+            value=f"{layer}.attention.self.value_proj",
+            attention_output=f"{layer}.attention.output.dense",
+            ffn_in=f"{layer}.intermediate.dense",
+            ffn_out=f"{layer}.output.dense",
+            attention_norm=f"{layer}.attention.output.LayerNorm",
+            output_norm=f"{layer}.output.LayerNorm",
+            position_projections=positions,
+        )
+
+    def word_embeddings_path(self) -> str:
+        return f"{self.model.base_model_prefix}.embeddings.word_embeddings"
+
+    def head_size(self) -> int:
+        config = self.model.config
+        return getattr(config, "attention_head_size", None) or config.hidden_size // config.num_attention_heads
 
 
 class LlamaAdapter(ArchitectureAdapter):
@@ -437,7 +479,8 @@ def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_si
 
     units = rows(keep)
     key_value_units = units if key_value_keep is None else rows(key_value_keep)
-    replace_sliced(model, paths.query, keep_out=units)
+    for path in (paths.query, *paths.position_projections):
+        replace_sliced(model, path, keep_out=units)
     for path in (paths.key, paths.value):
         replace_sliced(model, path, keep_out=key_value_units)
     replace_sliced(model, paths.attention_output, keep_in=units)

@@ -1,11 +1,12 @@
-"""Built-in architecture adapters: BERT-style encoders, DistilBERT and Llama-layout decoders."""
+"""Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3 and Llama-layout decoders."""
 
 from autocompress import hookimpl
-from autocompress.arch import BertAdapter, DistilBertAdapter, LlamaAdapter
+from autocompress.arch import BertAdapter, DebertaV2Adapter, DistilBertAdapter, LlamaAdapter
 
 
 @hookimpl
 def autocompress_register_architectures(register):
     register.add(BertAdapter)
     register.add(DistilBertAdapter)
+    register.add(DebertaV2Adapter)
     register.add(LlamaAdapter)
