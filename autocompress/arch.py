@@ -111,6 +111,12 @@ class ArchitectureAdapter(ABC):
         does not name them (techniques that narrow the hidden width then refuse the family)."""
         return None
 
+    def shared_head_tables(self) -> tuple[str, ...]:
+        """Modules used by every layer whose outputs are per attention head (MPNet's relative attention
+        bias): heads removed layer by layer would no longer line up with them, so head pruning refuses
+        such a model. Empty by default."""
+        return ()
+
     def key_value_heads(self) -> int | None:
         """Key/value heads per layer under grouped-query attention (each shared by a group of query
         heads), or None when every query head has its own key and value."""
@@ -266,6 +272,44 @@ class DebertaV2Adapter(ArchitectureAdapter):
     def head_size(self) -> int:
         config = self.model.config
         return getattr(config, "attention_head_size", None) or config.hidden_size // config.num_attention_heads
+
+
+class MPNetAdapter(ArchitectureAdapter):
+    """MPNet encoders (e.g. all-mpnet-base-v2): BERT-like layers under ``attention.attn`` (q/k/v/o), and one
+    relative-attention bias table per head shared by every layer (``shared_head_tables``)."""
+
+    name = "mpnet"
+    description = "MPNet encoders"
+    model_types = ("mpnet",)
+
+    def layer_list_path(self) -> str:
+        return f"{self.model.base_model_prefix}.encoder.layer"
+
+    def layer_paths(self, index: int) -> LayerPaths:
+        layer = f"{self.layer_list_path()}.{index}"
+        return LayerPaths(
+            query=f"{layer}.attention.attn.q",
+            key=f"{layer}.attention.attn.k",
+            value=f"{layer}.attention.attn.v",
+            attention_output=f"{layer}.attention.attn.o",
+            ffn_in=f"{layer}.intermediate.dense",
+            ffn_out=f"{layer}.output.dense",
+            attention_norm=f"{layer}.attention.LayerNorm",
+            output_norm=f"{layer}.output.LayerNorm",
+        )
+
+    def word_embeddings_path(self) -> str:
+        return f"{self.model.base_model_prefix}.embeddings.word_embeddings"
+
+    def head_size(self) -> int:
+        config = self.model.config
+        return config.hidden_size // config.num_attention_heads
+
+    def shared_head_tables(self) -> tuple[str, ...]:
+        encoder = get_module(self.model, f"{self.model.base_model_prefix}.encoder")
+        if isinstance(getattr(encoder, "relative_attention_bias", None), nn.Module):
+            return (f"{self.model.base_model_prefix}.encoder.relative_attention_bias",)
+        return ()
 
 
 class LlamaAdapter(ArchitectureAdapter):

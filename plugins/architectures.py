@@ -1,7 +1,7 @@
-"""Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3 and Llama-layout decoders."""
+"""Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3, MPNet and Llama-layout decoders."""
 
 from autocompress import hookimpl
-from autocompress.arch import BertAdapter, DebertaV2Adapter, DistilBertAdapter, LlamaAdapter
+from autocompress.arch import BertAdapter, DebertaV2Adapter, DistilBertAdapter, LlamaAdapter, MPNetAdapter
 
 
 @hookimpl
@@ -9,4 +9,5 @@ def autocompress_register_architectures(register):
     register.add(BertAdapter)
     register.add(DistilBertAdapter)
     register.add(DebertaV2Adapter)
+    register.add(MPNetAdapter)
     register.add(LlamaAdapter)

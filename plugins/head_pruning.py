@@ -48,7 +48,7 @@ from torch import nn
 
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads
-from autocompress.technique import ApplyContext, Stage, Technique
+from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
 
 SCORINGS = ("gradient", "l1")
 #: Examples per forward/backward pass during gradient scoring.
@@ -228,6 +228,14 @@ class HeadPruning(Technique):
     Config = HeadPruningConfig
     State = HeadPruningState
     description = "Attention head pruning by gradient (Michel et al. 2019) or L1 importance (heads removed)"
+
+    @classmethod
+    def unsupported_reason_for(cls, model: ModelAndTokenizer) -> str | None:
+        shared = model.adapter.shared_head_tables()
+        if shared:
+            return (f"{', '.join(shared)} holds one entry per attention head for every layer at once; heads "
+                    "removed layer by layer would no longer line up with it")
+        return None
 
     def score(self, model: nn.Module, config: HeadPruningConfig, context: ApplyContext) -> torch.Tensor:
         """Per-layer-normalised head importance, ``[layers, heads]``."""

@@ -27,7 +27,7 @@ DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
 #: The model families every technique's contract checks run on (``autocompress.testing.contract``):
 #: every encoder family the built-in adapters claim, and one Llama-layout decoder (the others share its
 #: adapter and module layout; ``DECODER_FAMILIES`` has them for the tests that need them).
-FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "llama")
+FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "llama")
 #: How ``trained_tiny_model`` trains: steps of 32 examples of ``synthetic_sentiment`` at this rate.
 TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
 #: Held-out accuracy a trained tiny model must reach; below it, training went wrong.
@@ -98,6 +98,10 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
         config = tf.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
                                      hidden_dim=ffn, num_labels=num_labels, max_position_embeddings=128)
         return tf.DistilBertForSequenceClassification(config).eval()
+    if family == "mpnet":
+        config = tf.MPNetConfig(**common, max_position_embeddings=130, pad_token_id=PAD_ID, bos_token_id=CLS_ID,
+                                eos_token_id=SEP_ID)
+        return tf.MPNetForSequenceClassification(config).eval()
     if family in ("deberta-v2", "deberta-v2-unshared"):
         # DeBERTa-v3's layout: relative positions in 32 log buckets, projected by the query/key projections
         # themselves (share_att_key); "deberta-v2-unshared" has its own position projections (DeBERTa-v2).
