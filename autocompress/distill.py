@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from autocompress.data import TextDataset
-from autocompress.technique import ApplyContext
+from autocompress.technique import ApplyContext, no_report
 from autocompress.training import Encoded, accuracy, encode, fine_tune
 
 #: Validation examples scored for intermediate reports (a fixed, seeded subset).
@@ -260,7 +260,11 @@ def evaluation_subset(context: ApplyContext) -> Encoded:
 
 
 def _report_callback(model: nn.Module, context: ApplyContext, settings: RecoverySettings,
-                     steps_per_epoch: int) -> Callable[[int, int], None]:
+                     steps_per_epoch: int) -> Callable[[int, int], None] | None:
+    """Evaluates on the validation subset and reports to ``context.report`` every ``eval_every``
+    steps; None when nobody listens (outside a search): evaluating changes nothing in training."""
+    if context.report is no_report:
+        return None
     validation = evaluation_subset(context)
     every = settings.eval_every or steps_per_epoch
 

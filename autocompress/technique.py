@@ -43,6 +43,11 @@ class Stage(enum.IntEnum):
     POST = 3  # post-training transforms such as quantization; always last
 
 
+def no_report(step: int, value: float) -> None:
+    """``ApplyContext.report`` when nobody listens (a technique applied outside a search): ignores
+    the value. A recovery technique that finds ``context.report is no_report`` need not compute it."""
+
+
 @dataclass
 class ApplyContext:
     """What a technique may use besides the model, and what structure steps tell later steps.
@@ -63,8 +68,9 @@ class ApplyContext:
     max_length: int = 64
     seed: int = 0
     #: Recovery techniques call ``report(step, validation_accuracy)``; it may raise
-    #: ``optuna.TrialPruned`` to stop a weak trial early.
-    report: Callable[[int, float], None] = lambda step, value: None
+    #: ``optuna.TrialPruned`` to stop a weak trial early. ``no_report`` (the default, outside a
+    #: search): nobody listens, so a recovery technique may skip computing the accuracy.
+    report: Callable[[int, float], None] = no_report
     #: Student token id -> teacher token id (a LongTensor indexed by student ids), when they differ;
     #: ``token_map[input_ids]`` turns student inputs into teacher inputs. None: the same ids.
     token_map: torch.Tensor | None = None

@@ -15,7 +15,9 @@ writes frontier.json next to the models.
 
     python benchmarks/demo_frontier.py                                   # the published table (cpu)
     python benchmarks/demo_frontier.py --targets cpu,onnxruntime,openvino   # one search per runtime
-    python benchmarks/demo_frontier.py --quick    # CI smoke run: smoke teacher, 3 trials, short recovery
+    python benchmarks/demo_frontier.py --quick    # CI smoke run: smoke teacher, 2 trials, short recovery
+
+Quick mode re-measures every model in one fresh process (the published run: one process each).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ BASELINES = {
     "half depth + distillation + int8": [*HALF_DEPTH, ("quantization", {"dtype": "int8"})],
 }
 BATCHES = (1, 16)
+#: Names of the fresh measurements that are no model row: each search's free floor, the teacher at the end.
+FLOOR, TEACHER_AGAIN = "free floor on ", "teacher again"
 
 
 def task_flags(quick: bool) -> list[str]:
@@ -55,11 +59,14 @@ def task_flags(quick: bool) -> list[str]:
 #: Quick mode trains every recovery step this long (a few optimiser steps): the smoke run checks
 #: that each number is there and sane, and training is nearly all of a search's time.
 QUICK_RECOVERY_EPOCHS = 0.1
+#: Quick mode's search budget: its two starting points.
+QUICK_TRIALS = 2
 
 
 def quick_search_flags(out: Path) -> list[str]:
-    """Quick mode's search: the built-in starting points' plans with the short recovery, and a
-    search space whose recovery epochs are that short too (written into ``out``)."""
+    """Quick mode's search: the first two built-in starting points' plans (a post step alone; a
+    structure step, recovery and a post step) with the short recovery, and a search space whose
+    recovery epochs are that short too (written into ``out``)."""
     import yaml
 
     short = {"type": "float", "low": QUICK_RECOVERY_EPOCHS, "high": 2 * QUICK_RECOVERY_EPOCHS,
@@ -70,8 +77,6 @@ def quick_search_flags(out: Path) -> list[str]:
         {"quantization": {"dtype": "int8"}},
         {"ffn_pruning": {"keep_fraction": 0.7}, "distillation": {"epochs": QUICK_RECOVERY_EPOCHS},
          "quantization": {"dtype": "int8"}},
-        {"layer_drop": {"keep_layers": 4, "strategy": "every_other"},
-         "distillation": {"epochs": QUICK_RECOVERY_EPOCHS}, "quantization": {"dtype": "int8"}},
     ]))
     return ["--search-space", str(space), "--starting-points", str(starting)]
 
@@ -175,18 +180,26 @@ def _best_free(run: Path, pareto: dict[str, Any]) -> dict[str, Any] | None:
     return None if best is None else dict(best)
 
 
-def measure_fresh(directory: str, flags: list[str], target: str = "cpu",
-                  post: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Reload ``directory`` in a new Python process and measure it on ``target`` (after the post step
-    ``post``, {technique: config}, when given): latency, memory, parameters, test accuracy."""
-    command = [sys.executable, __file__, "--measure", directory, "--flags", json.dumps(flags), "--target", target]
-    if post is not None:
-        command += ["--post", json.dumps(post)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def measure_fresh(requests: dict[str, dict[str, Any]], flags: list[str], one_process: bool = False
+                  ) -> dict[str, dict[str, Any]]:
+    """Reload each request's model in a new Python process and measure it: latency, memory,
+    parameters, test accuracy. A request is {"dir": saved model, "target": target name, "post":
+    {technique: config} or None (a by-hand post step on the reloaded model)}. The published run
+    gives each request a process of its own; ``one_process`` (quick mode) measures them all, one
+    after the other, in one new process (the smoke run checks each number, not its independence)."""
+    batches = [list(requests)] if one_process else [[name] for name in requests]
+    fresh = {}
+    for names in batches:
+        command = [sys.executable, __file__, "--measure", json.dumps([requests[name] for name in names]),
+                   "--flags", json.dumps(flags)]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        fresh.update(zip(names, json.loads(result.stdout.strip().splitlines()[-1]), strict=True))
+    return fresh
 
 
-def _measure_here(directory: str, flags: list[str], target_name: str, post: dict[str, Any] | None) -> None:
+def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
+    import gc
+
     import torch
 
     from autocompress import load_pretrained
@@ -198,29 +211,35 @@ def _measure_here(directory: str, flags: list[str], target_name: str, post: dict
     from autocompress.technique import ApplyContext, PlanStep
     from autocompress.training import accuracy, encode
 
-    torch.manual_seed(0)
     options = _options(flags)
     host = build_host()
-    model, tokenizer = load_pretrained(directory, host)
     data = load_demo_task_data(seed=0, cache_dir=options.get("cache_dir") or default_cache_dir())
-    if post:  # a by-hand post step on the reloaded model (static int8 calibrates on the training split)
-        context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
-                               max_length=64)
-        steps = [PlanStep(host.techniques[name], host.techniques[name].make_config(config))
-                 for name, config in post.items()]
-        model = apply_steps(model, steps, context).eval()
-    target = host.targets[target_name]()
-    record: dict[str, Any] = {"target": target_name}
     repeats, warmup = options.get("repeats") or 30, options.get("warmup") if options.get("warmup") is not None else 5
-    for batch in BATCHES:
-        m = target.measure(model, MeasureSettings(batch_size=batch, seq_len=64, threads=2, repeats=repeats,
-                                                  warmup=warmup))
-        record[f"b{batch}"] = {"latency_ms": m.latency_ms, "latency_p90_ms": m.latency_p90_ms,
-                               "memory_mb": m.memory_mb}
-        record["parameters"] = m.parameters
     test = data.test.head(options["eval_limit"]) if options.get("eval_limit") else data.test
-    record["accuracy"] = accuracy(target.runtime(model), encode(tokenizer, test, 64))
-    print(json.dumps(record))
+    records = []
+    for request in requests:
+        torch.manual_seed(0)
+        model, tokenizer = load_pretrained(request["dir"], host)
+        post = request.get("post")
+        if post:  # a by-hand post step on the reloaded model (static int8 calibrates on the training split)
+            context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
+                                   max_length=64)
+            steps = [PlanStep(host.techniques[name], host.techniques[name].make_config(config))
+                     for name, config in post.items()]
+            model = apply_steps(model, steps, context).eval()
+        target = host.targets[request["target"]]()
+        record: dict[str, Any] = {"target": request["target"]}
+        for batch in BATCHES:
+            m = target.measure(model, MeasureSettings(batch_size=batch, seq_len=64, threads=2, repeats=repeats,
+                                                      warmup=warmup))
+            record[f"b{batch}"] = {"latency_ms": m.latency_ms, "latency_p90_ms": m.latency_p90_ms,
+                                   "memory_mb": m.memory_mb}
+            record["parameters"] = m.parameters
+        record["accuracy"] = accuracy(target.runtime(model), encode(tokenizer, test, 64))
+        records.append(record)
+        del model, target
+        gc.collect()
+    print(json.dumps(records))
 
 
 def main() -> None:
@@ -231,15 +250,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo-frontier"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
-    parser.add_argument("--target", default="cpu", help=argparse.SUPPRESS)
-    parser.add_argument("--post", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        _measure_here(args.measure, json.loads(args.flags), args.target, json.loads(args.post) if args.post else None)
+        _measure_here(json.loads(args.measure), json.loads(args.flags))
         return
     flags = task_flags(args.quick)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    trials = 3 if args.quick and args.trials is None else args.trials
+    trials = QUICK_TRIALS if args.quick and args.trials is None else args.trials
     # The free floor of the quick run: the searched targets only (each other runtime costs minutes).
     free_floor = ",".join(targets) if args.quick else None
     args.out.mkdir(parents=True, exist_ok=True)
@@ -249,16 +266,19 @@ def main() -> None:
                            free_floor) for target in targets]
     for search in searches:
         models.update(search["found"])
-    fresh = {name: measure_fresh(info["dir"], flags, info.get("target", "cpu")) for name, info in models.items()}
-    floors = {}
-    for search in searches:
+    requests = {name: {"dir": info["dir"], "target": info.get("target", "cpu")} for name, info in models.items()}
+    for search in searches:  # each search's best free option: the teacher with that post step, on that target
         best = search["best_free"]
         if best is not None:
             post = {best["technique"]: best["config"]} if best["technique"] else None
-            floors[search["target"]] = {**best, "fresh": measure_fresh(models["teacher"]["dir"], flags,
-                                                                       best["target"], post)}
+            requests[FLOOR + search["target"]] = {"dir": models["teacher"]["dir"], "target": best["target"],
+                                                  "post": post}
     # The teacher once more at the end: the machine's drift over the run, stated with the table.
-    teacher_again = measure_fresh(models["teacher"]["dir"], flags)
+    requests[TEACHER_AGAIN] = {"dir": models["teacher"]["dir"], "target": "cpu"}
+    fresh = measure_fresh(requests, flags, one_process=args.quick)
+    floors = {search["target"]: {**search["best_free"], "fresh": fresh.pop(FLOOR + search["target"])}
+              for search in searches if search["best_free"] is not None}
+    teacher_again = fresh.pop(TEACHER_AGAIN)
     report = summarise(models, fresh, teacher_again, searches, floors, args, time.perf_counter() - started)
     (args.out / "frontier.json").write_text(json.dumps(report, indent=2, default=str))
     print(report["markdown"])

@@ -56,3 +56,31 @@ def test_a_fresh_process_and_one_that_trained_measure_alike():
     assert fresh["faults"] < default["faults"] / 20 and trained["faults"] < default["faults"] / 20
     assert fresh["activation_mb"] > 1 and trained["activation_mb"] > 1  # the pass's working memory
     assert abs(fresh["activation_mb"] - trained["activation_mb"]) < 0.35 * fresh["activation_mb"]
+
+
+def test_long_lived_objects_are_frozen_out_of_collections_until_the_outermost_use_ends():
+    import gc
+    import weakref
+
+    from autocompress.measure import long_lived_objects
+
+    class Node:
+        pass
+
+    def cycle():
+        node = Node()
+        node.self = node
+        return weakref.ref(node)
+
+    assert gc.get_freeze_count() == 0
+    before = cycle()  # garbage made before: the last full collection on entry frees it
+    with long_lived_objects():
+        assert before() is None and gc.get_freeze_count() > 0
+        kept = Node()  # alive on entry of the inner use: frozen there
+        with long_lived_objects():
+            inside = cycle()  # garbage made inside: collected as usual
+            gc.collect()
+            assert inside() is None
+        assert gc.get_freeze_count() > 0  # the inner use's end keeps the outer one's objects frozen
+        del kept
+    assert gc.get_freeze_count() == 0

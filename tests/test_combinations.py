@@ -3,14 +3,20 @@
 For the numbers: ``python -m pytest tests/test_combinations.py --durations=3`` (the reload matrix's
 time is its fixture's setup).
 
-The matrix: every pair of structure-stage techniques the registry holds (built-ins, plus the
-example plugin's where it is installed; pairs that declare a conflict are never built by the
-search and are left out), each with every post step (none, int8, int8 with int8 word embeddings,
-bf16), on tiny BERT and DistilBERT models. Each candidate is built and saved exactly as a search
-trial does (structure steps, ``deploy`` for the post steps, ``model_io.save_candidate`` of the
-float model), then ``autocompress.load_pretrained`` reloads all of them in one fresh process
-(one process keeps it fast), and the reloaded logits must equal the deployed model's, bit for
-bit, on padded batches of varied lengths and on sentences through the saved tokenizer.
+The matrix, on tiny BERT and DistilBERT models: every pair of structure-stage techniques the
+registry holds (built-ins, plus the example plugins' where they are installed; pairs that declare
+a conflict are never built by the search and are left out), each pair with one post step (none,
+int8, int8 with int8 word embeddings, bf16). The rule for the post steps (``assign_post_steps``):
+on each model family, every structure technique meets every post step in at least one of its
+pairs (a greedy choice per pair, plus an extra pair wherever a technique has too few partners).
+So every pair of structure techniques and every technique with every post step is built and
+reloaded, without the pairs x post steps product (four times as many candidates).
+
+Each candidate is built and saved exactly as a search trial does (structure steps, ``deploy``
+for the post step, ``model_io.save_candidate`` of the float model), then
+``autocompress.load_pretrained`` reloads all of them in one fresh process (one process keeps it
+fast), and the reloaded logits must equal the deployed model's, bit for bit, on padded batches of
+varied lengths and on sentences through the saved tokenizer.
 
 Each technique's settings are drawn from its own search space (seeded), redrawn until the
 technique alone really changes the model, so a new structure technique joins the matrix with
@@ -117,8 +123,29 @@ class Combination:
         return f"{self.family}-{'+'.join(self.structure)}-{self.post.replace(' ', '')}"
 
 
-COMBINATIONS = [Combination(family, (a.name, b.name), post) for family in FAMILIES for a, b in PAIRS
-                for post in POST_STEPS]
+def assign_post_steps(pairs: list[tuple[str, str]], posts: list[str]) -> list[tuple[tuple[str, str], str]]:
+    """(pair, post step) for every pair, chosen so that every technique of the pairs meets every post
+    step at least once: each pair takes the post step that the most of its two techniques still lack
+    (ties: the one used least so far, then the listed order); a technique still lacking one then gets
+    an extra (pair, post step) with its first partner."""
+    lacking = {name: list(posts) for pair in pairs for name in pair}
+    used = dict.fromkeys(posts, 0)
+    chosen = []
+    for pair in pairs:
+        post = max(posts, key=lambda p: (sum(p in lacking[name] for name in pair), -used[p], -posts.index(p)))
+        chosen.append((pair, post))
+        used[post] += 1
+        for name in pair:
+            if post in lacking[name]:
+                lacking[name].remove(post)
+    for name, missing in lacking.items():
+        partner = next(pair for pair in pairs if name in pair)
+        chosen += [(partner, post) for post in missing]
+    return chosen
+
+
+COMBINATIONS = [Combination(family, pair, post) for family in FAMILIES
+                for pair, post in assign_post_steps([(a.name, b.name) for a, b in PAIRS], list(POST_STEPS))]
 
 RELOAD = """
 import json, sys
@@ -192,11 +219,23 @@ def reloaded(tmp_path_factory) -> dict[str, dict]:
     return {Path(directory).name: outcome for directory, outcome in results.items()}
 
 
-def test_the_matrix_covers_every_structure_technique_and_post_step():
+def test_the_matrix_covers_every_pair_and_every_technique_with_every_post_step():
     names = {cls.name for cls in STRUCTURE}
     assert {"vocab_trim", "layer_drop", "head_pruning", "ffn_pruning", "low_rank"} <= names
     assert {cls.name for pair in PAIRS for cls in pair} == names
-    assert len(COMBINATIONS) == len(FAMILIES) * len(PAIRS) * len(POST_STEPS)
+    for family in FAMILIES:
+        built = [c for c in COMBINATIONS if c.family == family]
+        assert {c.structure for c in built} == {(a.name, b.name) for a, b in PAIRS}
+        assert {(name, c.post) for c in built for name in c.structure} == {(n, p) for n in names for p in POST_STEPS}
+    assert len({c.name for c in COMBINATIONS}) == len(COMBINATIONS) < len(FAMILIES) * len(PAIRS) * len(POST_STEPS)
+
+
+def test_the_post_step_rule_covers_a_technique_with_too_few_partners():
+    # c meets only a: its one pair cannot carry three post steps, so extra (pair, post step) entries do.
+    chosen = assign_post_steps([("a", "b"), ("a", "c"), ("b", "d")], ["none", "int8", "bf16"])
+    for name in "abcd":
+        assert {post for pair, post in chosen if name in pair} == {"none", "int8", "bf16"}, (name, chosen)
+    assert {pair for pair, _ in chosen} == {("a", "b"), ("a", "c"), ("b", "d")}
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS, ids=lambda c: c.name)

@@ -204,6 +204,25 @@ def test_report_is_called_and_a_pruned_trial_propagates(tmp_path):
     assert teacher.config._attn_implementation == student.config._attn_implementation == "sdpa"
 
 
+def test_without_a_listener_recovery_skips_evaluating_and_trains_exactly_the_same(tmp_path):
+    """Outside a search nobody reads the validation accuracy (``no_report``): no forward pass in eval
+    mode is made for it, and the trained weights equal those of a run that evaluated every step."""
+    teacher = tiny_model("bert")
+    tokenizer, data = tiny_tokenizer(tmp_path), _data()
+    trained, eval_forwards = [], []
+    for report in (None, lambda step, value: None):
+        student = copy.deepcopy(teacher)
+        forwards = []
+        student.register_forward_hook(lambda module, args, output, seen=forwards: seen.append(module.training))
+        context = _context(student, teacher, tokenizer, data, **({"report": report} if report else {}))
+        _distill(student, context, eval_every=1, epochs=1.0, batch_size=32)
+        trained.append(student.state_dict())
+        eval_forwards.append(forwards.count(False))
+    assert eval_forwards[0] == 0 and eval_forwards[1] > 0  # the listener's run evaluated, the other did not
+    assert trained[0].keys() == trained[1].keys()
+    assert all(torch.equal(trained[0][name], trained[1][name]) for name in trained[0])
+
+
 def test_non_finite_loss_raises(tmp_path):
     teacher = tiny_model("bert")
     student = copy.deepcopy(teacher)

@@ -49,24 +49,45 @@ def _search(tiny_task, out, techniques, trials, **extra):
     return pd.read_csv(out / "trials.csv")
 
 
-def test_a_segfaulting_trial_fails_with_the_signal_and_technique_named_and_the_search_goes_on(tiny_task, tmp_path):
-    out = tmp_path / "run"
-    crashes = [False, True, False]
-    _queue(out, [{"use.segfaulting": True, "segfaulting.crash": crash} for crash in crashes])
-    trials = _search(tiny_task, out, ["segfaulting"], len(crashes))
+#: One isolated search serves the tests of what a child's trial does (crash, hit the memory cap, report
+#: a pruned curve, match an in-process run): one search start and one child per trial, not five
+#: searches. Its trials, in this order, fix every parameter (what the sampler would choose is not
+#: tested here); (technique, fields), None: no technique at all.
+FAULT_TECHNIQUES = ("segfaulting", "memory_hog", "isolated_curve", "quantization")
+FAULT_TRIALS = [("segfaulting", {"crash": False}), ("segfaulting", {"crash": True}), ("segfaulting", {"crash": False}),
+                ("memory_hog", {"megabytes": 1500}), ("memory_hog", {"megabytes": 0}),
+                *[("isolated_curve", {"quality": q}) for q in (0.9, 0.9, 0.9, 0.3)],
+                (None, {}), *[("quantization", {"dtype": dtype, "embeddings": False, "fallback_layers": 0})
+                              for dtype in ("int8", "bf16")]]
+SEGFAULT, MEMORY, CURVE, QUANTIZATION = slice(0, 3), slice(3, 5), slice(5, 9), slice(9, 12)
+
+
+def _fixed(technique, fields, techniques=FAULT_TECHNIQUES):
+    return {**{f"use.{name}": name == technique for name in techniques},
+            **{f"{technique}.{field}": value for field, value in fields.items()}}
+
+
+@pytest.fixture(scope="module")
+def faults(tiny_task, tmp_path_factory) -> pd.DataFrame:
+    """trials.csv of the isolated search of ``FAULT_TRIALS`` (median pruner, a 300 MB memory cap)."""
+    out = tmp_path_factory.mktemp("faults") / "run"
+    _queue(out, [_fixed(technique, fields) for technique, fields in FAULT_TRIALS])
+    return _search(tiny_task, out, list(FAULT_TECHNIQUES), len(FAULT_TRIALS), trial_memory_mb=300, pruner="median")
+
+
+def test_a_segfaulting_trial_fails_with_the_signal_and_technique_named_and_the_search_goes_on(faults):
+    trials = faults.iloc[SEGFAULT]
     assert list(trials["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]
     failed = trials.iloc[1]
     assert failed["ended"] == "failed"
     assert "child process killed by SIGSEGV while running segfaulting(crash=True)" in failed["reason"]
     for _, row in trials.iloc[[0, 2]].iterrows():
         assert row["ended"] == "complete" and row["test_accuracy"] > 0 and row["latency_ms"] > 0
+    assert len(faults) == len(FAULT_TRIALS)  # and the search went on to its last trial
 
 
-def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_reason(tiny_task, tmp_path):
-    out = tmp_path / "run"
-    sizes = [1500, 0]
-    _queue(out, [{"use.memory_hog": True, "memory_hog.megabytes": mb} for mb in sizes])
-    trials = _search(tiny_task, out, ["memory_hog"], len(sizes), trial_memory_mb=300)
+def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_reason(faults):
+    trials = faults.iloc[MEMORY]
     assert list(trials["state"]) == ["FAIL", "COMPLETE"]
     reason = trials.iloc[0]["reason"]
     assert reason.startswith("TrialMemoryExceeded: trial exceeded the per-trial memory limit of 300 MB"), reason
@@ -74,16 +95,12 @@ def test_an_allocation_over_the_hard_memory_cap_fails_the_trial_with_the_memory_
     assert trials.iloc[1]["ended"] == "complete" and trials.iloc[1]["test_accuracy"] > 0
 
 
-def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path):
-    params = [{"use.quantization": q} for q in (False, True, True)]
-    frames = {}
-    for isolate in (False, True):
-        out = tmp_path / f"run-{isolate}"
-        _queue(out, params)
-        frames[isolate] = _search(tiny_task, out, ["quantization"], len(params), isolate=isolate)
-    alone, isolated = frames[False], frames[True]
+def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path, faults):
+    out = tmp_path / "run"
+    _queue(out, [_fixed(technique, fields, ("quantization",)) for technique, fields in FAULT_TRIALS[QUANTIZATION]])
+    alone, isolated = _search(tiny_task, out, ["quantization"], 3, isolate=False), faults.iloc[QUANTIZATION]
     assert list(isolated["state"]) == list(alone["state"]) == ["COMPLETE"] * 3
-    assert list(isolated["plan"]) == list(alone["plan"])
+    assert list(isolated["plan"].fillna("")) == list(alone["plan"].fillna(""))
     assert list(isolated["test_accuracy"]) == list(alone["test_accuracy"])  # same model, same data: same predictions
     assert list(isolated["feasible"]) == list(alone["feasible"])
     assert (isolated["latency_ms"] > 0).all() and (isolated["memory_mb"] > 0).all()
@@ -91,11 +108,8 @@ def test_isolated_results_match_an_in_process_search(tiny_task, tmp_path):
     assert set(alone.columns) <= set(isolated.columns)
 
 
-def test_pruning_decisions_reach_the_child(tiny_task, tmp_path):
-    out = tmp_path / "run"
-    qualities = (0.9, 0.9, 0.9, 0.3)
-    _queue(out, [{"use.isolated_curve": True, "isolated_curve.quality": q} for q in qualities])
-    trials = _search(tiny_task, out, ["isolated_curve"], len(qualities), pruner="median")
+def test_pruning_decisions_reach_the_child(faults):
+    trials = faults.iloc[CURVE]
     assert list(trials["state"]) == ["COMPLETE"] * 3 + ["PRUNED"]
     pruned = trials.iloc[3]
     assert pruned["ended"] == "pruned" and pruned["reason"] == "pruned at step 100 (validation accuracy 0.3000)"
@@ -107,46 +121,54 @@ SLEEP_S = isolate_plugins.Sleeping.Config().seconds
 
 
 @pytest.fixture(scope="module")
-def generous_limit_s(tiny_task, tmp_path_factory) -> float:
-    """Five times what one ordinary isolated trial takes here, start, loading and all (measured on
+def generous_limit_s(faults) -> float:
+    """Five times what one ordinary isolated trial took here, start, loading and all (measured on
     this machine now, so a busy machine gets a longer limit); far below the sleeping trials' sleep."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    _queue(out, [{"use.sleeping": False}])
-    trials = _search(tiny_task, out, ["sleeping"], 1)
-    assert list(trials["state"]) == ["COMPLETE"]
-    limit = round(max(1.5, 5 * float(trials.iloc[0]["duration_s"])), 1)
+    ordinary = faults.iloc[[0, 2, 4]]  # segfaulting and memory_hog trials that did nothing
+    assert (ordinary["state"] == "COMPLETE").all()
+    duration = float(ordinary["duration_s"].max())
+    limit = round(max(1.5, 5 * duration), 1)
     if limit >= SLEEP_S / 2:
-        pytest.fail(f"one isolated trial takes {trials.iloc[0]['duration_s']} s here: too slow to tell a killed "
+        pytest.fail(f"one isolated trial takes {duration} s here: too slow to tell a killed "
                     f"{SLEEP_S:g} s sleep from a finished one")
     return limit
 
 
-def test_the_parent_kills_a_child_past_the_time_limit(tiny_task, tmp_path, generous_limit_s):
-    out = tmp_path / "run"
-    _queue(out, [{"use.sleeping": True, "sleeping.seconds": SLEEP_S}, {"use.sleeping": False}])
-    started = time.monotonic()
-    trials = _search(tiny_task, out, ["sleeping"], 2, trial_timeout=generous_limit_s)
-    assert time.monotonic() - started < SLEEP_S  # the sleeping child was killed, not waited for
-    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
-    assert trials.iloc[0]["ended"] == "failed"
-    assert trials.iloc[0]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of "
+@pytest.fixture(scope="module")
+def stopped(tiny_task, tmp_path_factory, generous_limit_s):
+    """One isolated search, loading and trials both limited to ``generous_limit_s``: the first trial's
+    child hangs importing the plugins (for an hour), the second trial sleeps ``SLEEP_S``, the third
+    is ordinary. Returns trials.csv, the search's wall time and the file the hanging child made."""
+    root = tmp_path_factory.mktemp("stopped")
+    out = root / "run"
+    _queue(out, [{"use.sleeping": False}, {"use.sleeping": True, "sleeping.seconds": SLEEP_S}, {"use.sleeping": False}])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ISOLATE_TEST_HANG_ONCE", str(root / "hung"))
+        patch.setattr(isolate_module, "LOAD_LIMIT_FLOOR_S", generous_limit_s)
+        patch.setattr(isolate_module, "LOAD_LIMIT_FACTOR", 0.0)
+        started = time.monotonic()
+        trials = _search(tiny_task, out, ["sleeping"], 3, trial_timeout=generous_limit_s)
+        elapsed = time.monotonic() - started
+    assert list(trials["state"]) == ["FAIL", "FAIL", "COMPLETE"]
+    return trials, elapsed, root / "hung"
+
+
+def test_the_parent_kills_a_child_past_the_time_limit(stopped, generous_limit_s):
+    trials, elapsed, _ = stopped
+    assert elapsed < SLEEP_S  # the sleeping child was killed, not waited for
+    assert trials.iloc[1]["ended"] == "failed"
+    assert trials.iloc[1]["reason"] == ("TrialTimeout: trial exceeded the per-trial time limit of "
                                         f"{generous_limit_s:g} s (its child process was killed)")
+    assert trials.iloc[2]["ended"] == "complete"
 
 
-def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(tiny_task, tmp_path, monkeypatch,
-                                                                            generous_limit_s):
-    # The first trial's child hangs importing the plugins (for an hour); the second child loads normally.
-    monkeypatch.setenv("ISOLATE_TEST_HANG_ONCE", str(tmp_path / "hung"))
-    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FLOOR_S", generous_limit_s)
-    monkeypatch.setattr(isolate_module, "LOAD_LIMIT_FACTOR", 0.0)
-    out = tmp_path / "run"
-    _queue(out, [{"use.sleeping": False}] * 2)
-    trials = _search(tiny_task, out, ["sleeping"], 2)
-    assert (tmp_path / "hung").exists()
-    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
+def test_a_child_that_hangs_while_loading_is_killed_and_the_search_goes_on(stopped, generous_limit_s):
+    trials, _, hung = stopped
+    assert hung.exists()
     assert trials.iloc[0]["ended"] == "failed"
     assert trials.iloc[0]["reason"] == ("ChildLoadTimeout: the trial's child process did not finish loading the "
                                         f"plugins, model and data within {generous_limit_s:g} s (it was killed)")
+    assert trials.iloc[2]["ended"] == "complete"  # the next child loads and runs its trial
 
 
 def test_a_child_may_load_for_ten_times_as_long_as_the_search_did_and_never_less_than_two_minutes():

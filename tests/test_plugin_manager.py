@@ -293,7 +293,8 @@ def test_hook_autocompress_register_targets_and_autocompress_register_tasks_driv
     _PluginAdapter.built = 0
     settings = SearchSettings(task="in_memory", task_options=TaskOptions(cache_dir=tmp_path / "tok"),
                               target="counting", measure=MeasureSettings(repeats=2, warmup=0),
-                              techniques=("ffn_pruning",), out=tmp_path / "run", progress=False, sampler="random")
+                              techniques=("ffn_pruning",), out=tmp_path / "run", progress=False, sampler="random",
+                              free_floor=())  # settings built here, not from options: no floor unless asked
     outcome = run_search(settings, host)
     assert outcome.trials == 2
     trials = pd.read_csv(tmp_path / "run" / "trials.csv")

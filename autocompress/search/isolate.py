@@ -34,6 +34,7 @@ from typing import Any
 import optuna
 
 from autocompress.errors import InputError
+from autocompress.measure import long_lived_objects
 from autocompress.plugin_manager import BUILTIN, BUILTIN_PLUGINS, Host
 from autocompress.search.environment import TrialEnvironment, make_environment, technique_spaces
 from autocompress.search.objective import PrunedTrial, TrialFailed, evaluate_plan, failure_reason
@@ -162,7 +163,7 @@ def child_main(job: ChildJob, conn: Any) -> None:
     known = set(env.measurements)
     conn.send(("ready",))
     try:
-        with address_space_limit(env.trial_memory_mb):
+        with long_lived_objects(), address_space_limit(env.trial_memory_mb):
             result: tuple = ("outcome", evaluate_plan(env, trial, plan))
     except PrunedTrial as exc:
         result = ("pruned", str(exc), exc.constraints)

@@ -10,9 +10,9 @@ with ``--storage`` (several workers share one study through it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import gc
 import sys
 import time
 import warnings
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from autocompress.arch import adapter_class_for
 from autocompress.errors import InputError
+from autocompress.measure import long_lived_objects
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search.environment import (
     TrialEnvironment,
@@ -86,7 +87,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     if settings.owns_storage:
         storage = open_storage(settings.storage_url, settings.heartbeat_s)
 
-    with RunLock(layout):
+    with RunLock(layout), contextlib.ExitStack() as stack:
         study = optuna.create_study(
             study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS),
             sampler=make_sampler(settings.sampler, settings.seed), load_if_exists=True,
@@ -96,6 +97,9 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             study.set_metric_names(list(METRIC_NAMES))
         loading = time.monotonic()
         task = provider.load()
+        # The task and everything loaded so far live for the whole run: no garbage collection (one
+        # before every measurement, from the baseline on) walks them again.
+        stack.enter_context(long_lived_objects())
         check_run_dir(layout, settings.study_name, task.fingerprint)
 
         def baseline_for(target, validation, test) -> Baseline:
@@ -164,21 +168,19 @@ def _optimize(study: optuna.Study, objective: Objective, env: TrialEnvironment, 
 
     # Each trial ends with a full garbage collection (a trial's model copies can sit in reference
     # cycles). With torch and transformers loaded that pass walks ~450k objects, about 0.25 s a
-    # trial; freezing what exists now (modules, the task, the teacher: alive for the whole run)
-    # leaves it only the objects the trials made. Unfrozen afterwards, so nothing is kept for good.
-    gc.collect()
-    gc.freeze()
+    # trial; freezing what exists now (modules, the task, the teacher, the environment: alive for
+    # the whole run) leaves it only the objects the trials made.
     started = time.monotonic()
     try:
-        study.optimize(
-            objective, n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
-            callbacks=[after_trial], gc_after_trial=True,
-        )
+        with long_lived_objects():
+            study.optimize(
+                objective, n_trials=remaining, timeout=settings.timeout_s, catch=(Exception,),
+                callbacks=[after_trial], gc_after_trial=True,
+            )
     except KeyboardInterrupt:
         tqdm.write("interrupted: writing the results so far (Ctrl-C again to quit at once)")
         return True
     finally:
         bar.close()
         study.set_user_attr(LAST_RUN_SECONDS, round(time.monotonic() - started, 1))
-        gc.unfreeze()
     return False
