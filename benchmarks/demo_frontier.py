@@ -185,8 +185,9 @@ def measure_fresh(requests: dict[str, dict[str, Any]], flags: list[str], one_pro
     """Reload each request's model in a new Python process and measure it: latency, memory,
     parameters, test accuracy. A request is {"dir": saved model, "target": target name, "post":
     {technique: config} or None (a by-hand post step on the reloaded model)}. The published run
-    gives each request a process of its own; ``one_process`` (quick mode) measures them all, one
-    after the other, in one new process (the smoke run checks each number, not its independence)."""
+    starts a process per request; ``one_process`` (quick mode) starts one that imports and loads
+    the data once, then forks a child per request (forked before torch ran anything, so each
+    child's memory and threads start as a fresh process's would)."""
     batches = [list(requests)] if one_process else [[name] for name in requests]
     fresh = {}
     for names in batches:
@@ -198,48 +199,98 @@ def measure_fresh(requests: dict[str, dict[str, Any]], flags: list[str], one_pro
 
 
 def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
-    import gc
+    """The ``--measure`` process: one request measured here, or several each in a forked child;
+    prints the records as one JSON list."""
+    from autocompress.demo_data import default_cache_dir, load_demo_task_data
+    from autocompress.measure import long_lived_objects
+    from autocompress.plugin_manager import build_host
 
+    options = _options(flags)
+    host = build_host()
+    data = load_demo_task_data(seed=0, cache_dir=options.get("cache_dir") or default_cache_dir())
+    # Each measurement's garbage collection skips what was loaded up to here (modules, host, data).
+    with long_lived_objects():
+        if len(requests) == 1:
+            records = [_measure_one(requests[0], options, host, data)]
+        else:
+            _import_model_code(requests)
+            records = [_in_forked_child(lambda request=request: _measure_one(request, options, host, data))
+                       for request in requests]
+    print(json.dumps(records))
+
+
+def _import_model_code(requests: list[dict[str, Any]]) -> None:
+    """Import the saved models' transformers modules (seconds each) once, before forking; nothing
+    runs on torch here, so no thread pool exists yet that a fork would break."""
+    import importlib
+
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401  (imported for the children)
+
+    for model_type in {AutoConfig.from_pretrained(request["dir"]).model_type for request in requests}:
+        try:
+            importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+        except ImportError:  # another layout: each child imports what it needs
+            pass
+
+
+def _in_forked_child(work: Any) -> Any:
+    """``work()`` run in a forked child of this process; its JSON result."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, hand the record over, leave without running the parent's cleanup
+        os.close(read)
+        code = 0
+        try:
+            with os.fdopen(write, "w") as out:
+                out.write(json.dumps(work()))
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as result:
+        text = result.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"measuring in a forked child failed (exit status {os.waitstatus_to_exitcode(status)})")
+    return json.loads(text)
+
+
+def _measure_one(request: dict[str, Any], options: dict[str, Any], host: Any, data: Any) -> dict[str, Any]:
     import torch
 
     from autocompress import load_pretrained
     from autocompress.arch import adapter_for
     from autocompress.candidate import apply_steps
-    from autocompress.demo_data import default_cache_dir, load_demo_task_data
     from autocompress.measure import MeasureSettings
-    from autocompress.plugin_manager import build_host
     from autocompress.technique import ApplyContext, PlanStep
     from autocompress.training import accuracy, encode
 
-    options = _options(flags)
-    host = build_host()
-    data = load_demo_task_data(seed=0, cache_dir=options.get("cache_dir") or default_cache_dir())
+    torch.manual_seed(0)
+    model, tokenizer = load_pretrained(request["dir"], host)
+    post = request.get("post")
+    if post:  # a by-hand post step on the reloaded model (static int8 calibrates on the training split)
+        context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
+                               max_length=64)
+        steps = [PlanStep(host.techniques[name], host.techniques[name].make_config(config))
+                 for name, config in post.items()]
+        model = apply_steps(model, steps, context).eval()
+    target = host.targets[request["target"]]()
+    record: dict[str, Any] = {"target": request["target"]}
     repeats, warmup = options.get("repeats") or 30, options.get("warmup") if options.get("warmup") is not None else 5
+    for batch in BATCHES:
+        m = target.measure(model, MeasureSettings(batch_size=batch, seq_len=64, threads=2, repeats=repeats,
+                                                  warmup=warmup))
+        record[f"b{batch}"] = {"latency_ms": m.latency_ms, "latency_p90_ms": m.latency_p90_ms,
+                               "memory_mb": m.memory_mb}
+        record["parameters"] = m.parameters
     test = data.test.head(options["eval_limit"]) if options.get("eval_limit") else data.test
-    records = []
-    for request in requests:
-        torch.manual_seed(0)
-        model, tokenizer = load_pretrained(request["dir"], host)
-        post = request.get("post")
-        if post:  # a by-hand post step on the reloaded model (static int8 calibrates on the training split)
-            context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
-                                   max_length=64)
-            steps = [PlanStep(host.techniques[name], host.techniques[name].make_config(config))
-                     for name, config in post.items()]
-            model = apply_steps(model, steps, context).eval()
-        target = host.targets[request["target"]]()
-        record: dict[str, Any] = {"target": request["target"]}
-        for batch in BATCHES:
-            m = target.measure(model, MeasureSettings(batch_size=batch, seq_len=64, threads=2, repeats=repeats,
-                                                      warmup=warmup))
-            record[f"b{batch}"] = {"latency_ms": m.latency_ms, "latency_p90_ms": m.latency_p90_ms,
-                                   "memory_mb": m.memory_mb}
-            record["parameters"] = m.parameters
-        record["accuracy"] = accuracy(target.runtime(model), encode(tokenizer, test, 64))
-        records.append(record)
-        del model, target
-        gc.collect()
-    print(json.dumps(records))
+    record["accuracy"] = accuracy(target.runtime(model), encode(tokenizer, test, 64))
+    return record
 
 
 def main() -> None:

@@ -168,11 +168,15 @@ def main() -> None:
     print(f"CPU: {features.summary()} (int8: {features.int8_acceleration}, bf16: {features.bf16_acceleration})",
           flush=True)
     host, task, models = build_models(args.quick)
-    entries = deploy_variants(host, task, models)
-    for batch in BATCHES:
-        # batch 16 costs 10-16x batch 1 per run: fewer runs per round keep the rounds comparable in time
-        time_interleaved(entries, batch, rounds, repeats if batch == 1 else max(1, repeats // 3))
-    score(entries, task, args.quick)
+    from autocompress.measure import long_lived_objects
+
+    # Every measurement's garbage collection skips what lives to the end (the task, the two models).
+    with long_lived_objects():
+        entries = deploy_variants(host, task, models)
+        for batch in BATCHES:
+            # batch 16 costs 10-16x batch 1 per run: fewer runs per round keep the rounds comparable in time
+            time_interleaved(entries, batch, rounds, repeats if batch == 1 else max(1, repeats // 3))
+        score(entries, task, args.quick)
 
     base = next(e for e in entries if e["model"] == "teacher" and e["precision"] == "fp32" and e["target"] == "cpu")
     print(f"\ndemo task, {200 if args.quick else len(task.data.test)} test sentences; latency: median of {rounds} "

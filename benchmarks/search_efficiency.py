@@ -68,7 +68,7 @@ def one_run(sampler: str, seed: int, trials: int, root: Path, options: dict) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed x 3 trials on a small slice (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="1 seed x 2 trials on a small slice (smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1 "
                         "(to add seeds to an earlier run)")
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
     args = parser.parse_args()
-    seeds, trials = (1, 3) if args.quick else (args.seeds, args.trials)
+    seeds, trials = (1, 2) if args.quick else (args.seeds, args.trials)
     root = args.out or Path(tempfile.mkdtemp(prefix="search-efficiency-"))
     root.mkdir(parents=True, exist_ok=True)
     space = root / "proxy-space.yaml"

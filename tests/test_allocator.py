@@ -16,7 +16,22 @@ SCRIPT = textwrap.dedent("""
         import autocompress.measure as m
         m.steady_allocator = lambda: False  # glibc's dynamic thresholds, as before the fix
     model = tiny_model("bert", vocab_size=2048, layers=2, hidden=384, heads=12, ffn=1536)
-    if sys.argv[2] == "trained":  # what a search process did before measuring a candidate
+    settings = MeasureSettings(batch_size=16, seq_len=64, threads=1, warmup=3, repeats=5)
+    inputs = dummy_inputs(16, 64, 2048)
+
+    def measure():
+        measure_eager(model, settings)
+        with torch.inference_mode():
+            for _ in range(5):  # warm-up, as every measurement does (the memory sample trimmed the heap)
+                model(**inputs)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(5):
+                model(**inputs)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+        return {"faults": faults, "activation_mb": measure_eager(model, settings).activation_mb}
+
+    results = {"fresh": measure()}
+    if sys.argv[2] == "then-trained":  # what a search process does before measuring a candidate
         student = copy.deepcopy(model).train()
         optimizer = torch.optim.AdamW(student.parameters())
         for _ in range(3):
@@ -24,17 +39,8 @@ SCRIPT = textwrap.dedent("""
             optimizer.step()
             optimizer.zero_grad()
         del student, optimizer
-    settings = MeasureSettings(batch_size=16, seq_len=64, threads=1, warmup=3, repeats=5)
-    measure_eager(model, settings)
-    inputs = dummy_inputs(16, 64, 2048)
-    with torch.inference_mode():
-        for _ in range(5):  # warm-up, as every measurement does (the memory sample trimmed the heap)
-            model(**inputs)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):
-            model(**inputs)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-    print(json.dumps({"faults": faults, "activation_mb": measure_eager(model, settings).activation_mb}))
+        results["trained"] = measure()
+    print(json.dumps(results))
 """)
 
 
@@ -48,9 +54,11 @@ def _run(allocator: str, history: str) -> dict:
 
 def test_a_fresh_process_and_one_that_trained_measure_alike():
     assert steady_allocator()  # glibc here
-    fresh, trained = _run("steady", "fresh"), _run("steady", "trained")
+    # One process measures fresh, trains, and measures again: the second figure has the history.
+    steady = _run("steady", "then-trained")
+    fresh, trained = steady["fresh"], steady["trained"]
     # glibc's defaults: a fresh process maps, faults in and unmaps its activations on every pass
-    default = _run("default", "fresh")
+    default = _run("default", "fresh")["fresh"]
     assert default["faults"] > 1000
     # fixed thresholds: after warm-up a pass reuses memory, in a fresh process as after training
     assert fresh["faults"] < default["faults"] / 20 and trained["faults"] < default["faults"] / 20

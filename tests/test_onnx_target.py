@@ -186,12 +186,14 @@ def test_search_on_the_onnxruntime_target_runs_int8_trials_in_onnx_runtime(tiny_
 
     out = tmp_path / "run"
     code = main(["search", "--model", str(tiny_task / "model"), "--data", str(tiny_task / "reviews.csv"),
-                 "--text-column", "sentence", "--label-column", "polarity", "--trials", "6", "--out", str(out),
+                 "--text-column", "sentence", "--label-column", "polarity", "--trials", "3", "--out", str(out),
                  "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3", "--seed", "2",
                  "--sampler", "random", "--target", "onnxruntime", "--techniques", "quantization,ffn_pruning"])
     assert code in (0, 5)
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 6
+    # Trial 0: the starting point, the probe's fastest post step alone; then seeded random draws (one
+    # structure step alone, one with int8).
+    assert len(trials) == 3
     quantized = trials[trials["param.use.quantization"]]
     int8 = quantized[quantized["param.quantization.dtype"] == "int8"]
     others = trials[~trials["param.use.quantization"]]
@@ -200,6 +202,10 @@ def test_search_on_the_onnxruntime_target_runs_int8_trials_in_onnx_runtime(tiny_
     study = optuna.load_study(study_name="local-search", storage=f"sqlite:///{out / 'study.db'}")
     refused = {row["label"]: row["refused"] for row in study.user_attrs["probe"]["rows"]}
     assert "bfloat16" in refused["bf16 only"] and refused["int8 dynamic only"] is None
+    # ... and the space every trial drew its dtype from had no bf16 left in it.
+    spaces = [trial.distributions["quantization.dtype"] for trial in study.trials
+              if "quantization.dtype" in trial.distributions]
+    assert spaces and all(set(space.choices) == {"int8", "int8-static"} for space in spaces)
     assert (quantized["state"] == "COMPLETE").all() and (quantized["latency_ms"] > 0).all()
     assert len(int8) >= 1
     assert len(others) >= 1 and (others["state"] == "COMPLETE").all()
