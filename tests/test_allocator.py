@@ -59,7 +59,9 @@ def test_a_fresh_process_and_one_that_trained_measure_alike():
     fresh, trained = steady["fresh"], steady["trained"]
     # glibc's defaults: a fresh process maps, faults in and unmaps its activations on every pass
     default = _run("default", "fresh")["fresh"]
-    assert default["faults"] > 1000
+    # How many faults a pass costs depends on the machine (4,576 per pass on the development machine,
+    # 838 on the CI machine): what holds everywhere is that every pass pays hundreds.
+    assert default["faults"] > 100
     # fixed thresholds: after warm-up a pass reuses memory, in a fresh process as after training
     assert fresh["faults"] < default["faults"] / 20 and trained["faults"] < default["faults"] / 20
     assert fresh["activation_mb"] > 1 and trained["activation_mb"] > 1  # the pass's working memory
