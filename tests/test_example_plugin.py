@@ -59,8 +59,8 @@ def tiny_task(tmp_path_factory):
     # what the technique saves (>= 0.35 MB at any sampled rank) stands far above the noise of the
     # activation memory (a few hundredths of a MB here); with the 128 rows alone it saved 0.02 MB and a
     # search once recommended the uncompressed model as the smallest.
-    from transformers import AutoModelForSequenceClassification
     import torch
+    from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(root / "model")
     used = model.config.vocab_size
