@@ -47,11 +47,43 @@ class LayerPaths:
     #: Linears that project relative positions per head (DeBERTa's ``pos_key_proj`` / ``pos_query_proj``
     #: when it does not share the query/key projections): their output rows follow the heads, like q/k.
     position_projections: tuple[str, ...] = ()
+    #: ``query``, ``key`` and ``value`` name one fused linear whose output rows are [q; k; v], three
+    #: blocks of equal height (ModernBERT's ``Wqkv``). Added in plugin API 1.5.
+    fused_qkv: bool = False
+    #: ``ffn_gate`` and ``ffn_in`` name one fused linear whose output rows are [gate; in], two blocks of
+    #: equal height that the forward splits (ModernBERT's ``Wi``: ``act(first half) * second half``).
+    #: Added in plugin API 1.5.
+    fused_ffn: bool = False
+
+    @property
+    def ffn_parts(self) -> tuple[str, ...]:
+        """Names of the projections that read the layer's input into the FFN width: ``("ffn_in",)``, or
+        ``("ffn_gate", "ffn_in")`` when gated (fused or not)."""
+        return ("ffn_in",) if self.ffn_gate is None else ("ffn_gate", "ffn_in")
 
     @property
     def ffn_inputs(self) -> tuple[str, ...]:
-        """Every linear that reads the layer's input into the FFN width (``ffn_in``, and ``ffn_gate`` when gated)."""
-        return (self.ffn_in,) if self.ffn_gate is None else (self.ffn_gate, self.ffn_in)
+        """Every linear that reads the layer's input into the FFN width (``ffn_in``, and ``ffn_gate`` when
+        gated), each once: one path when they are fused."""
+        return tuple(dict.fromkeys(getattr(self, part) for part in self.ffn_parts))
+
+    @property
+    def attention_linears(self) -> tuple[str, ...]:
+        """The attention's linears (query, key, value, output), each once: one path for fused q/k/v."""
+        return tuple(dict.fromkeys((self.query, self.key, self.value, self.attention_output)))
+
+    def block(self, part: str) -> tuple[int, int] | None:
+        """``(index, count)`` when projection ``part`` (``"query"``, ``"key"``, ``"value"``, ``"ffn_gate"``,
+        ``"ffn_in"``) is block ``index`` of ``count`` equal blocks of a fused linear's output rows, else None."""
+        if self.fused_qkv and part in QKV_PARTS:
+            return QKV_PARTS.index(part), len(QKV_PARTS)
+        if self.fused_ffn and part in ("ffn_gate", "ffn_in"):
+            return ("ffn_gate", "ffn_in").index(part), 2
+        return None
+
+
+#: The attention projections, in the row order of a fused q/k/v linear.
+QKV_PARTS = ("query", "key", "value")
 
 
 @dataclass(frozen=True)
@@ -115,6 +147,13 @@ class ArchitectureAdapter(ABC):
         """Modules used by every layer whose outputs are per attention head (MPNet's relative attention
         bias): heads removed layer by layer would no longer line up with them, so head pruning refuses
         such a model. Empty by default."""
+        return ()
+
+    def pinned_layers(self) -> tuple[int, ...]:
+        """Layers that must stay at their position when layers are removed or shared: a layer the family
+        builds differently because of where it is (ModernBERT's first layer has no attention norm: the
+        embeddings' norm serves), which no other layer can stand in for, nor it for another. Empty by
+        default. Added in plugin API 1.5."""
         return ()
 
     def key_value_heads(self) -> int | None:
@@ -312,6 +351,50 @@ class MPNetAdapter(ArchitectureAdapter):
         return ()
 
 
+class ModernBertAdapter(ArchitectureAdapter):
+    """ModernBERT encoders: pre-norm layers with one fused q/k/v linear (``Wqkv``, rows [q; k; v]), a gated
+    MLP whose input linear is fused too (``Wi``, rows [gate; in]), rotary positions, and global or local
+    (sliding-window) attention by layer (``config.layer_types``, kept true by layer dropping). The first
+    layer has no attention norm, so it is pinned (``pinned_layers``)."""
+
+    name = "modernbert"
+    description = "ModernBERT encoders (fused q/k/v, gated MLP, global/local attention)"
+    model_types = ("modernbert",)
+
+    def layer_list_path(self) -> str:
+        return f"{self.model.base_model_prefix}.layers"
+
+    def layer_paths(self, index: int) -> LayerPaths:
+        layer = f"{self.layer_list_path()}.{index}"
+        return LayerPaths(
+            query=f"{layer}.attn.Wqkv",
+            key=f"{layer}.attn.Wqkv",
+            value=f"{layer}.attn.Wqkv",
+            attention_output=f"{layer}.attn.Wo",
+            ffn_in=f"{layer}.mlp.Wi",
+            ffn_gate=f"{layer}.mlp.Wi",
+            ffn_out=f"{layer}.mlp.Wo",
+            fused_qkv=True,
+            fused_ffn=True,
+        )
+
+    def word_embeddings_path(self) -> str:
+        return f"{self.model.base_model_prefix}.embeddings.tok_embeddings"
+
+    def head_size(self) -> int:
+        config = self.model.config
+        return config.hidden_size // config.num_attention_heads
+
+    def pinned_layers(self) -> tuple[int, ...]:
+        return (0,)
+
+    def sequence_summary(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model.config, "classifier_pooling", "cls") != "mean":
+            return hidden[:, 0]
+        mask = attention_mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # the classifier's own pooling
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
 class LlamaAdapter(ArchitectureAdapter):
     """Llama-layout decoders (pre-norm RMSNorm blocks, rotary positions, grouped-query attention, gated
     MLP): Llama, SmolLM2, Qwen2, Qwen3 and Mistral, as sequence classifiers (``*ForSequenceClassification``,
@@ -507,6 +590,54 @@ def replace_sliced(model: nn.Module, path: str, keep_out: Sequence[int] | torch.
     return new
 
 
+def projection_weight(model: nn.Module, paths: LayerPaths, part: str) -> torch.Tensor:
+    """The weight rows of projection ``part`` of one layer (``"query"``, ``"key"``, ``"value"``,
+    ``"ffn_gate"``, ``"ffn_in"``): the whole linear's weight, or its block of a fused linear."""
+    module = get_module(model, getattr(paths, part))
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"{getattr(paths, part)} is a {type(module).__name__}, not nn.Linear")
+    block = paths.block(part)
+    if block is None:
+        return module.weight
+    index, count = block
+    height = module.out_features // count
+    return module.weight[index * height:(index + 1) * height]
+
+
+def projection_width(model: nn.Module, paths: LayerPaths, part: str) -> int:
+    """Output rows of projection ``part`` (its block's height when fused)."""
+    block = paths.block(part)
+    width = out_features(get_module(model, getattr(paths, part)))
+    return width if block is None else width // block[1]
+
+
+def keep_projection_rows(model: nn.Module, paths: LayerPaths,
+                         keep: dict[str, Sequence[int] | torch.Tensor]) -> None:
+    """Keep output rows ``keep[part]`` of each named projection of one layer. The blocks of a fused
+    linear are sliced together (each keeps its own rows), so every block of it must be named."""
+    fused: dict[str, list[tuple[int, int, torch.Tensor]]] = {}
+    for part, rows in keep.items():
+        path, block = getattr(paths, part), paths.block(part)
+        if block is None:
+            replace_sliced(model, path, keep_out=rows)
+        else:
+            fused.setdefault(path, []).append((*block, torch.as_tensor(rows, dtype=torch.long)))
+    for path, blocks in fused.items():
+        count = blocks[0][1]
+        if sorted(index for index, _, _ in blocks) != list(range(count)):
+            raise ValueError(f"{path} is a fused linear of {count} blocks: slice all of them at once")
+        height = out_features(get_module(model, path)) // count
+        rows = torch.cat([rows + index * height for index, _, rows in sorted(blocks, key=lambda b: b[0])])
+        replace_sliced(model, path, keep_out=rows)
+
+
+def keep_ffn_neurons(model: nn.Module, paths: LayerPaths, neurons: Sequence[int] | torch.Tensor) -> None:
+    """Keep only FFN neurons ``neurons`` of one layer: the rows of every FFN input projection (gate and
+    in, fused or not) and the FFN output's columns."""
+    keep_projection_rows(model, paths, {part: neurons for part in paths.ffn_parts})
+    replace_sliced(model, paths.ffn_out, keep_in=neurons)
+
+
 def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_size: int,
                key_value_keep: Sequence[int] | None = None) -> None:
     """Keep only the attention heads ``keep`` of one layer: q/k/v output rows and attention-output columns.
@@ -523,10 +654,9 @@ def keep_heads(model: nn.Module, paths: LayerPaths, keep: Sequence[int], head_si
 
     units = rows(keep)
     key_value_units = units if key_value_keep is None else rows(key_value_keep)
-    for path in (paths.query, *paths.position_projections):
+    keep_projection_rows(model, paths, {"query": units, "key": key_value_units, "value": key_value_units})
+    for path in paths.position_projections:
         replace_sliced(model, path, keep_out=units)
-    for path in (paths.key, paths.value):
-        replace_sliced(model, path, keep_out=key_value_units)
     replace_sliced(model, paths.attention_output, keep_in=units)
     attention = get_module(model, paths.query.rpartition(".")[0])
     for name in HEAD_COUNT_ATTRIBUTES:

@@ -1,7 +1,15 @@
-"""Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3, MPNet and Llama-layout decoders."""
+"""Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3, MPNet, ModernBERT and
+Llama-layout decoders."""
 
 from autocompress import hookimpl
-from autocompress.arch import BertAdapter, DebertaV2Adapter, DistilBertAdapter, LlamaAdapter, MPNetAdapter
+from autocompress.arch import (
+    BertAdapter,
+    DebertaV2Adapter,
+    DistilBertAdapter,
+    LlamaAdapter,
+    ModernBertAdapter,
+    MPNetAdapter,
+)
 
 
 @hookimpl
@@ -10,4 +18,5 @@ def autocompress_register_architectures(register):
     register.add(DistilBertAdapter)
     register.add(DebertaV2Adapter)
     register.add(MPNetAdapter)
+    register.add(ModernBertAdapter)
     register.add(LlamaAdapter)

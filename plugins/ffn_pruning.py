@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from autocompress import hookimpl
-from autocompress.arch import get_module, replace_sliced
+from autocompress.arch import keep_ffn_neurons, projection_weight, projection_width
 from autocompress.technique import ApplyContext, Stage, Technique
 
 
@@ -62,7 +62,7 @@ class FfnPruning(Technique):
         widths = []
         for paths in adapter.all_layer_paths():
             adapter.linear(paths.ffn_out)  # a clear error when the FFN is not made of plain linears
-            scores = sum(l1_neuron_scores(adapter.linear(path).weight) for path in paths.ffn_inputs)
+            scores = sum(l1_neuron_scores(projection_weight(model, paths, part)) for part in paths.ffn_parts)
             width = kept_width(scores.numel(), config.keep_fraction, config.multiple_of)
             # Keep the original neuron order: only which neurons survive changes.
             self._keep(model, paths, torch.topk(scores, width).indices.sort().values)
@@ -74,16 +74,14 @@ class FfnPruning(Technique):
     def rebuild(self, model, config: FfnPruningConfig, state: FfnPruningState, context: ApplyContext):
         adapter = context.adapter
         for paths, width in zip(adapter.all_layer_paths(), state.widths, strict=True):
-            if get_module(model, paths.ffn_in).out_features != width:
+            if projection_width(model, paths, "ffn_in") != width:
                 self._keep(model, paths, torch.arange(width))
         self._update_config(model, adapter, state.widths)
         return model
 
     @staticmethod
     def _keep(model, paths, neurons: torch.Tensor) -> None:
-        for path in paths.ffn_inputs:
-            replace_sliced(model, path, keep_out=neurons)
-        replace_sliced(model, paths.ffn_out, keep_in=neurons)
+        keep_ffn_neurons(model, paths, neurons)
 
     @staticmethod
     def _update_config(model, adapter, widths: list[int]) -> None:

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from autocompress import hookimpl
-from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads
+from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads, projection_weight
 from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
 
 SCORINGS = ("gradient", "l1")
@@ -95,9 +95,9 @@ def l1_head_scores(model: nn.Module, adapter: ArchitectureAdapter) -> torch.Tens
     head_size, group = adapter.head_size(), group_size(adapter)
     scores = []
     for paths in adapter.all_layer_paths():
-        query = _linear(model, paths.query).weight.detach().abs().sum(dim=1)
+        query = projection_weight(model, paths, "query").detach().abs().sum(dim=1)
         columns = _linear(model, paths.attention_output).weight.detach().abs().sum(dim=0)
-        key_value = sum(_linear(model, p).weight.detach().abs().sum(dim=1) for p in (paths.key, paths.value))
+        key_value = sum(projection_weight(model, paths, p).detach().abs().sum(dim=1) for p in ("key", "value"))
         per_head = (query + columns).view(-1, head_size).sum(dim=1)
         scores.append(per_head.view(-1, group).sum(dim=1) + key_value.view(-1, head_size).sum(dim=1))
     return _stack_layers(scores)

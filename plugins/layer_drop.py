@@ -10,6 +10,9 @@ weights (DistilBERT initialises its student from every other teacher layer). Whi
   decoders) the least on a sample of the training texts (relative squared change, measured
   against the full model's output).
 
+Layers the adapter pins (``pinned_layers``: ModernBERT's first layer, built without an attention norm)
+are always kept and the strategy chooses among the others.
+
 The layer list is replaced by the kept layers and the config's layer count is updated, so plain
 ``AutoModelForSequenceClassification.from_pretrained`` reloads the result. The kept indices are the
 step's recorded state (``rebuild`` keeps the same layers of a model built from the original
@@ -54,8 +57,13 @@ class LayerDropConfig:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 
 
-def positional_layers(num_layers: int, keep: int, strategy: str) -> list[int]:
-    """Indices kept by the strategies that need no data: every_other, top, bottom."""
+def positional_layers(num_layers: int, keep: int, strategy: str, pinned: Sequence[int] = ()) -> list[int]:
+    """Indices kept by the strategies that need no data: every_other, top, bottom. The ``pinned`` layers
+    (the adapter's ``pinned_layers``) are always kept; the strategy chooses the others among the rest."""
+    if pinned:
+        rest = [i for i in range(num_layers) if i not in set(pinned)]
+        chosen = positional_layers(len(rest), keep - len(pinned), strategy) if keep > len(pinned) else []
+        return sorted({*pinned, *(rest[i] for i in chosen)})
     if strategy == "top":
         return list(range(num_layers - keep, num_layers))
     if strategy == "bottom":
@@ -119,7 +127,8 @@ def _summary_states(model: nn.Module, adapter: ArchitectureAdapter,
 
 def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
                       batches: list[dict[str, torch.Tensor]]) -> list[int]:
-    """Greedy backward elimination: drop the layer whose removal moves the final summary state least."""
+    """Greedy backward elimination: drop the layer whose removal moves the final summary state least
+    (never a pinned layer)."""
     path = adapter.layer_list_path()
     layers = get_module(model, path)
     was_training = model.training
@@ -129,9 +138,10 @@ def importance_layers(model: nn.Module, adapter: ArchitectureAdapter, keep: int,
             reference = _summary_states(model, adapter, batches)
             scale = reference.pow(2).sum(dim=-1).mean()
             kept = list(range(len(layers)))
-            while len(kept) > keep:
+            pinned = set(adapter.pinned_layers())
+            while len(kept) > max(keep, len(pinned)):
                 changes = {}
-                for candidate in kept:
+                for candidate in (i for i in kept if i not in pinned):
                     set_module(model, path, nn.ModuleList([layers[i] for i in kept if i != candidate]))
                     change = (_summary_states(model, adapter, batches) - reference).pow(2).sum(-1).mean()
                     changes[candidate] = float(change / scale)
@@ -168,7 +178,7 @@ class LayerDrop(Technique):
         if strategy == "importance":
             indices = importance_layers(model, adapter, config.keep_layers, _sample_inputs(context))
         else:
-            indices = positional_layers(num_layers, config.keep_layers, strategy)
+            indices = positional_layers(num_layers, config.keep_layers, strategy, adapter.pinned_layers())
         state = LayerDropState(kept_layers=list(indices))
         context.record(state)
         origin = context.layer_origin

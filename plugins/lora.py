@@ -83,7 +83,7 @@ def target_module_names(model: nn.Module, adapter: ArchitectureAdapter, targets:
     for paths in adapter.all_layer_paths():
         chosen = []
         if targets in ("attention", "both"):
-            chosen += [paths.query, paths.key, paths.value, paths.attention_output]
+            chosen += paths.attention_linears
         if targets in ("ffn", "both"):
             chosen += [*paths.ffn_inputs, paths.ffn_out]
         for path in chosen:

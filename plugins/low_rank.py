@@ -58,7 +58,7 @@ class LowRankConfig:
 
 def target_paths(paths: LayerPaths, layers: str) -> list[str]:
     """The linears of one encoder layer that ``layers`` selects."""
-    attention = [paths.query, paths.key, paths.value, paths.attention_output]
+    attention = list(paths.attention_linears)
     ffn = [*paths.ffn_inputs, paths.ffn_out]
     return {"attention": attention, "ffn": ffn, "both": attention + ffn}[layers]
 

@@ -76,3 +76,94 @@ def test_head_pruning_refuses_mpnet_whose_position_bias_has_one_entry_per_head_f
         assert "size" in str(exc)
     else:
         raise AssertionError("an MPNet layer with fewer heads than the shared bias table ran")
+
+
+# ModernBERT: one fused q/k/v linear (rows [q; k; v]), a fused gated-MLP input (rows [gate; in]), and a first
+# layer built without an attention norm.
+
+def _modernbert(layers: int = 3):
+    host = build_host()
+    model = tiny_model("modernbert", layers=layers)
+    return model, adapter_for(model, host.architectures)
+
+
+def _logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def test_modernbert_heads_are_cut_in_each_block_of_the_fused_qkv_linear():
+    model, adapter = _modernbert()
+    size, inputs = adapter.head_size(), varied_inputs(128)
+    for paths in adapter.all_layer_paths():  # head 1 writes nothing: removing it must change nothing
+        with torch.no_grad():
+            get_module(model, paths.attention_output).weight[:, size:2 * size] = 0
+    before = _logits(model, inputs)
+    fused = get_module(model, adapter.layer_paths(1).query).weight.detach().clone()
+    for paths in adapter.all_layer_paths():
+        prune_layer_heads(model, paths, [0, 2, 3], size)
+    assert torch.equal(_logits(model, inputs), before)
+    hidden = 4 * size
+    kept = torch.cat([torch.arange(0, size), torch.arange(2 * size, 4 * size)])
+    rows = torch.cat([kept + block * hidden for block in range(3)])  # the same heads of q, k and v
+    assert torch.equal(get_module(model, adapter.layer_paths(1).query).weight, fused[rows])
+    # Removing a head that does write something changes the outputs (the check above can fail).
+    other, adapter = _modernbert()
+    prune_layer_heads(other, adapter.layer_paths(1), [0, 1, 3], size)
+    assert not torch.allclose(_logits(other, inputs), before)
+
+
+def test_modernbert_ffn_neurons_are_cut_in_both_halves_of_the_fused_input_linear():
+    from autocompress.arch import keep_ffn_neurons
+
+    model, adapter = _modernbert()
+    inputs = varied_inputs(128)
+    paths = adapter.layer_paths(2)
+    width = get_module(model, paths.ffn_out).in_features
+    dead = torch.arange(0, width, 2)  # these neurons write nothing through the output linear
+    with torch.no_grad():
+        get_module(model, paths.ffn_out).weight[:, dead] = 0
+    before = _logits(model, inputs)
+    fused = get_module(model, paths.ffn_in).weight.detach().clone()
+    alive = torch.arange(1, width, 2)
+    keep_ffn_neurons(model, paths, alive)
+    assert torch.equal(_logits(model, inputs), before)
+    assert torch.equal(get_module(model, paths.ffn_in).weight, fused[torch.cat([alive, alive + width])])
+    assert get_module(model, paths.ffn_out).in_features == width // 2
+
+
+def test_modernbert_keeps_its_first_layer_when_layers_are_dropped(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from autocompress.plugins.layer_drop import keep_layers, positional_layers
+
+    assert positional_layers(3, 2, "every_other") == [1, 2]  # what a family without a pinned layer keeps
+    assert positional_layers(3, 2, "every_other", (0,)) == [0, 2]
+    assert positional_layers(6, 3, "top", (0,)) == [0, 4, 5]
+    assert positional_layers(6, 1, "top", (0,)) == [0]
+    inputs = varied_inputs(128)
+
+    def reloaded(indices, name):
+        model, adapter = _modernbert()
+        keep_layers(model, adapter, indices)
+        model.save_pretrained(tmp_path / name)
+        again = AutoModelForSequenceClassification.from_pretrained(tmp_path / name).eval()
+        return model, again
+
+    kept, again = reloaded([0, 2], "pinned")
+    assert kept.config.layer_types == ["full_attention", "full_attention"]
+    assert torch.equal(_logits(again, inputs), _logits(kept, inputs))
+    # Why the first layer is pinned: a later layer moved to the front brings its attention norm, which the
+    # family does not build at position 0, so the saved model no longer reloads as it was.
+    moved, again = reloaded([1, 2], "moved")
+    assert not torch.allclose(_logits(again, inputs), _logits(moved, inputs))
+
+
+def test_layer_drop_by_importance_never_removes_a_pinned_layer():
+    from autocompress.plugins.layer_drop import importance_layers
+
+    model, adapter = _modernbert(layers=4)
+    batches = [varied_inputs(128)]
+    for keep in (1, 2, 3):
+        kept = importance_layers(model, adapter, keep, batches)
+        assert kept[0] == 0 and len(kept) == keep

@@ -26,6 +26,11 @@ HEAD_SIZE = 16  # tiny_model: hidden 64 / 4 heads
 class TestHeadPruningContract(TechniqueContract):
     technique = HeadPruning
     mild_config = {"fraction": 0.25}  # gradient scoring, on the contract's synthetic data
+    # The tiny ModernBERT's first layer (global attention straight off the embeddings' norm) leans on every
+    # head: removing any one of its 4 moves the logits by 0.85-1.4% of the largest, against 0.2-0.3% for the
+    # second layer's. Scores normalised per layer (Michel et al.) take one head from each layer: 2.2%. The
+    # slicing itself is exact (test_encoder_families: a head with zero output removed, logits unchanged).
+    mild_tolerance_for = {"modernbert": 0.03}
     strong_config = {"fraction": 0.75, "scoring": "l1"}
     bad_configs = [{"fraction": 1.0}, {"fraction": -0.1}, {"fraction": "half"}, {"scoring": "random"},
                    {"samples": 0}, {"samples": 2.5}, {"heads": 0.5}]

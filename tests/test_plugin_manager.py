@@ -136,7 +136,7 @@ def _versioned_plugin(api, technique_name):
 
 
 def test_plugin_supporting_this_api_version_loads():
-    assert PLUGIN_API_VERSION == "1.4"
+    assert PLUGIN_API_VERSION == "1.5"
     host = build_host(autoload=False, extra_plugins=[("v1-plugin", _versioned_plugin(">=1.0,<2", "v1_thing"))])
     assert "v1_thing" in host.techniques
     assert host.plugin("v1-plugin").api == ">=1.0,<2" and host.plugin("v1-plugin").error is None
@@ -487,7 +487,7 @@ def test_cli_lists_entry_point_plugins_and_broken_ones(installed_plugin):
     assert broken["broken"]["distribution"] == broken["future"]["distribution"] == "ac-tiny-plugin 0.3"
     assert "No module named 'ac_missing_module'" in broken["broken"]["error"]
     assert "incompatible: supports plugin API >=2.0,<3" in broken["future"]["error"]
-    assert listing["plugin_api"] == "1.4"
+    assert listing["plugin_api"] == "1.5"
     assert {p["plugin"]: p["api"] for p in listing["plugins"]}["future"] == ">=2.0,<3"
 
 

@@ -67,6 +67,9 @@ class TechniqueContract:
     #: Under ``mild_config``, on a tiny model trained on the kit's task: the largest change of any
     #: logit, as a fraction of the largest logit of the original model.
     mild_tolerance: ClassVar[float] = 0.01
+    #: ``mild_tolerance`` for named families where the technique legitimately moves the tiny model more
+    #: (say why beside it); the others keep ``mild_tolerance``. Added in plugin API 1.5.
+    mild_tolerance_for: ClassVar[dict[str, float]] = {}
     #: Model families the checks run on (``autocompress.testing.tiny.FAMILIES``: every family the
     #: built-in adapters claim); those the technique's ``unsupported_reason_for`` refuses (with the
     #: kit's WordPiece tokenizer) are left out.
@@ -198,11 +201,12 @@ class TechniqueContract:
             before = self.logits(model, text_inputs(tiny_tokenizer(tmp_path / "original"), texts))
             after = self.logits(compressed, text_inputs(context.tokenizer, texts))
             change = largest_difference(before, after) / float(before.abs().max())
+            tolerance = self.mild_tolerance_for.get(family, self.mild_tolerance)
             print(f"{self.technique.name} {self.mild_config} on trained {family}: largest logit change "
-                  f"{change:.4f} of the largest logit (tolerance {self.mild_tolerance})")
-            assert change <= self.mild_tolerance, (
+                  f"{change:.4f} of the largest logit (tolerance {tolerance})")
+            assert change <= tolerance, (
                 f"{family}: under mild_config {self.mild_config} the logits moved by {change:.4f} of the largest "
-                f"logit, more than mild_tolerance {self.mild_tolerance}")
+                f"logit, more than the mild tolerance {tolerance}")
 
     def test_save_reload_gives_identical_outputs(self, tmp_path):
         host = self.host()

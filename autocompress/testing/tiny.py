@@ -27,7 +27,7 @@ DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
 #: The model families every technique's contract checks run on (``autocompress.testing.contract``):
 #: every encoder family the built-in adapters claim, and one Llama-layout decoder (the others share its
 #: adapter and module layout; ``DECODER_FAMILIES`` has them for the tests that need them).
-FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "llama")
+FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "modernbert", "llama")
 #: How ``trained_tiny_model`` trains: steps of 32 examples of ``synthetic_sentiment`` at this rate.
 TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
 #: Held-out accuracy a trained tiny model must reach; below it, training went wrong.
@@ -110,6 +110,13 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
                                     share_att_key=family == "deberta-v2", norm_rel_ebd="layer_norm",
                                     position_biased_input=False, pad_token_id=PAD_ID)
         return tf.DebertaV2ForSequenceClassification(config).eval()
+    if family == "modernbert":
+        # Global attention every other layer (0 and 2 global, 1 local over a window of 8 tokens), so both
+        # kinds are exercised, and the first layer's missing attention norm is in every check.
+        config = tf.ModernBertConfig(**common, max_position_embeddings=128, global_attn_every_n_layers=2,
+                                     local_attention=8, pad_token_id=PAD_ID, bos_token_id=CLS_ID, cls_token_id=CLS_ID,
+                                     eos_token_id=SEP_ID, sep_token_id=SEP_ID)
+        return tf.ModernBertForSequenceClassification(config).eval()
     if family in DECODER_FAMILIES:
         config_class = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
                         "mistral": tf.MistralConfig}[family]
