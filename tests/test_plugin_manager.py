@@ -143,7 +143,7 @@ def test_plugin_supporting_this_api_version_loads():
 
 
 @pytest.mark.parametrize("api, expected", [
-    (">=2.0", "supports plugin API >=2.0, but autocompress 0.1.0 provides plugin API 1.4"),
+    (">=2.0", "supports plugin API >=2.0, but autocompress 0.1.0 provides plugin API 1.5"),
     ("<1.0", "supports plugin API <1.0"),
     ("one point oh", "'one point oh' is not a version specifier"),
     (2, "2 is not a version specifier"),
@@ -468,7 +468,7 @@ def test_entry_point_plugin_is_discovered_with_its_distribution(installed_plugin
     assert broken["broken"].distribution == "ac-tiny-plugin 0.3"
     assert broken["broken"].error == "import failed: ModuleNotFoundError: No module named 'ac_missing_module'"
     assert broken["future"].distribution == "ac-tiny-plugin 0.3"
-    assert "supports plugin API >=2.0,<3" in broken["future"].error and "plugin API 1.4" in broken["future"].error
+    assert "supports plugin API >=2.0,<3" in broken["future"].error and "plugin API 1.5" in broken["future"].error
     assert "future_noise" not in host.techniques
     assert build_host(autoload=False).techniques.get("entry_point_noise") is None
 
@@ -497,7 +497,7 @@ def test_cli_text_listing_shows_broken_plugins_and_why(installed_plugin):
     result = subprocess.run([sys.executable, "-m", "autocompress.cli", "plugins"],
                             capture_output=True, text=True, env=env, check=True)
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("plugin API 1.4")
+    assert lines[0].endswith("plugin API 1.5")
     assert any(line.startswith("technique") and "entry_point_noise" in line and "ac-tiny-plugin 0.3" in line
                for line in lines)
     broken = [line for line in lines if line.startswith("BROKEN")]

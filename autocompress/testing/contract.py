@@ -206,7 +206,7 @@ class TechniqueContract:
                   f"{change:.4f} of the largest logit (tolerance {tolerance})")
             assert change <= tolerance, (
                 f"{family}: under mild_config {self.mild_config} the logits moved by {change:.4f} of the largest "
-                f"logit, more than the mild tolerance {tolerance}")
+                f"logit, more than mild_tolerance {tolerance}")
 
     def test_save_reload_gives_identical_outputs(self, tmp_path):
         host = self.host()
