@@ -31,6 +31,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "data": (Path, "your labelled data: a CSV, TSV, JSONL or Parquet file with text and label columns, or a "
              "directory written by datasets' save_to_disk (its train/validation/test splits are used)"),
     "text_column": (str, "name of the text column (default: text)"),
+    "text_pair_column": (str, "sentence-pair data (NLI, duplicate questions, reranking): the column of the second "
+                         "text; each example is encoded as the pair (text, second text)"),
     "prompt_template": (str, "a causal LM --model classifies by the label word it would say next after this "
                         "prompt; {text} marks the text (default: 'Review: {text}\\nSentiment:')"),
     "label_words": (list, "comma-separated word per class, in label order, for a causal LM --model (default: "
@@ -239,6 +241,7 @@ def settings_from_options(options: Mapping[str, Any]):
     task = o.get("task") or ("local" if o.get("model") or o.get("data") else "demo")
     task_fields = dict(
         model=o.get("model"), data=o.get("data"), text_column=o.get("text_column", "text"),
+        text_pair_column=o.get("text_pair_column"),
         label_column=o.get("label_column", "label"), drop_missing=o.get("drop_missing", False),
         seed=o.get("seed", 0), max_length=o.get("max_length", 64), cache_dir=o.get("cache_dir"),
         allow_pickle=o.get("allow_pickle", False), trust_remote_code=o.get("trust_remote_code", False),

@@ -25,17 +25,34 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
 
 @dataclass(frozen=True)
 class TextDataset:
-    """One split: texts and their label indices (0..K-1), aligned by position."""
+    """One split: texts and their label indices (0..K-1), aligned by position; for a sentence-pair task
+    (NLI, duplicate questions, reranking) also the second text of each example (``pairs``), which the
+    tokenizer encodes after the first (``autocompress.training.encode``)."""
 
     texts: list[str]
     labels: list[int]
+    pairs: list[str] | None = None
+
+    def __post_init__(self):
+        if self.pairs is not None and len(self.pairs) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.pairs)} second texts")
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def subset(self, indices: Sequence[int]) -> TextDataset:
+        """The examples at ``indices``, in that order (second texts included)."""
+        indices = [int(i) for i in indices]
+        return TextDataset([self.texts[i] for i in indices], [int(self.labels[i]) for i in indices],
+                           None if self.pairs is None else [self.pairs[i] for i in indices])
+
     def head(self, n: int) -> TextDataset:
         """The first ``n`` examples (the whole dataset when it is not longer)."""
-        return self if len(self) <= n else TextDataset(self.texts[:n], self.labels[:n])
+        return self if len(self) <= n else self.subset(range(n))
+
+    def every_text(self) -> list[str]:
+        """Every text the model reads: the first texts, then the second texts of a pair task."""
+        return list(self.texts) + list(self.pairs or ())
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,8 @@ class TaskData:
         """SHA-256 of every split's content and the label names (stable across runs)."""
         digest = hashlib.sha256()
         for split in (self.train, self.validation, self.test):
-            digest.update(json.dumps([split.texts, split.labels], ensure_ascii=False).encode())
+            content = [split.texts, split.labels] + ([split.pairs] if split.pairs is not None else [])
+            digest.update(json.dumps(content, ensure_ascii=False).encode())
         digest.update(json.dumps(self.label_names).encode())
         return digest.hexdigest()
 
@@ -131,8 +149,10 @@ def _read_frame(path: Path):
 
 
 def read_table(path: str | Path, text_column: str = "text", label_column: str = "label",
-               drop_missing: bool = False) -> tuple[list[str], list[object]]:
-    """Texts and raw labels from a CSV/TSV, JSON lines or Parquet file (chosen by suffix).
+               drop_missing: bool = False, pair_column: str | None = None
+               ) -> tuple[list[str], list[object], list[str] | None]:
+    """Texts, raw labels and (with ``pair_column``) second texts from a CSV/TSV, JSON lines or Parquet
+    file (chosen by suffix).
 
     Rows with an empty text or label are an error naming them, or are dropped with ``drop_missing``.
     """
@@ -141,38 +161,50 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
         raise DataError(f"{path}: data file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
-    return column_values(_read_frame(path), str(path), text_column, label_column, drop_missing)
+    return column_values(_read_frame(path), str(path), text_column, label_column, drop_missing, pair_column)
 
 
-def column_values(frame, source: str, text_column: str, label_column: str,
-                  drop_missing: bool) -> tuple[list[str], list[object]]:
-    """Texts and raw labels of a DataFrame whose index is the row number a user sees.
+def column_values(frame, source: str, text_column: str, label_column: str, drop_missing: bool,
+                  pair_column: str | None = None) -> tuple[list[str], list[object], list[str] | None]:
+    """Texts, raw labels and second texts (None without ``pair_column``) of a DataFrame whose index is
+    the row number a user sees.
 
     ``source`` names it in errors (a file, or a file and a split). Shared by the file formats
     here and by ``autocompress.hf_data`` (``datasets`` splits).
     """
     columns = [str(c) for c in frame.columns]
-    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+    wanted = [(text_column, "--text-column"), (label_column, "--label-column")]
+    if pair_column is not None:
+        if pair_column in (text_column, label_column):
+            raise DataError(f"{source}: --text-pair-column '{pair_column}' is also the "
+                            f"{'text' if pair_column == text_column else 'label'} column; name the column of the "
+                            "second texts")
+        wanted.append((pair_column, "--text-pair-column"))
+    for column, option in wanted:
         if column not in columns:
             raise DataError(f"{source}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
                             f"set {option}")
     if frame.empty:
         raise DataError(f"{source}: no rows")
     texts, labels = frame[text_column], frame[label_column]
+    pairs = frame[pair_column] if pair_column is not None else None
+    checked = [texts, labels] + ([pairs] if pairs is not None else [])
     missing = texts.isna() | labels.isna()
-    for column in (texts, labels):
-        missing |= column.astype(str).str.strip() == ""
+    for column in checked:
+        missing |= column.isna() | (column.astype(str).str.strip() == "")
+    what = "an empty text, second text or label" if pairs is not None else "an empty text or label"
     if missing.any():
         rows = [int(i) for i in frame.index[missing.to_numpy()]]
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         if not drop_missing:
             which = "1 row has" if len(rows) == 1 else f"{len(rows)} rows have"
-            raise DataError(f"{source}: {which} an empty text or label (row{'s' * (len(rows) > 1)} {shown}); "
+            raise DataError(f"{source}: {which} {what} (row{'s' * (len(rows) > 1)} {shown}); "
                             "fix them or pass --drop-missing")
         texts, labels = texts[~missing], labels[~missing]
+        pairs = pairs[~missing] if pairs is not None else None
         if texts.empty:
-            raise DataError(f"{source}: every row has an empty text or label")
-    return [str(t) for t in texts], list(labels)
+            raise DataError(f"{source}: every row has {what}")
+    return [str(t) for t in texts], list(labels), None if pairs is None else [str(t) for t in pairs]
 
 
 def label_key(value: object) -> object:
@@ -220,14 +252,16 @@ def encode_labels(raw_labels: Sequence[object], source: str) -> tuple[list[int],
 
 
 def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> TaskData:
+                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                     pairs: Sequence[str] | None = None) -> TaskData:
     """Per-class seeded shuffle and cut: every split gets every class; deterministic for a seed.
 
     Validation and test take their fractions of each class (at least one example each); train
-    takes the rest.
+    takes the rest. ``pairs``: the second text of each example, for a sentence-pair task.
     """
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    everything = TextDataset(list(texts), [int(label) for label in labels], None if pairs is None else list(pairs))
     if any(not 0 <= label < len(label_names) for label in labels):
         raise ValueError(f"labels must be indices 0..{len(label_names) - 1} into label_names")
     rng = np.random.default_rng(seed)
@@ -248,7 +282,7 @@ def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: S
     splits = []
     for part in parts:
         order = rng.permutation(np.asarray(sorted(part)))  # mix classes within a split
-        splits.append(TextDataset([texts[i] for i in order], [int(labels[i]) for i in order]))
+        splits.append(everything.subset(order))
     return TaskData(*splits, label_names=list(label_names))
 
 
@@ -273,24 +307,25 @@ def hold_out(split: TextDataset, label_names: Sequence[str], fraction: float, se
     parts = []
     for part in (kept, held):
         order = rng.permutation(np.asarray(sorted(part)))
-        parts.append(TextDataset([split.texts[i] for i in order], [split.labels[i] for i in order]))
+        parts.append(split.subset(order))
     return parts[0], parts[1]
 
 
 def load_task_data(path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
-                   drop_missing: bool = False) -> TaskData:
+                   drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
     """A data file read, its labels encoded and split 0.8/0.1/0.1 by class (``read_table`` and friends).
 
     A directory is a dataset written by ``datasets``' ``save_to_disk``: its own splits are used
-    (``autocompress.hf_data``).
+    (``autocompress.hf_data``). ``pair_column``: the column of the second texts of a sentence-pair task.
     """
     if Path(path).is_dir():
         from autocompress.hf_data import load_saved_dataset
 
-        return load_saved_dataset(Path(path), text_column, label_column, seed=seed, drop_missing=drop_missing)
-    texts, raw = read_table(path, text_column, label_column, drop_missing)
+        return load_saved_dataset(Path(path), text_column, label_column, seed=seed, drop_missing=drop_missing,
+                                  pair_column=pair_column)
+    texts, raw, pairs = read_table(path, text_column, label_column, drop_missing, pair_column)
     labels, names = encode_labels(raw, str(path))
     try:
-        return stratified_split(texts, labels, names, seed=seed)
+        return stratified_split(texts, labels, names, seed=seed, pairs=pairs)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autocompress.data import TextDataset
 from autocompress.technique import ApplyContext, no_report
 from autocompress.training import Encoded, accuracy, encode, fine_tune
 
@@ -255,7 +254,7 @@ def evaluation_subset(context: ApplyContext) -> Encoded:
     index = list(range(len(validation)))
     if len(index) > EVAL_SUBSET:
         index = sorted(random.Random(context.seed).sample(index, EVAL_SUBSET))
-    subset = TextDataset([validation.texts[i] for i in index], [validation.labels[i] for i in index])
+    subset = validation.subset(index)
     return encode(context.tokenizer, subset, context.max_length)
 
 

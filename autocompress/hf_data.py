@@ -67,7 +67,7 @@ def is_saved_dataset(path: Path) -> bool:
 
 
 def load_saved_dataset(path: Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
-                       drop_missing: bool = False) -> TaskData:
+                       drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
     """The task data in a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
     if not is_saved_dataset(path):
         raise DataError(f"{path}: a directory, but not one written by datasets' save_to_disk (no dataset_dict.json "
@@ -79,7 +79,8 @@ def load_saved_dataset(path: Path, text_column: str = "text", label_column: str 
             loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # corrupt arrow files, version mismatches: datasets raises many kinds
         raise DataError(f"{path}: cannot read the saved dataset ({type(exc).__name__}: {exc})") from None
-    return task_data_from_datasets(loaded, str(path), text_column, label_column, seed=seed, drop_missing=drop_missing)
+    return task_data_from_datasets(loaded, str(path), text_column, label_column, seed=seed, drop_missing=drop_missing,
+                                   pair_column=pair_column)
 
 
 def _check_saved_splits(path: Path) -> None:
@@ -112,17 +113,19 @@ def _splits(obj: Any, source: str) -> dict[str, Any]:
     return splits
 
 
-def _split_values(split: Any, where: str, text_column: str, label_column: str,
-                  drop_missing: bool) -> tuple[list[str], list[object]]:
+def _split_values(split: Any, where: str, text_column: str, label_column: str, drop_missing: bool,
+                  pair_column: str | None = None) -> tuple[list[str], list[object], list[str] | None]:
     columns = list(split.column_names)
-    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+    wanted = [(text_column, "--text-column"), (label_column, "--label-column")]
+    wanted += [(pair_column, "--text-pair-column")] if pair_column is not None else []
+    for column, option in wanted:
         if column not in columns:
             raise DataError(f"{where}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
                             f"set {option}")
     if len(split) == 0:
         raise DataError(f"{where}: the split is empty")
-    frame = split.select_columns([text_column, label_column]).to_pandas()
-    return column_values(frame, where, text_column, label_column, drop_missing)
+    frame = split.select_columns(list(dict.fromkeys(column for column, _ in wanted))).to_pandas()
+    return column_values(frame, where, text_column, label_column, drop_missing, pair_column)
 
 
 def _class_label_names(splits: dict[str, Any], label_column: str, source: str) -> list[str] | None:
@@ -179,21 +182,22 @@ def _encode(raw: dict[str, list[object]], class_names: list[str] | None, source:
 
 
 def task_data_from_datasets(obj: Any, source: str, text_column: str = "text", label_column: str = "label",
-                            seed: int = 0, drop_missing: bool = False) -> TaskData:
-    """Task data from a ``datasets.Dataset`` or ``DatasetDict`` (see the module docstring for the splits)."""
+                            seed: int = 0, drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
+    """Task data from a ``datasets.Dataset`` or ``DatasetDict`` (see the module docstring for the splits);
+    ``pair_column``: the column of the second texts of a sentence-pair task."""
     splits = _splits(obj, source)
-    texts, raw = {}, {}
+    texts, raw, pairs = {}, {}, {}
     for split_name, split in splits.items():
-        texts[split_name], raw[split_name] = _split_values(split, f"{source}: split '{split_name}'", text_column,
-                                                           label_column, drop_missing)
+        texts[split_name], raw[split_name], pairs[split_name] = _split_values(
+            split, f"{source}: split '{split_name}'", text_column, label_column, drop_missing, pair_column)
     labels, names = _encode(raw, _class_label_names(splits, label_column, source), source)
     if set(splits) == {"train"}:
         try:
-            return stratified_split(texts["train"], labels["train"], names, seed=seed)
+            return stratified_split(texts["train"], labels["train"], names, seed=seed, pairs=pairs["train"])
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
-    train = TextDataset(texts["train"], labels["train"])
-    parts = {name: TextDataset(texts[name], labels[name]) for name in splits if name != "train"}
+    train = TextDataset(texts["train"], labels["train"], pairs["train"])
+    parts = {name: TextDataset(texts[name], labels[name], pairs[name]) for name in splits if name != "train"}
     for missing in ("validation", "test"):
         if missing not in parts:  # carved from train only: test never feeds validation, nor the reverse
             train, parts[missing] = hold_out(train, names, HOLD_OUT, seed, f"{source}: split 'train'")

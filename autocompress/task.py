@@ -29,6 +29,8 @@ class TaskOptions:
     data: Path | None = None
     text_column: str = "text"
     label_column: str = "label"
+    #: Sentence-pair data: the column of each example's second text (None: single texts). Added in plugin API 1.5.
+    text_pair_column: str | None = None
     drop_missing: bool = False
     seed: int = 0
     max_length: int = 64

@@ -17,11 +17,13 @@ from autocompress.data import TextDataset
 
 @dataclass(frozen=True)
 class Encoded:
-    """A tokenised dataset: unpadded id lists (padded per batch) and labels."""
+    """A tokenised dataset: unpadded id lists (padded per batch) and labels; for sentence pairs, the
+    segment of each token too (``token_type_ids``, when the tokenizer gives them: BERT's does)."""
 
     input_ids: list[list[int]]
     labels: torch.Tensor
     pad_id: int
+    token_type_ids: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -37,13 +39,34 @@ class Encoded:
             for i, row in enumerate(rows):
                 ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
                 mask[i, : len(row)] = 1
-            yield {"input_ids": ids, "attention_mask": mask}, self.labels[index]
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            if self.token_type_ids is not None:
+                types = torch.zeros((len(rows), width), dtype=torch.long)
+                for i, position in enumerate(index):
+                    row = self.token_type_ids[position]
+                    types[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+                inputs["token_type_ids"] = types
+            yield inputs, self.labels[index]
 
 
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
-    ids = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)["input_ids"]
+    """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first)."""
+    if dataset.pairs is None:
+        encoded = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)
+        types = None
+    else:
+        encoded = tokenizer(list(dataset.texts), list(dataset.pairs), truncation=True, max_length=max_length)
+        types = encoded.get("token_type_ids")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(ids, torch.tensor(dataset.labels, dtype=torch.long), pad)
+    return Encoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=torch.long), pad, types)
+
+
+def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_length: int,
+                   batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Model inputs of ``count`` examples of ``dataset`` (all when fewer) drawn with ``seed``, in batches:
+    what techniques that score parts of the model run it on (second texts of a pair task included)."""
+    chosen = random.Random(seed).sample(range(len(dataset)), min(count, len(dataset)))
+    return [inputs for inputs, _ in encode(tokenizer, dataset.subset(chosen), max_length).batches(batch_size)]
 
 
 def seed_everything(seed: int) -> None:

@@ -207,12 +207,11 @@ def query_heads(units: Sequence[int], group: int) -> list[int]:
 
 
 def _scoring_batches(context: ApplyContext, samples: int):
-    from autocompress.data import TextDataset
     from autocompress.training import encode
 
     train = context.data.train
     chosen = sorted(random.Random(context.seed).sample(range(len(train)), min(samples, len(train))))
-    subset = TextDataset([train.texts[i] for i in chosen], [train.labels[i] for i in chosen])
+    subset = train.subset(chosen)
     return encode(context.tokenizer, subset, context.max_length).batches(SCORING_BATCH)
 
 

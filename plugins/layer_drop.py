@@ -22,7 +22,6 @@ from, so distillation can match each student layer to its source.
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,13 +108,10 @@ def keep_layers(model: nn.Module, adapter: ArchitectureAdapter, indices: Sequenc
 
 
 def _sample_inputs(context: ApplyContext) -> list[dict[str, torch.Tensor]]:
-    from autocompress.data import TextDataset
-    from autocompress.training import encode
+    from autocompress.training import sample_batches
 
-    texts = list(context.data.train.texts)
-    sample = random.Random(context.seed).sample(texts, min(IMPORTANCE_SAMPLE, len(texts)))
-    encoded = encode(context.tokenizer, TextDataset(sample, [0] * len(sample)), context.max_length)
-    return [inputs for inputs, _ in encoded.batches(32)]
+    return sample_batches(context.tokenizer, context.data.train, IMPORTANCE_SAMPLE, context.seed, context.max_length,
+                          32)
 
 
 def _summary_states(model: nn.Module, adapter: ArchitectureAdapter,

@@ -26,7 +26,6 @@ set of parameters, autograd sums the gradients of every position that uses it, a
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,13 +79,10 @@ def share_layers(model: nn.Module, adapter: ArchitectureAdapter, representatives
 
 
 def _sample_batches(context: ApplyContext) -> list[dict[str, torch.Tensor]]:
-    from autocompress.data import TextDataset
-    from autocompress.training import encode
+    from autocompress.training import sample_batches
 
-    texts = list(context.data.train.texts)
-    sample = random.Random(context.seed).sample(texts, min(SAMPLE_TEXTS, len(texts)))
-    encoded = encode(context.tokenizer, TextDataset(sample, [0] * len(sample)), context.max_length)
-    return [inputs for inputs, _ in encoded.batches(32)]
+    return sample_batches(context.tokenizer, context.data.train, SAMPLE_TEXTS, context.seed, context.max_length,
+                          32)
 
 
 def best_representatives(model: nn.Module, adapter: ArchitectureAdapter, groups: list[list[int]],

@@ -109,7 +109,8 @@ class LocalTask(TaskProvider):
 
     def _data(self) -> TaskData:
         o = self.options
-        data = load_task_data(o.data, o.text_column, o.label_column, seed=o.seed, drop_missing=o.drop_missing)
+        data = load_task_data(o.data, o.text_column, o.label_column, seed=o.seed, drop_missing=o.drop_missing,
+                              pair_column=o.text_pair_column)
         return data.limit_train(o.train_limit)
 
     def _model(self) -> ResolvedModel:
@@ -127,6 +128,10 @@ class LocalTask(TaskProvider):
         self._model_type = config.get("model_type")
         if is_causal_lm(config):
             check_base_model(config, model.directory / "config.json")
+            if o.text_pair_column is not None:
+                raise InputError(f"--text-pair-column {o.text_pair_column}: a causal LM --model classifies one text "
+                                 "in a prompt; sentence pairs need an encoder (a classifier or a base model such as "
+                                 "BertModel)")
             data = self._data()
             self._prompt().words(data.label_names)  # one word per class, before anything loads
         elif is_classifier(config):

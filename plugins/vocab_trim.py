@@ -218,7 +218,7 @@ class VocabTrim(Technique):
         tokenizer = context.tokenizer
         wordpiece_json(tokenizer)  # fail before any work when the tokenizer is not WordPiece
         embeddings = get_module(model, context.adapter.word_embeddings_path())
-        kept = kept_token_ids(tokenizer, model.config, context.data.train.texts, config.min_count,
+        kept = kept_token_ids(tokenizer, model.config, context.data.train.every_text(), config.min_count,
                               embeddings.num_embeddings, positions_follow_padding(model, context.adapter))
         new_tokenizer = trimmed_tokenizer(tokenizer, kept)
         state = VocabTrimState(kept_ids=list(kept))

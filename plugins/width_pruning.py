@@ -35,7 +35,6 @@ head count; ``rebuild`` narrows a model built from the original configuration to
 
 from __future__ import annotations
 
-import random
 import warnings
 from dataclasses import dataclass
 
@@ -132,13 +131,10 @@ def narrow(model: nn.Module, adapter: ArchitectureAdapter, channels: torch.Tenso
 
 
 def _sample_batches(context: ApplyContext, samples: int) -> list[dict[str, torch.Tensor]]:
-    from autocompress.data import TextDataset
-    from autocompress.training import encode
+    from autocompress.training import sample_batches
 
-    texts = list(context.data.train.texts)
-    sample = random.Random(context.seed).sample(texts, min(samples, len(texts)))
-    encoded = encode(context.tokenizer, TextDataset(sample, [0] * len(sample)), context.max_length)
-    return [inputs for inputs, _ in encoded.batches(SCORING_BATCH)]
+    return sample_batches(context.tokenizer, context.data.train, samples, context.seed, context.max_length,
+                          SCORING_BATCH)
 
 
 def activation_importance(model: nn.Module, adapter: ArchitectureAdapter, stream: ResidualStream,
