@@ -351,7 +351,7 @@ def test_rows_with_missing_values_are_dropped_only_with_drop_missing(fixtures, t
 
     from autocompress.data import read_table
 
-    kept, _ = read_table(data, drop_missing=True)
+    kept, _, _ = read_table(data, drop_missing=True)
     assert len(kept) == 38
 
 

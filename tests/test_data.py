@@ -29,8 +29,8 @@ def test_csv_tsv_jsonl_and_parquet_load_with_custom_columns(tmp_path):
     names = ("d.csv", "d.tsv", "d.jsonl", "d.parquet")
     loaded = [read_table(tmp_path / name, "review", "stars") for name in names]
     assert all(result == loaded[0] for result in loaded)
-    texts, labels = loaded[0]
-    assert texts[3] == "sentence number 3" and labels[3] == "pos"
+    texts, labels, pairs = loaded[0]
+    assert texts[3] == "sentence number 3" and labels[3] == "pos" and pairs is None
 
 
 def test_load_task_data_encodes_and_splits(tmp_path):
@@ -102,7 +102,7 @@ def test_missing_values_are_counted_and_dropped_only_when_allowed(tmp_path):
     path.write_text("text,label\ngood,1\n,0\nbad,\nfine,1\n")
     with pytest.raises(DataError, match=r"2 rows have an empty text or label \(rows 3, 4\).*--drop-missing"):
         read_table(path)
-    texts, labels = read_table(path, drop_missing=True)
+    texts, labels, _ = read_table(path, drop_missing=True)
     assert texts == ["good", "fine"] and labels == ["1", "1"]
 
 
@@ -113,7 +113,7 @@ def test_missing_values_in_json_lines_are_reported_by_line(tmp_path):
     path.write_text("\n".join(lines))
     with pytest.raises(DataError, match=r"3 rows have an empty text or label \(rows 3, 4, 5\)"):
         read_table(path)
-    assert read_table(path, drop_missing=True) == (["good", "fine"], [1, 0])
+    assert read_table(path, drop_missing=True) == (["good", "fine"], [1, 0], None)
 
 
 def test_many_missing_rows_are_counted_and_the_list_shortened(tmp_path):
