@@ -75,10 +75,14 @@ def test_a_pair_search_reads_both_texts_and_its_best_model_reloads_in_a_fresh_pr
     write_tiny_checkpoint(tmp_path / "model")
     _pairs(240, seed=3).to_csv(tmp_path / "pairs.csv", index=False)
     out = tmp_path / "run"
+    plans = tmp_path / "plans.yaml"  # fixed plans: the built-in ones depend on what the probe times here
+    plans.write_text("- quantization: {dtype: int8}\n- layer_drop: {keep_layers: 1}\n  vocab_trim: {min_count: 1}\n"
+                     "  distillation: {epochs: 1.0}\n")
     assert main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "pairs.csv"),
                  "--text-column", "premise", "--text-pair-column", "hypothesis", "--out", str(out), "--trials", "2",
                  "--techniques", "layer_drop,vocab_trim,distillation,quantization", "--repeats", "3", "--warmup", "1",
-                 "--no-progress", "--max-accuracy-drop", "0.2", "--free-floor", "none", "--seed", "1"]) == 0
+                 "--no-progress", "--max-accuracy-drop", "0.2", "--free-floor", "none", "--seed", "1",
+                 "--starting-points", str(plans)]) == 0
     run = json.loads((out / "run.json").read_text())
     # The sentiment is only in the second text: a teacher that saw the first texts alone would be at chance.
     assert run["baseline"]["test_accuracy"] >= 0.9, run["baseline"]
