@@ -134,9 +134,11 @@ class ArchitectureAdapter(ABC):
     def word_embeddings_path(self) -> str:
         """Path of the token embedding ``nn.Embedding``."""
 
-    @abstractmethod
     def head_size(self) -> int:
-        """Width of one attention head (unchanged by head pruning)."""
+        """Width of one attention head (unchanged by head pruning): ``hidden_size // num_attention_heads``
+        by default; a family whose config names it otherwise overrides this."""
+        config = self.model.config
+        return config.hidden_size // config.num_attention_heads
 
     def residual_stream(self) -> ResidualStream | None:
         """The parts outside the layers that read or write the hidden width, or None when this adapter
@@ -229,10 +231,6 @@ class BertAdapter(ArchitectureAdapter):
             return None
         return ResidualStream("hidden_size", "num_attention_heads", tables, (f"{prefix}.embeddings.LayerNorm",),
                               head_dense, head_output)
-
-    def head_size(self) -> int:
-        config = self.model.config
-        return config.hidden_size // config.num_attention_heads
 
 
 class DistilBertAdapter(ArchitectureAdapter):
@@ -340,10 +338,6 @@ class MPNetAdapter(ArchitectureAdapter):
     def word_embeddings_path(self) -> str:
         return f"{self.model.base_model_prefix}.embeddings.word_embeddings"
 
-    def head_size(self) -> int:
-        config = self.model.config
-        return config.hidden_size // config.num_attention_heads
-
     def shared_head_tables(self) -> tuple[str, ...]:
         encoder = get_module(self.model, f"{self.model.base_model_prefix}.encoder")
         if isinstance(getattr(encoder, "relative_attention_bias", None), nn.Module):
@@ -380,10 +374,6 @@ class ModernBertAdapter(ArchitectureAdapter):
 
     def word_embeddings_path(self) -> str:
         return f"{self.model.base_model_prefix}.embeddings.tok_embeddings"
-
-    def head_size(self) -> int:
-        config = self.model.config
-        return config.hidden_size // config.num_attention_heads
 
     def pinned_layers(self) -> tuple[int, ...]:
         return (0,)
