@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +71,7 @@ def converted_checkpoint(gguf_file: Path, cache_dir: Path, *, progress: bool = T
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from autocompress.task import transformers_progress
+    from autocompress.teacher import save_cached_checkpoint
 
     with transformers_progress(progress):
         quantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
@@ -91,16 +90,5 @@ def converted_checkpoint(gguf_file: Path, cache_dir: Path, *, progress: bool = T
     record = {"conversion_version": CONVERSION_VERSION, "source": str(gguf_file), "sha256": sha,
               "transformers": transformers.__version__,
               "parameters": sum(p.numel() for p in model.parameters())}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target, then renamed: an interrupted conversion never leaves a half checkpoint.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{sha[:16]}-"))
-    try:
-        model.eval().save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        (staging / "conversion.json").write_text(json.dumps(record, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_cached_checkpoint(target, model.eval(), tokenizer, "conversion.json", record)
     return target, dict(record, converted_now=True)

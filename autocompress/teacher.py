@@ -114,19 +114,25 @@ def cached_teacher(
     record = dict(key_fields, validation_accuracy=accuracy(model, encode(tokenizer, data.validation,
                                                                          recipe.max_length)),
                   majority_class_accuracy=majority_class_accuracy(data))
-    # Write to a temporary sibling, then rename: a killed fine-tuning never leaves a half teacher.
+    save_cached_checkpoint(target, model, tokenizer, "teacher.json", record)
+    return target, dict(record, trained_now=True)
+
+
+def save_cached_checkpoint(target: Path, model: Any, tokenizer: Any, record_name: str, record: dict[str, Any]) -> None:
+    """``model`` (safetensors), ``tokenizer`` and ``record`` (JSON, as ``record_name``) written as the cache
+    entry ``target``, replacing any there. Written to a temporary sibling, then renamed: a run killed while
+    writing never leaves a half checkpoint, and an entry holding its record is complete."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "teacher.json").write_text(json.dumps(record, indent=2))
+        (staging / record_name).write_text(json.dumps(record, indent=2))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, dict(record, trained_now=True)
 
 
 def no_better_than_majority(training: dict[str, Any]) -> float | None:
