@@ -122,3 +122,20 @@ def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], 
         if head.bias is not None:
             head.bias.zero_()
     return classifier.eval()
+
+
+def zero_shot_teacher(causal_lm: Any, tokenizer: Any, data: TaskData, prompt: Prompt,
+                      max_length: int) -> tuple[Any, TaskData, dict[str, Any]]:
+    """The teacher a task makes of a causal LM: ``prompted_classifier`` over ``data``'s labels, ``data``
+    rendered through the prompt, and the teacher's record for ``TaskInfo.teacher_training`` (recipe,
+    prompt, zero-shot validation accuracy, majority-class accuracy)."""
+    from autocompress.teacher import majority_class_accuracy
+    from autocompress.training import accuracy, encode
+
+    teacher = prompted_classifier(causal_lm, tokenizer, data.label_names, prompt)
+    rendered = render_data(data, prompt)
+    record = {"recipe": "zero-shot prompted classification (no fine-tuning)",
+              "prompt": prompt.as_dict(data.label_names),
+              "validation_accuracy": accuracy(teacher, encode(tokenizer, rendered.validation, max_length)),
+              "majority_class_accuracy": majority_class_accuracy(data)}
+    return teacher, rendered, record

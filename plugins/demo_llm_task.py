@@ -15,7 +15,6 @@ from autocompress import hookimpl
 from autocompress.demo_data import default_cache_dir, load_demo_task_data
 from autocompress.errors import InputError
 from autocompress.task import LoadedTask, TaskInfo, TaskProvider
-from autocompress.teacher import majority_class_accuracy
 
 #: The demo's prompt: the label words follow "Sentiment:", one per class in label order.
 DEMO_TEMPLATE = "Review: {text}\nSentiment:"
@@ -49,10 +48,9 @@ class DemoLlmTask(TaskProvider):
     def load(self) -> LoadedTask:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from autocompress.prompted import Prompt, prompted_classifier, render_data
+        from autocompress.prompted import Prompt, zero_shot_teacher
         from autocompress.smollm2 import HUB_ID, LICENSE, converted_checkpoint, smollm2_gguf
         from autocompress.task import transformers_progress
-        from autocompress.training import accuracy, encode
 
         options = self.options
         cache_dir = options.cache_dir or default_cache_dir()
@@ -65,12 +63,8 @@ class DemoLlmTask(TaskProvider):
         raw = load_demo_task_data(seed=options.seed, cache_dir=cache_dir)
         raw = replace(raw.limit_train(min(options.train_limit or DEMO_TRAIN, DEMO_TRAIN)),
                       validation=raw.validation.head(DEMO_EVALUATION), test=raw.test.head(DEMO_EVALUATION))
-        teacher = prompted_classifier(causal_lm, tokenizer, raw.label_names, prompt)
-        data = render_data(raw, prompt)
-        validation_accuracy = accuracy(teacher, encode(tokenizer, data.validation, options.max_length))
-        training = dict(record, directory=str(directory), base_model_name=HUB_ID, prompt=prompt.as_dict(
-            raw.label_names), recipe="zero-shot prompted classification (no fine-tuning)",
-            validation_accuracy=validation_accuracy, majority_class_accuracy=majority_class_accuracy(raw))
+        teacher, data, zero_shot = zero_shot_teacher(causal_lm, tokenizer, raw, prompt, options.max_length)
+        training = dict(record, directory=str(directory), base_model_name=HUB_ID, **zero_shot)
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,

@@ -204,10 +204,8 @@ class LocalTask(TaskProvider):
         """A causal LM as a zero-shot prompted classifier of ``data`` (texts rendered through the prompt)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from autocompress.prompted import prompted_classifier, render_data
+        from autocompress.prompted import zero_shot_teacher
         from autocompress.task import transformers_progress
-        from autocompress.teacher import majority_class_accuracy
-        from autocompress.training import accuracy, encode
 
         o = self.options
         try:
@@ -221,19 +219,13 @@ class LocalTask(TaskProvider):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"--model {model.directory}: cannot load the causal LM or its tokenizer "
                              f"({type(exc).__name__}: {first_line})") from None
-        prompt = self._prompt()
-        teacher = prompted_classifier(causal_lm, tokenizer, data.label_names, prompt)
-        rendered = render_data(data, prompt)
-        validation_accuracy = accuracy(teacher, encode(tokenizer, rendered.validation, o.max_length))
-        training = {"recipe": "zero-shot prompted classification (no fine-tuning)",
-                    "prompt": prompt.as_dict(data.label_names), "validation_accuracy": validation_accuracy,
-                    "majority_class_accuracy": majority_class_accuracy(data),
-                    "base_model_name": model.hub_id or str(model.directory)}
+        teacher, rendered, training = zero_shot_teacher(causal_lm, tokenizer, data, self._prompt(), o.max_length)
+        training["base_model_name"] = model.hub_id or str(model.directory)
         return LoadedTask(
             teacher=teacher, tokenizer=tokenizer, data=rendered,
             fingerprint=f"{directory_sha256(model.directory)[:12]}-{rendered.fingerprint()[:12]}",
             description=(f"{model.describe()} as a prompted classifier on {o.data} (zero-shot validation "
-                         f"accuracy {validation_accuracy:.4f})"),
+                         f"accuracy {training['validation_accuracy']:.4f})"),
             info=replace(info, teacher_training=training),
         )
 
