@@ -164,15 +164,10 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
     return column_values(_read_frame(path), str(path), text_column, label_column, drop_missing, pair_column)
 
 
-def column_values(frame, source: str, text_column: str, label_column: str, drop_missing: bool,
-                  pair_column: str | None = None) -> tuple[list[str], list[object], list[str] | None]:
-    """Texts, raw labels and second texts (None without ``pair_column``) of a DataFrame whose index is
-    the row number a user sees.
-
-    ``source`` names it in errors (a file, or a file and a split). Shared by the file formats
-    here and by ``autocompress.hf_data`` (``datasets`` splits).
-    """
-    columns = [str(c) for c in frame.columns]
+def check_columns(columns: Sequence[str], source: str, text_column: str, label_column: str,
+                  pair_column: str | None = None) -> list[str]:
+    """The columns to read (text, label, and the second texts when ``pair_column`` is given), each
+    checked to be among ``columns``; a DataError naming the missing one and its option otherwise."""
     wanted = [(text_column, "--text-column"), (label_column, "--label-column")]
     if pair_column is not None:
         if pair_column in (text_column, label_column):
@@ -184,13 +179,24 @@ def column_values(frame, source: str, text_column: str, label_column: str, drop_
         if column not in columns:
             raise DataError(f"{source}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
                             f"set {option}")
+    return [column for column, _ in wanted]
+
+
+def column_values(frame, source: str, text_column: str, label_column: str, drop_missing: bool,
+                  pair_column: str | None = None) -> tuple[list[str], list[object], list[str] | None]:
+    """Texts, raw labels and second texts (None without ``pair_column``) of a DataFrame whose index is
+    the row number a user sees.
+
+    ``source`` names it in errors (a file, or a file and a split). Shared by the file formats
+    here and by ``autocompress.hf_data`` (``datasets`` splits).
+    """
+    check_columns([str(c) for c in frame.columns], source, text_column, label_column, pair_column)
     if frame.empty:
         raise DataError(f"{source}: no rows")
     texts, labels = frame[text_column], frame[label_column]
     pairs = frame[pair_column] if pair_column is not None else None
-    checked = [texts, labels] + ([pairs] if pairs is not None else [])
-    missing = texts.isna() | labels.isna()
-    for column in checked:
+    missing = texts.isna()
+    for column in [texts, labels] + ([pairs] if pairs is not None else []):
         missing |= column.isna() | (column.astype(str).str.strip() == "")
     what = "an empty text, second text or label" if pairs is not None else "an empty text or label"
     if missing.any():

@@ -25,6 +25,7 @@ from typing import Any
 from autocompress.data import (
     TaskData,
     TextDataset,
+    check_columns,
     column_values,
     encode_labels,
     hold_out,
@@ -115,16 +116,10 @@ def _splits(obj: Any, source: str) -> dict[str, Any]:
 
 def _split_values(split: Any, where: str, text_column: str, label_column: str, drop_missing: bool,
                   pair_column: str | None = None) -> tuple[list[str], list[object], list[str] | None]:
-    columns = list(split.column_names)
-    wanted = [(text_column, "--text-column"), (label_column, "--label-column")]
-    wanted += [(pair_column, "--text-pair-column")] if pair_column is not None else []
-    for column, option in wanted:
-        if column not in columns:
-            raise DataError(f"{where}: column '{column}' not found (columns: {', '.join(columns) or 'none'}); "
-                            f"set {option}")
+    wanted = check_columns(list(split.column_names), where, text_column, label_column, pair_column)
     if len(split) == 0:
         raise DataError(f"{where}: the split is empty")
-    frame = split.select_columns(list(dict.fromkeys(column for column, _ in wanted))).to_pandas()
+    frame = split.select_columns(wanted).to_pandas()
     return column_values(frame, where, text_column, label_column, drop_missing, pair_column)
 
 
