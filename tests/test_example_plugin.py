@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.testing import write_tiny_task
+from autocompress.testing import fresh_process_outputs, write_tiny_task
 
 DISTRIBUTION = "autocompress-example-plugin"
 TECHNIQUE = "embedding_factorization"
@@ -103,6 +103,5 @@ def test_a_short_search_uses_the_example_technique(tiny_task, tmp_path, autoload
               "assert type(model.get_input_embeddings()).__name__ == 'FactorizedEmbedding'\n"
               "batch = tok(['the film was good', 'a dull boring plot'], return_tensors='pt', padding=True)\n"
               "print(json.dumps(model(**batch).logits.tolist()))\n")
-    runs = [subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)]
+    runs = fresh_process_outputs(script, out / "best")
     assert runs[0] == runs[1]

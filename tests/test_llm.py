@@ -1,8 +1,6 @@
 """Decoder LLMs: a causal LM as a prompted classifier, searched, saved and reloaded; unsupported families refused."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -11,7 +9,7 @@ import torch
 from autocompress.cli import main
 from autocompress.errors import InputError
 from autocompress.prompted import Prompt, label_token_ids, prompted_classifier, render_data
-from autocompress.testing import synthetic_sentiment, write_tiny_causal_lm
+from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_causal_lm
 
 LABEL_WORDS = " bad, good"  # neg, pos (sorted label names), as the tiny tokenizer spells them
 
@@ -111,8 +109,7 @@ def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(causal_t
         "with torch.no_grad():\n"
         "    print(json.dumps(model(**batch).logits.tolist()))\n"
     )
-    fresh = [json.loads(subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True,
-                                       text=True, check=True).stdout) for _ in range(2)]
+    fresh = [json.loads(output) for output in fresh_process_outputs(script, out / "best")]
     assert fresh[0] == fresh[1]
     import autocompress
 

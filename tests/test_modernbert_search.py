@@ -2,14 +2,12 @@
 supports the family, on PyTorch and on ONNX Runtime, and the best model reloaded in a fresh process."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.testing import synthetic_sentiment, write_tiny_checkpoint
+from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_checkpoint
 
 PLANS = """\
 - layer_drop: {keep_layers: 2, strategy: every_other}
@@ -63,8 +61,7 @@ def test_a_modernbert_search_with_every_technique_reloads_its_best_model_in_a_fr
     assert (trials["parameters"] < teacher).all()
     best = json.loads((out / "pareto.json").read_text())["recommended"]
     assert best is not None
-    fresh = [subprocess.run([sys.executable, "-c", RELOAD, str(out / "best")], capture_output=True, text=True,
-                            check=True).stdout for _ in range(2)]
+    fresh = fresh_process_outputs(RELOAD, out / "best")
     assert fresh[0] == fresh[1] and len(json.loads(fresh[0])) == 2
 
 

@@ -2,8 +2,6 @@
 
 import gc
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,7 +14,7 @@ from autocompress.config import settings_from_options
 from autocompress.plugin_manager import build_host
 from autocompress.search import run_search
 from autocompress.technique import Stage, Technique
-from autocompress.testing import write_tiny_task
+from autocompress.testing import fresh_process_outputs, write_tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +69,7 @@ def test_best_reloads_in_a_fresh_process_with_the_same_predictions(tiny_task, tm
         "batch = tok(['the film was good', 'a dull boring plot'], return_tensors='pt', padding=True)\n"
         "print(json.dumps(model(**batch).logits.argmax(-1).tolist()))\n"
     )
-    fresh = [json.loads(subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True,
-                                       text=True, check=True).stdout) for _ in range(2)]
+    fresh = [json.loads(output) for output in fresh_process_outputs(script, out / "best")]
     assert fresh[0] == fresh[1] == [1, 0]
 
 

@@ -3,8 +3,6 @@ text, and every example reaches the model as the pair (text, second text) with i
 
 import json
 import random
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from autocompress.cli import main
 from autocompress.data import TextDataset, load_task_data
 from autocompress.errors import DataError
-from autocompress.testing import synthetic_sentiment, tiny_tokenizer, write_tiny_checkpoint
+from autocompress.testing import fresh_process_outputs, synthetic_sentiment, tiny_tokenizer, write_tiny_checkpoint
 from autocompress.testing.tiny import NEUTRAL
 from autocompress.training import encode
 
@@ -95,6 +93,5 @@ def test_a_pair_search_reads_both_texts_and_its_best_model_reloads_in_a_fresh_pr
               "            padding=True)\n"
               "with torch.no_grad():\n"
               "    print(json.dumps(model(**batch).logits.argmax(-1).tolist()))\n")
-    fresh = [subprocess.run([sys.executable, "-c", script, str(out / "best")], capture_output=True, text=True,
-                            check=True).stdout for _ in range(2)]
+    fresh = fresh_process_outputs(script, out / "best")
     assert fresh[0] == fresh[1]

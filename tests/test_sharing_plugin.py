@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.testing import write_tiny_task
+from autocompress.testing import fresh_process_outputs, write_tiny_task
 
 DISTRIBUTION = "autocompress-sharing-plugin"
 TECHNIQUE = "ffn_sharing"
@@ -85,8 +85,7 @@ def test_a_search_with_the_sharing_plugin_reloads_its_best_model_with_the_ties(t
     assert [s["technique"] for s in manifest["structure"]["steps"]] == [TECHNIQUE]
     assert manifest["ties"]  # the shared tensors, recorded once each
     env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_DISABLE_PLUGIN_AUTOLOAD"}
-    runs = [json.loads(subprocess.run([sys.executable, "-c", RELOAD, str(best)], capture_output=True, text=True,
-                                      env=env, check=True).stdout) for _ in range(2)]
+    runs = [json.loads(output) for output in fresh_process_outputs(RELOAD, best, env=env)]
     reloaded = runs[0]
     assert reloaded["shared"] == [[0, 1]]  # layers 0 and 1 run one FFN: the very same modules
     assert reloaded["parameters"] < reloaded["per_layer_sum"]  # counted once, not once per layer
