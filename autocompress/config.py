@@ -30,6 +30,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
               "sequence classifier is the teacher, a base model (e.g. BertModel) is fine-tuned on --data first"),
     "data": (Path, "your labelled data: a CSV, TSV, JSONL or Parquet file with text and label columns, or a "
              "directory written by datasets' save_to_disk (its train/validation/test splits are used)"),
+    "unlabeled": (Path, "in-domain texts without labels that distillation also learns from (the teacher labels "
+                  "them): a .txt file with one text per line, or a CSV/TSV/JSONL/Parquet file with the text column"),
     "text_column": (str, "name of the text column (default: text)"),
     "text_pair_column": (str, "sentence-pair data (NLI, duplicate questions, reranking): the column of the second "
                          "text; each example is encoded as the pair (text, second text)"),
@@ -248,7 +250,7 @@ def settings_from_options(options: Mapping[str, Any]):
         teacher_epochs=o.get("teacher_epochs", 2.0), teacher_learning_rate=o.get("teacher_learning_rate", 5e-5),
         train_limit=o.get("train_limit"), progress=not o.get("no_progress", False),
         prompt_template=o.get("prompt_template"),
-        label_words=tuple(o["label_words"]) if o.get("label_words") else None,
+        label_words=tuple(o["label_words"]) if o.get("label_words") else None, unlabeled=o.get("unlabeled"),
     )
     for name in ("max_length", "train_limit", "eval_limit"):
         if o.get(name) is not None and o[name] < 1:

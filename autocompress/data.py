@@ -23,6 +23,11 @@ from autocompress.errors import DataError
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
+#: The label of a text nobody labelled (``TaskData.unlabeled``, augmented copies): distillation
+#: learns from the teacher's output on it alone.
+UNLABELED = -1
+
+
 @dataclass(frozen=True)
 class TextDataset:
     """One split: texts and their label indices (0..K-1), aligned by position; for a sentence-pair task
@@ -54,6 +59,14 @@ class TextDataset:
         """Every text the model reads: the first texts, then the second texts of a pair task."""
         return list(self.texts) + list(self.pairs or ())
 
+    def concat(self, *others: TextDataset) -> TextDataset:
+        """This split followed by ``others`` (all single texts, or all pairs)."""
+        parts = (self, *others)
+        if len({part.pairs is None for part in parts}) > 1:
+            raise ValueError("cannot join single texts with sentence pairs")
+        return TextDataset([t for part in parts for t in part.texts], [y for part in parts for y in part.labels],
+                           None if self.pairs is None else [t for part in parts for t in part.pairs])
+
 
 @dataclass(frozen=True)
 class TaskData:
@@ -63,10 +76,17 @@ class TaskData:
     validation: TextDataset
     test: TextDataset
     label_names: list[str]  # index i -> the original label value as a string
+    #: In-domain texts without labels (``--unlabeled``; labels all ``UNLABELED``): distillation
+    #: trains on the teacher's outputs on them too. None: there are none. Added in plugin API 1.6.
+    unlabeled: TextDataset | None = None
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def training_texts(self) -> list[str]:
+        """Every text recovery may train on: the training split's (second texts included) and the unlabeled ones."""
+        return self.train.every_text() + (self.unlabeled.every_text() if self.unlabeled is not None else [])
 
     def limit_train(self, limit: int | None) -> TaskData:
         """The same task with at most ``limit`` training examples (None: all); evaluation splits unchanged."""
@@ -75,9 +95,10 @@ class TaskData:
         return replace(self, train=self.train.head(limit))
 
     def fingerprint(self) -> str:
-        """SHA-256 of every split's content and the label names (stable across runs)."""
+        """SHA-256 of every split's content (the unlabeled texts too) and the label names (stable across runs)."""
         digest = hashlib.sha256()
-        for split in (self.train, self.validation, self.test):
+        splits = (self.train, self.validation, self.test) + ((self.unlabeled,) if self.unlabeled is not None else ())
+        for split in splits:
             content = [split.texts, split.labels] + ([split.pairs] if split.pairs is not None else [])
             digest.update(json.dumps(content, ensure_ascii=False).encode())
         digest.update(json.dumps(self.label_names).encode())
@@ -162,6 +183,48 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
     if not path.is_file():
         raise DataError(f"{path}: not a file")
     return column_values(_read_frame(path), str(path), text_column, label_column, drop_missing, pair_column)
+
+
+def read_unlabeled(path: str | Path, text_column: str = "text", pair_column: str | None = None) -> TextDataset:
+    """Texts without labels (``--unlabeled``): a plain-text file (``.txt``, one text per line), or a
+    CSV/TSV, JSON lines or Parquet file with the text column (and ``pair_column`` for pairs).
+
+    Empty lines and rows with an empty text are skipped (this is bulk text, not labelled data); a
+    file with no text at all, a missing column or an unsupported type is a DataError naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: unlabeled-text file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if path.suffix.lower() == ".txt":
+        if pair_column is not None:
+            raise DataError(f"{path}: a .txt file holds single texts; sentence pairs (--text-pair-column) need "
+                            "a CSV, TSV, JSON lines or Parquet file with both columns")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+        texts, pairs = [line.strip() for line in lines if line.strip()], None
+    else:
+        if path.suffix.lower() not in SUFFIXES:
+            raise DataError(f"{path}: unsupported file type '{path.suffix}' "
+                            f"(supported: .txt, {', '.join(sorted(SUFFIXES))})")
+        frame = _read_frame(path)
+        wanted = [(text_column, "--text-column")] + ([(pair_column, "--text-pair-column")] if pair_column else [])
+        for column, option in wanted:
+            if column not in frame.columns:
+                raise DataError(f"{path}: column '{column}' not found (columns: "
+                                f"{', '.join(map(str, frame.columns)) or 'none'}); set {option}")
+        columns = [frame[column] for column, _ in wanted]
+        keep = ~columns[0].isna()
+        for column in columns:
+            keep &= ~column.isna() & (column.astype(str).str.strip() != "")
+        texts = [str(t) for t in columns[0][keep]]
+        pairs = [str(t) for t in columns[1][keep]] if pair_column else None
+    if not texts:
+        raise DataError(f"{path}: no text in the unlabeled-text file")
+    return TextDataset(texts, [UNLABELED] * len(texts), pairs)
 
 
 def check_columns(columns: Sequence[str], source: str, text_column: str, label_column: str,

@@ -20,6 +20,13 @@ translated through ``context.token_map``) still hits the cache. Hidden states an
 attention maps are too big to keep for a whole training split: they are computed per batch under
 ``torch.no_grad`` and only when their loss is on.
 
+**Beyond the labelled examples** (``RecoverySettings.unlabeled`` / ``augment_to``): the task's
+unlabeled texts (``TaskData.unlabeled``, from ``--unlabeled``) and word-replaced copies of the
+labelled texts (``autocompress.augment``, TinyBERT's augmentation) join the training set with the
+label ``UNLABELED``. For them the teacher is the only label: their loss is the soft-label loss
+(weight 1, not ``1 - alpha``) plus the attention and hidden-state losses, never cross-entropy.
+``epochs`` counts passes over that whole set.
+
 Attention probabilities need the eager attention implementation (transformers' default, sdpa,
 returns none); student and teacher are switched to eager for the run and switched back afterwards.
 """
@@ -36,6 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autocompress.augment import augmented_copies
+from autocompress.data import UNLABELED, TextDataset
 from autocompress.technique import ApplyContext, no_report
 from autocompress.training import Encoded, accuracy, encode, fine_tune
 
@@ -59,6 +68,10 @@ class RecoverySettings:
     attention_weight: float = 0.0
     attention_loss: str = "kl"
     hidden_weight: float = 0.0
+    #: Also train on the task's unlabeled texts (``TaskData.unlabeled``), when it has any.
+    unlabeled: bool = False
+    #: Add augmented copies of the labelled texts until the training set holds this many (0: none).
+    augment_to: int = 0
 
 
 def check_training_fields(config) -> None:
@@ -80,19 +93,26 @@ def check_training_fields(config) -> None:
 
 
 # -- losses -----------------------------------------------------------------------------------
-def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch (T^2 keeps gradients in scale)."""
+def soft_label_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` of each example (T^2 keeps gradients in scale)."""
     log_student = torch.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = nn.functional.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
-    return temperature**2 * kl
+    return temperature**2 * nn.functional.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(-1)
+
+
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The soft-label loss averaged over the batch."""
+    return soft_label_losses(student_logits, teacher_logits, temperature).mean()
 
 
 def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                             temperature: float, alpha: float) -> torch.Tensor:
-    """``(1 - alpha) * soft-label loss + alpha * cross-entropy on the labels``."""
-    hard = nn.functional.cross_entropy(student_logits, labels)
-    return (1.0 - alpha) * soft_label_loss(student_logits, teacher_logits, temperature) + alpha * hard
+    """Per example ``(1 - alpha) * soft-label loss + alpha * cross-entropy on the label``, or the
+    soft-label loss alone for an example labelled ``UNLABELED``; averaged over the batch."""
+    soft = soft_label_losses(student_logits, teacher_logits, temperature)
+    labelled = labels != UNLABELED
+    hard = nn.functional.cross_entropy(student_logits, labels.clamp_min(0), reduction="none")
+    return torch.where(labelled, (1.0 - alpha) * soft + alpha * hard, soft).mean()
 
 
 def attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -177,7 +197,7 @@ class TeacherSignals:
             offset += len(rows)
         if not missing:
             return
-        missing_rows = Encoded([train.input_ids[i] for i in missing], train.labels[missing], train.pad_id)
+        missing_rows = train.subset(missing)
         with torch.inference_mode():
             for inputs, _ in missing_rows.batches(64):
                 inputs = self.teacher_inputs(inputs)
@@ -274,9 +294,27 @@ def _report_callback(model: nn.Module, context: ApplyContext, settings: Recovery
     return on_step
 
 
+def training_set(context: ApplyContext, settings: RecoverySettings) -> TextDataset:
+    """What recovery trains on: the labelled training split, then (with the teacher only) the
+    task's unlabeled texts and augmented copies of the labelled texts up to ``augment_to`` in all."""
+    data = context.data
+    dataset = data.train
+    if not settings.use_teacher:
+        return dataset
+    if settings.unlabeled and data.unlabeled is not None:
+        dataset = dataset.concat(data.unlabeled)
+    missing = settings.augment_to - len(dataset)
+    if missing > 0:
+        embeddings = context.teacher.get_input_embeddings().weight.detach()
+        dataset = dataset.concat(augmented_copies(data.train, missing, context.tokenizer, embeddings,
+                                                  context.token_map, seed=context.seed))
+    return dataset
+
+
 def train_student(student: nn.Module, context: ApplyContext, settings: RecoverySettings,
                   label: str = "recovery") -> nn.Module:
-    """Train ``student`` in place on ``context.data.train`` with the distillation loss (or plain CE).
+    """Train ``student`` in place on ``training_set`` with the distillation loss (or plain CE on
+    the labelled split).
 
     ``label`` names the calling technique in error messages. Returns the student.
     """
@@ -284,7 +322,7 @@ def train_student(student: nn.Module, context: ApplyContext, settings: RecoveryS
         raise ValueError(f"{label} needs the task's data (context.data is None)")
     if settings.use_teacher and context.teacher is None:
         raise ValueError(f"{label} needs a teacher model (context.teacher is None)")
-    train = encode(context.tokenizer, context.data.train, context.max_length)
+    train = encode(context.tokenizer, training_set(context, settings), context.max_length)
     if len(train) == 0:
         raise ValueError(f"{label}: the training split is empty")
     on_step = _report_callback(student, context, settings, math.ceil(len(train) / settings.batch_size))

@@ -59,6 +59,14 @@ class Prompt:
         return {"template": self.template, "label_words": self.words(label_names)}
 
 
+def prompt_of(model: Any) -> Prompt | None:
+    """The prompt a prompted classifier keeps in its config (None for any other model)."""
+    recorded = getattr(getattr(model, "config", None), CONFIG_ATTRIBUTE, None)
+    if not isinstance(recorded, dict):
+        return None
+    return Prompt(recorded["template"], tuple(recorded.get("label_words") or ()) or None)
+
+
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
     """The first token of each label word; InputError when two words start with the same token
     (the model could not tell those classes apart)."""

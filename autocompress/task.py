@@ -8,15 +8,18 @@ cheap checks (files exist, columns present, label counts match) before anything 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
 
-from autocompress.data import TaskData
+from autocompress.data import TaskData, TextDataset, read_unlabeled
+from autocompress.errors import InputError
+from autocompress.prompted import prompt_of
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class TaskOptions:
     #: (None: the default template) and one word per class (None: the label names).
     prompt_template: str | None = None
     label_words: tuple[str, ...] | None = None
+    #: In-domain texts without labels that distillation also learns from (``autocompress.data.read_unlabeled``
+    #: reads them; ``load_task`` adds them to the task). Added in plugin API 1.6.
+    unlabeled: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,37 @@ class TaskProvider(ABC):
         ``validate``), so a model no architecture adapter supports is refused before any expensive
         work; None (the default) when only loading tells (plugin API 1.4)."""
         return None
+
+
+def unlabeled_texts(options: TaskOptions) -> TextDataset | None:
+    """The ``--unlabeled`` texts, read and checked (None without the option): cheap, so the search
+    calls it before loading anything, and a bad file is refused first."""
+    if options.unlabeled is None:
+        return None
+    return read_unlabeled(options.unlabeled, options.text_column, options.text_pair_column)
+
+
+def load_task(provider: TaskProvider, unlabeled: TextDataset | None = None) -> LoadedTask:
+    """``provider.load()`` with the ``unlabeled`` texts added to its data (``TaskData.unlabeled``).
+
+    They are rendered through the teacher's prompt when the teacher is a prompted causal LM (as
+    its own splits were), must be pairs exactly when the task's texts are, and change the task's
+    fingerprint (distillation's teacher-logit cache and the run directory's check key on it).
+    """
+    task = provider.load()
+    if unlabeled is None:
+        return task
+    if (unlabeled.pairs is None) != (task.data.train.pairs is None):
+        raise InputError(f"{provider.options.unlabeled}: the task's examples are "
+                         f"{'single texts' if task.data.train.pairs is None else 'sentence pairs'}; the "
+                         "unlabeled texts must be too (--text-pair-column names the second text's column)")
+    prompt = prompt_of(task.teacher)
+    if prompt is not None:
+        unlabeled = TextDataset([prompt.render(text) for text in unlabeled.texts], list(unlabeled.labels))
+    data = replace(task.data, unlabeled=unlabeled)
+    fingerprint = hashlib.sha256(f"{task.fingerprint}\n{data.fingerprint()}".encode()).hexdigest()
+    description = f"{task.description}; plus {len(unlabeled)} unlabeled texts from {provider.options.unlabeled}"
+    return replace(task, data=data, fingerprint=fingerprint, description=description)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, indices: list[int]) -> Encoded:
+        """The examples at ``indices``, in that order (segments included)."""
+        types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
+        return Encoded([self.input_ids[i] for i in indices], self.labels[indices], self.pad_id, types)
+
     def batches(self, batch_size: int, order: list[int] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
         order = order if order is not None else list(range(len(self)))
         for start in range(0, len(order), batch_size):

@@ -12,6 +12,10 @@ not see each other, so one plan must never hold both (it would train twice). ``d
 declares ``conflicts = {"lora"}``; ``lora`` has its own ``distill`` switch and uses the same
 soft-label loss, so "LoRA + distillation" is the plan that contains ``lora`` alone.
 
+Little labelled data: the student also learns from the teacher's outputs on the task's unlabeled
+texts (``--unlabeled``, used when present) and, with ``augment_to``, on word-replaced copies of
+the labelled texts (TinyBERT's augmentation); see ``autocompress.distill``.
+
 Training changes no shape: latency and memory are those measured before it.
 """
 
@@ -44,9 +48,18 @@ class DistillationConfig:
     #: 100 steps (about a third of an epoch on the demo data) lets the pruner stop a weak trial before the
     #: end: reporting only at the end of a 1-epoch run gave it nothing to save (measured in a demo search).
     eval_every: int = 100
+    #: Also distil on the task's unlabeled texts (``--unlabeled``), when it has any: the teacher labels them.
+    unlabeled: bool = True
+    #: Add word-replaced copies of the labelled texts (TinyBERT's augmentation, ``autocompress.augment``)
+    #: until the training set holds this many texts; 0: none. The teacher labels the copies.
+    augment_to: int = 0
 
     def __post_init__(self):
         check_training_fields(self)
+        if not isinstance(self.unlabeled, bool):
+            raise ValueError(f"unlabeled must be true or false, got {self.unlabeled!r}")
+        if isinstance(self.augment_to, bool) or not isinstance(self.augment_to, int) or self.augment_to < 0:
+            raise ValueError(f"augment_to must be a whole number >= 0, got {self.augment_to!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         for name in ("attention_weight", "hidden_weight"):
@@ -62,7 +75,8 @@ class Distillation(Technique):
     stage = Stage.RECOVER
     Config = DistillationConfig
     conflicts = frozenset({"lora"})
-    description = "train the student toward the teacher: soft labels + labels, optional attention/hidden states"
+    description = ("train the student toward the teacher: soft labels + labels, optional attention/hidden states, "
+                   "also on unlabeled texts and augmented copies")
 
     def apply(self, model, config: DistillationConfig, context: ApplyContext):
         if context.teacher is None:
@@ -73,7 +87,7 @@ class Distillation(Technique):
             learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
             eval_every=config.eval_every, temperature=config.temperature, alpha=config.alpha,
             attention_weight=config.attention_weight, attention_loss=config.attention_loss,
-            hidden_weight=config.hidden_weight,
+            hidden_weight=config.hidden_weight, unlabeled=config.unlabeled, augment_to=config.augment_to,
         )
         return train_student(model, context, settings, label=self.name)
 

@@ -2,7 +2,8 @@
 
 In a small encoder the token embedding matrix is a large share of all weights (about half in
 MiniLM-L6), yet one task's texts use a few thousand of its 30k tokens. Kept: every token the
-training texts produce at least ``min_count`` times, every special/added token of the
+training texts (the task's unlabeled texts included, ``TaskData.training_texts``) produce at least
+``min_count`` times, every special/added token of the
 tokenizer, and the ids the model config names (pad/bos/eos...). Rows are kept in old-id order.
 
 The tokenizer is rewritten to match: its WordPiece vocabulary maps each kept token to its new
@@ -218,7 +219,7 @@ class VocabTrim(Technique):
         tokenizer = context.tokenizer
         wordpiece_json(tokenizer)  # fail before any work when the tokenizer is not WordPiece
         embeddings = get_module(model, context.adapter.word_embeddings_path())
-        kept = kept_token_ids(tokenizer, model.config, context.data.train.every_text(), config.min_count,
+        kept = kept_token_ids(tokenizer, model.config, context.data.training_texts(), config.min_count,
                               embeddings.num_embeddings, positions_follow_padding(model, context.adapter))
         new_tokenizer = trimmed_tokenizer(tokenizer, kept)
         state = VocabTrimState(kept_ids=list(kept))

@@ -42,6 +42,7 @@ from autocompress.search.sampling import plan_of_params
 from autocompress.search.settings import SearchSettings
 from autocompress.search.trial_limits import address_space_limit
 from autocompress.study.record import Baseline, TrialOutcome, describe_plan, steps_of
+from autocompress.task import load_task, unlabeled_texts
 from autocompress.technique import Plan
 
 IN_CODE = "registered in code"
@@ -194,7 +195,7 @@ def _die_with_parent() -> None:
 def _child_environment(job: ChildJob) -> TrialEnvironment:
     settings = job.settings
     host = job.recipe.build()
-    task = host.tasks[settings.task](settings.task_options).load()
+    task = load_task(host.tasks[settings.task](settings.task_options), unlabeled_texts(settings.task_options))
     if task.fingerprint != job.fingerprint:
         raise RuntimeError(f"the child process loaded a different task ({task.fingerprint} vs {job.fingerprint})")
     techniques, spaces = technique_spaces(host, settings)

@@ -52,6 +52,7 @@ from autocompress.study.record import (
     TrialRecord,
 )
 from autocompress.study.storage import open_storage
+from autocompress.task import load_task, unlabeled_texts
 
 
 def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutcome:
@@ -75,6 +76,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     validate_starting_points(settings.starting_points, techniques, spaces, registered)
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
+    unlabeled = unlabeled_texts(settings.task_options)
     if settings.trials is None:  # the task knows what a sensible budget costs on its model
         settings = dataclasses.replace(settings, trials=provider.default_trials)
     if provider.model_type() is not None:  # an unsupported family is refused before the model loads
@@ -96,7 +98,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(METRIC_NAMES))
         loading = time.monotonic()
-        task = provider.load()
+        task = load_task(provider, unlabeled)
         # The task and everything loaded so far live for the whole run: no garbage collection (one
         # before every measurement, from the baseline on) walks them again.
         stack.enter_context(long_lived_objects())
