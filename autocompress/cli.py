@@ -116,7 +116,8 @@ def summary(outcome) -> str:
     lines = [
         f"study '{outcome.study_name}': {outcome.trials} trials{_queued(outcome.queued)}; results in "
         f"{outcome.out_dir}",
-        f"teacher: test accuracy {base['test_accuracy']:.4f} (validation {base['val_accuracy']:.4f}), "
+        f"teacher: test {_quality(outcome.out_dir)} {base['test_accuracy']:.4f} "
+        f"(validation {base['val_accuracy']:.4f}), "
         f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB"
         + _teacher_training(outcome.out_dir),
         "Pareto front (feasible):",
@@ -146,6 +147,16 @@ def _queued(queued: int) -> str:
         return ""
     return (f" ({queued} more starting point{'s' if queued > 1 else ''} queued, not run: a larger --trials "
             "runs them first)")
+
+
+def _quality(out_dir: Path) -> str:
+    """The metric the run measured (run.json ``quality_metric``; accuracy when unreadable)."""
+    from autocompress.study.record import quality_name
+
+    try:
+        return quality_name(json.loads((out_dir / "run.json").read_text()))
+    except (OSError, ValueError):
+        return "accuracy"
 
 
 def _teacher_training(out_dir: Path) -> str:

@@ -41,6 +41,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
                     "the label names)"),
     "label_column": (str, "name of the label column (default: label)"),
     "drop_missing": (bool, "drop rows with an empty text or label instead of failing"),
+    "metric": (str, "what the search optimises and --max-accuracy-drop limits, for classification: accuracy "
+               "(default) or f1 (two classes: F1 of the second label in sorted order, e.g. pos or 1; more: macro F1)"),
     "target": (str, "measurement target (default: cpu)"),
     "max_latency_ms": (float, "limit: median latency in ms"),
     "max_memory_mb": (float, "limit: memory in MB (weights + inference working memory)"),
@@ -251,6 +253,7 @@ def settings_from_options(options: Mapping[str, Any]):
         train_limit=o.get("train_limit"), progress=not o.get("no_progress", False),
         prompt_template=o.get("prompt_template"),
         label_words=tuple(o["label_words"]) if o.get("label_words") else None, unlabeled=o.get("unlabeled"),
+        metric=o.get("metric"),
     )
     for name in ("max_length", "train_limit", "eval_limit"):
         if o.get(name) is not None and o[name] < 1:

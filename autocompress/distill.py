@@ -286,10 +286,11 @@ def _report_callback(model: nn.Module, context: ApplyContext, settings: Recovery
         return None
     validation = evaluation_subset(context)
     every = settings.eval_every or steps_per_epoch
+    quality = context.quality or accuracy
 
     def on_step(step: int, total: int) -> None:
         if step % every == 0 or step == total:
-            context.report(step, accuracy(model, validation))  # may raise optuna.TrialPruned
+            context.report(step, quality(model, validation))  # may raise optuna.TrialPruned
 
     return on_step
 

@@ -29,7 +29,7 @@ from autocompress.model_io import MANIFEST, loads_with_plain_transformers
 from autocompress.report.facts import measurement_note, provenance_rows, trial_plan
 from autocompress.report.run import RunData
 from autocompress.study.layout import RunLayout
-from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY
+from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY, quality_name
 
 SHIM_MODULE = "autocompress_model"
 SHIM_CLASS = "AutocompressModel"
@@ -41,8 +41,7 @@ class TaskType:
 
     pipeline_tag: str  #: transformers' pipeline task, also the card's ``pipeline_tag``
     auto_class: str  #: the transformers Auto class that loads such a model (the shim's ``auto_map`` key)
-    title: str  #: the model-index task name
-    metric: str  #: the model-index type of the quality metric the search reports on the test split
+    title: str  #: the model-index task name (its metric is the run's: run.json ``quality_metric``)
     example: str  #: a sample input for the card's usage snippet
 
 
@@ -50,7 +49,7 @@ class TaskType:
 #: checks that every registered task's ``pipeline_tag`` has one, and that its exports run in a pipeline.
 TASK_TYPES = {
     "text-classification": TaskType("text-classification", "AutoModelForSequenceClassification",
-                                    "Text Classification", "accuracy", "a gorgeous, witty film"),
+                                    "Text Classification", "a gorgeous, witty film"),
 }
 
 
@@ -185,6 +184,7 @@ def front_matter(run: RunData, row: Any, kind: TaskType, manifest: dict[str, Any
     measure = run.record.get("measure", {})
     machine = run.record.get("machine", {})
     techniques = [step["technique"] for step in manifest.get("plan", [])]
+    quality = quality_name(run.record)
     how = (f"median of {measure.get('repeats')} timed runs after {measure.get('warmup')} warm-up, batch "
            f"{measure.get('batch_size')}, sequence length {measure.get('seq_len')}, {measure.get('threads')} threads, "
            f"target '{run.record.get('target', '?')}' on {machine.get('cpu', 'an unrecorded CPU')}")
@@ -206,8 +206,8 @@ def front_matter(run: RunData, row: Any, kind: TaskType, manifest: dict[str, Any
                 "task": {"type": kind.pipeline_tag, "name": kind.title},
                 "dataset": {"name": dataset_name, "type": dataset_name, "split": "test"},
                 "metrics": [
-                    {"type": kind.metric, "value": round(float(row[TEST_ACCURACY]), 4),
-                     "name": f"test {kind.metric} (teacher: {float(run.baseline[TEST_ACCURACY]):.4f})"},
+                    {"type": quality, "value": round(float(row[TEST_ACCURACY]), 4),
+                     "name": f"test {quality} (teacher: {float(run.baseline[TEST_ACCURACY]):.4f})"},
                     {"type": "latency_ms", "value": round(float(row["latency_ms"]), 3),
                      "name": f"latency (ms), {how}; {float(row['speedup']):.2f}x faster than the teacher measured "
                              "beside it"},
@@ -264,6 +264,7 @@ def model_card(run: RunData, row: Any, plain_loadable: bool, front: dict[str, An
                f"fine-tuned here from {training.get('base_model_name', '?')} ({training.get('epochs')} epochs, "
                f"learning rate {training.get('learning_rate')}; validation accuracy "
                f"{float(training.get('validation_accuracy', float('nan'))):.4f})")
+    quality = quality_name(run.record)
     lines = [
         front_matter_text(front),
         f"# Compressed classifier (autocompress trial #{int(row['number'])})", "",
@@ -272,9 +273,9 @@ def model_card(run: RunData, row: Any, plain_loadable: bool, front: dict[str, An
         f"**Techniques**: {plan}.", "",
         "## Measured", "",
         "| | this model | teacher | ratio |", "|---|---:|---:|---:|",
-        f"| test accuracy | {row[TEST_ACCURACY]:.4f} | {base[TEST_ACCURACY]:.4f} | "
+        f"| test {quality} | {row[TEST_ACCURACY]:.4f} | {base[TEST_ACCURACY]:.4f} | "
         f"{100 * row[TEST_ACCURACY] / base[TEST_ACCURACY]:.1f}% |",
-        f"| validation accuracy | {row[VAL_ACCURACY]:.4f} | {base[VAL_ACCURACY]:.4f} | |",
+        f"| validation {quality} | {row[VAL_ACCURACY]:.4f} | {base[VAL_ACCURACY]:.4f} | |",
         f"| latency median (ms) | {row['latency_ms']:.2f} | {row['teacher_latency_ms']:.2f} | "
         f"{row['speedup']:.2f}× faster |",
         f"| latency p90 (ms) | {row['latency_p90_ms']:.2f} | {base['latency_p90_ms']:.2f} | |",

@@ -19,6 +19,7 @@ from torch import nn
 
 from autocompress.data import TaskData, TextDataset, read_unlabeled
 from autocompress.errors import InputError
+from autocompress.metrics import Accuracy, QualityMetric, classification_metric
 from autocompress.prompted import prompt_of
 
 
@@ -54,6 +55,9 @@ class TaskOptions:
     #: In-domain texts without labels that distillation also learns from (``autocompress.data.read_unlabeled``
     #: reads them; ``load_task`` adds them to the task). Added in plugin API 1.6.
     unlabeled: Path | None = None
+    #: The classification metric the search optimises and limits (``autocompress.metrics``; None:
+    #: accuracy). Added in plugin API 1.6.
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class LoadedTask:
     fingerprint: str
     description: str
     info: TaskInfo = field(default_factory=TaskInfo)
+    #: What the search optimises and limits (``TaskProvider.quality_metric``; ``load_task`` sets it).
+    metric: QualityMetric = field(default_factory=Accuracy)
 
 
 class TaskProvider(ABC):
@@ -109,6 +115,12 @@ class TaskProvider(ABC):
     def load(self) -> LoadedTask:
         """Load (and if needed fine-tune and cache) the teacher and the data."""
 
+    def quality_metric(self) -> QualityMetric:
+        """The task's measure of quality (``autocompress.metrics``): ``--metric`` among the
+        classification metrics (accuracy by default). Cheap: the search asks before loading, so a
+        bad name is refused first. A task of another kind overrides it (plugin API 1.6)."""
+        return classification_metric(self.options.metric)
+
     def model_type(self) -> str | None:
         """The teacher's ``config.model_type`` when it is known before loading (from config.json, after
         ``validate``), so a model no architecture adapter supports is refused before any expensive
@@ -125,13 +137,18 @@ def unlabeled_texts(options: TaskOptions) -> TextDataset | None:
 
 
 def load_task(provider: TaskProvider, unlabeled: TextDataset | None = None) -> LoadedTask:
-    """``provider.load()`` with the ``unlabeled`` texts added to its data (``TaskData.unlabeled``).
+    """``provider.load()`` with the provider's quality metric and the ``unlabeled`` texts added to
+    its data (``TaskData.unlabeled``): how the search loads a task.
 
     They are rendered through the teacher's prompt when the teacher is a prompted causal LM (as
     its own splits were), must be pairs exactly when the task's texts are, and change the task's
     fingerprint (distillation's teacher-logit cache and the run directory's check key on it).
     """
     task = provider.load()
+    metric = provider.quality_metric()
+    if metric != Accuracy():  # a study of another metric is another study: its run directory says so
+        task = replace(task, fingerprint=hashlib.sha256(f"{task.fingerprint}\n{metric.name}".encode()).hexdigest())
+    task = replace(task, metric=metric)
     if unlabeled is None:
         return task
     if (unlabeled.pairs is None) != (task.data.train.pairs is None):

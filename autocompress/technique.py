@@ -71,6 +71,9 @@ class ApplyContext:
     #: ``optuna.TrialPruned`` to stop a weak trial early. ``no_report`` (the default, outside a
     #: search): nobody listens, so a recovery technique may skip computing the accuracy.
     report: Callable[[int, float], None] = no_report
+    #: How the figure ``report`` takes is computed: the task's metric (``QualityMetric.score``,
+    #: model and encoded split -> float). None: accuracy. Added in plugin API 1.6.
+    quality: Callable[[Any, Any], float] | None = None
     #: Student token id -> teacher token id (a LongTensor indexed by student ids), when they differ;
     #: ``token_map[input_ids]`` turns student inputs into teacher inputs. None: the same ids.
     token_map: torch.Tensor | None = None

@@ -86,14 +86,21 @@ def logits_of(model: nn.Module, inputs: dict) -> torch.Tensor:
     return logits.float()
 
 
-def predict(model: nn.Module, data: Encoded, batch_size: int = 64) -> torch.Tensor:
-    """Predicted class of every example, in order."""
+def predict_with_classes(model: nn.Module, data: Encoded, batch_size: int = 64) -> tuple[torch.Tensor, int]:
+    """Predicted class of every example, in order, and how many classes the model scores."""
     model.eval()
-    predictions = []
+    predictions, classes = [], 0
     with torch.inference_mode():
         for inputs, _ in data.batches(batch_size):
-            predictions.append(logits_of(model, inputs).argmax(dim=-1))
-    return torch.cat(predictions)
+            logits = logits_of(model, inputs)
+            classes = logits.shape[-1]
+            predictions.append(logits.argmax(dim=-1))
+    return torch.cat(predictions), classes
+
+
+def predict(model: nn.Module, data: Encoded, batch_size: int = 64) -> torch.Tensor:
+    """Predicted class of every example, in order."""
+    return predict_with_classes(model, data, batch_size)[0]
 
 
 def accuracy(model: nn.Module, data: Encoded, batch_size: int = 64) -> float:

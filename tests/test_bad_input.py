@@ -253,6 +253,8 @@ CASES = [
          ("argument --max-latency-ms: invalid float value: 'fast'",)),
     Case("--max-accuracy-drop 1.5 (not a fraction)", _option("--max-accuracy-drop", "1.5"),
          ("--max-accuracy-drop must be a fraction in [0, 1) (0.01 = 1 point), got 1.5",)),
+    Case("--metric f2 (no such metric)", _option("--metric", "f2"),
+         ("--metric 'f2': unknown metric (valid: accuracy (", "f1 (")),
     Case("--trials 0", _option("--trials", "0"), ("--trials must be a whole number >= 1, got 0",)),
     Case("--trials ten (not a number)", _option("--trials", "ten"), ("argument --trials: invalid int value: 'ten'",)),
     Case("--timeout nan", _option("--timeout", "nan"), ("--timeout must be a number, got nan",)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from autocompress.report import facts
 from autocompress.report.run import RunData, load_run, storage_of_run_dir
 from autocompress.study import results
 from autocompress.study.layout import RunLayout
+from autocompress.study.record import quality_name
 from autocompress.technique import Stage
 
 __all__ = ["RunData", "ReportFiles", "load_run", "storage_of_run_dir", "write_report"]
@@ -65,8 +67,10 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _table_html(rows: list[dict[str, str]], columns: list[str], classes: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def _table_html(rows: list[dict[str, str]], columns: list[str], classes: list[str],
+                headers: Mapping[str, str] | None = None) -> str:
+    """``headers``: the heading shown for a column, when not its name."""
+    head = "".join(f"<th>{html.escape((headers or {}).get(c, c))}</th>" for c in columns)
     body = "".join(
         f"<tr class='{cls}'>" + "".join(
             f"<td class='{'num' if c in NUMERIC else ''}'>{html.escape(row.get(c, ''))}</td>" for c in columns
@@ -76,9 +80,9 @@ def _table_html(rows: list[dict[str, str]], columns: list[str], classes: list[st
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-def _table_md(rows: list[dict[str, str]], columns: list[str]) -> str:
+def _table_md(rows: list[dict[str, str]], columns: list[str], headers: Mapping[str, str] | None = None) -> str:
     rule = "|" + "|".join("---:" if c in NUMERIC else "---" for c in columns) + "|"
-    lines = ["| " + " | ".join(columns) + " |", rule]
+    lines = ["| " + " | ".join((headers or {}).get(c, c) for c in columns) + " |", rule]
     lines += ["| " + " | ".join(row.get(c, "").replace("|", "/") for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -121,6 +125,8 @@ def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
     headline, verdict_lines = facts.verdict(run)
     columns = ["trial", "techniques", "test accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
                "memory MB", "smaller", "parameters"]
+    # The run's metric (accuracy unless the task measures another): the quality column says which.
+    headers = {"test accuracy": f"test {quality_name(run.record)}"}
     front_rows = facts.candidate_rows(run, run.front)
     best = run.document["recommended"]
     classes = ["best" if r["trial"] == f"#{best}" else "" for r in front_rows]
@@ -150,7 +156,7 @@ def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
             f"<figure>{_img(figures['accuracy_vs_memory'], 'validation accuracy vs memory')}<figcaption>The same "
             "trials against memory (weights + inference working memory).</figcaption></figure></div>",
             "<h2>Pareto-optimal candidates</h2>",
-            _table_html(all_rows, columns, all_classes),
+            _table_html(all_rows, columns, all_classes, headers),
             f"<p class='note'>{html.escape(facts.measurement_note(run))} The highlighted row is the recommended "
             f"model (preference: {html.escape(run.prefer)}). Italic rows are the teacher and simple baselines a "
             "person would try by hand, evaluated without search (their speed-up is against the teacher measured at the "
@@ -177,7 +183,7 @@ def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
 
     md = [f"# {title}", "", f"Limits: {limits.describe()} · {len(run.frame)} trials · rendered {rendered}", "",
           f"**{headline}**", "", *[f"- {line}" for line in verdict_lines], "",
-          "## Pareto-optimal candidates", "", _table_md(all_rows, columns), facts.measurement_note(run), "",
+          "## Pareto-optimal candidates", "", _table_md(all_rows, columns, headers), facts.measurement_note(run), "",
           f"![accuracy vs latency]({layout.plot('accuracy_vs_latency').relative_to(layout.root)})",
           f"![accuracy vs memory]({layout.plot('accuracy_vs_memory').relative_to(layout.root)})",
           "", "## Search progress", "", f"Final hypervolume (teacher-normalised): {hv:.4f}", "",

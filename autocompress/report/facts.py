@@ -11,7 +11,16 @@ import pandas as pd
 
 from autocompress.report.run import RunData
 from autocompress.study import floor
-from autocompress.study.record import ENDED, REASON, TEST_ACCURACY, VAL_ACCURACY, Ended, StepRecord, TrialRecord
+from autocompress.study.record import (
+    ENDED,
+    REASON,
+    TEST_ACCURACY,
+    VAL_ACCURACY,
+    Ended,
+    StepRecord,
+    TrialRecord,
+    quality_name,
+)
 from autocompress.teacher import how_made, no_better_than_majority
 
 
@@ -170,7 +179,7 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
                      f"meets it with {margin:.1f} MB ({100 * margin / limits.max_memory_mb:.0f}%) to spare")
     if limits.max_accuracy_drop is not None:
         drop = base[VAL_ACCURACY] - best[VAL_ACCURACY]
-        lines.append(f"validation accuracy drop {100 * drop:.2f} points ≤ limit "
+        lines.append(f"validation {quality_name(run.record)} drop {100 * drop:.2f} points ≤ limit "
                      f"{100 * limits.max_accuracy_drop:g} points: meets it with "
                      f"{100 * (limits.max_accuracy_drop - drop):.2f} points to spare")
     over_floor = floor.comparison(floor.stored_rows(run.study), float(best["speedup"]), base["val_accuracy"],

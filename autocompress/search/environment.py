@@ -23,6 +23,7 @@ from autocompress.arch import adapter_for
 from autocompress.candidate import apply_steps, deploy, structure_key
 from autocompress.errors import InputError
 from autocompress.measure import Measurement, MeasureSettings, Target
+from autocompress.metrics import Accuracy, QualityMetric
 from autocompress.registry import Registry
 from autocompress.search.fidelity import make_pruner, should_prune
 from autocompress.search.settings import SearchSettings
@@ -32,7 +33,7 @@ from autocompress.study.limits import Limits
 from autocompress.study.record import Baseline, TrialRecorder, reference_record
 from autocompress.task import LoadedTask
 from autocompress.technique import ApplyContext, ModelAndTokenizer, Plan, PlanStep, Stage, Technique
-from autocompress.training import Encoded, accuracy, encode
+from autocompress.training import Encoded, encode
 
 
 class Stopwatch:
@@ -140,7 +141,7 @@ class TrialEnvironment:
                 curve = TrialRecorder(trial).curve_point(step, value)
                 prune = self.decide_prune(trial, curve)
             if prune:
-                raise optuna.TrialPruned(f"pruned at step {step} (validation accuracy {value:.4f})")
+                raise optuna.TrialPruned(f"pruned at step {step} (validation {self.task.metric.name} {value:.4f})")
 
         return ApplyContext(
             adapter=adapter_for(model, self.architectures),
@@ -150,6 +151,7 @@ class TrialEnvironment:
             max_length=self.max_length,
             seed=self.seed,
             report=report,
+            quality=self.task.metric.score,
         )
 
     def evaluation_sets(self, tokenizer: Any) -> tuple[Encoded, Encoded]:
@@ -193,10 +195,10 @@ class TrialEnvironment:
         return self.measurements[key]
 
     def score(self, candidate: Candidate) -> tuple[float, float]:
-        """Validation and test accuracy of what the target runs (and measured)."""
+        """The task's metric (accuracy by default) on validation and test, of what the target runs (and measured)."""
         validation, test = self.evaluation_sets(candidate.context.tokenizer)
         scored = self.target.runtime(candidate.deployed)
-        return accuracy(scored, validation), accuracy(scored, test)
+        return self.task.metric.score(scored, validation), self.task.metric.score(scored, test)
 
 
 def resolve_techniques(host: Any, names: tuple[str, ...] | None) -> list[type]:
@@ -225,10 +227,12 @@ def technique_spaces(host: Any, settings: SearchSettings) -> tuple[list[type], d
 
 
 def measure_baseline(teacher: nn.Module, target: Target, settings: MeasureSettings, validation: Encoded,
-                     test: Encoded) -> Baseline:
-    """The teacher's accuracy (scored on the target's runtime) and measurement."""
+                     test: Encoded, metric: QualityMetric | None = None) -> Baseline:
+    """The teacher's quality (``metric``, accuracy by default; scored on the target's runtime) and measurement."""
+    metric = metric or Accuracy()
     scored = target.runtime(teacher)
-    return Baseline(accuracy(scored, validation), accuracy(scored, test), target.measure(teacher, settings).as_dict())
+    return Baseline(metric.score(scored, validation), metric.score(scored, test),
+                    target.measure(teacher, settings).as_dict())
 
 
 def make_environment(settings: SearchSettings, host: Any, task: LoadedTask, techniques: list[type],

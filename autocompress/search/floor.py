@@ -63,8 +63,6 @@ def measure_free_floor(study: Any, host: Any, env: Any, references: Sequence[Map
     """The teacher with each post step alone on every available target (``names``: those targets
     only; empty: none), once per study."""
     from autocompress.candidate import deploy
-    from autocompress.training import accuracy
-
     stored = study.user_attrs.get(FLOOR_ATTR)
     if stored is not None:
         return stored
@@ -93,7 +91,8 @@ def measure_free_floor(study: Any, host: Any, env: Any, references: Sequence[Map
                 deployed = deploy(model, plan, env.context(model))
                 scored = target.runtime(deployed)
                 validation, test = env.evaluation_sets(env.task.tokenizer)
-                row.update({VAL_ACCURACY: accuracy(scored, validation), TEST_ACCURACY: accuracy(scored, test)})
+                metric = env.task.metric
+                row.update({VAL_ACCURACY: metric.score(scored, validation), TEST_ACCURACY: metric.score(scored, test)})
                 # The run target's teacher right before, as for every trial: drift cancels in the ratio.
                 row["teacher_latency_ms"] = env.target.measure(teacher, env.measure_settings).latency_ms
                 measurement = target.measure(deployed, env.measure_settings)

@@ -83,6 +83,7 @@ def write_run_json(settings: SearchSettings, task: Any, baseline: Baseline, stud
         "task": settings.task,
         "task_description": task.description,
         "task_fingerprint": task.fingerprint,
+        "quality_metric": task.metric.name,
         "task_info": asdict(task.info),
         "target": settings.target,
         "seed": settings.seed,

@@ -81,5 +81,5 @@ def check_run_dir(layout: RunLayout, study_name: str, fingerprint: str | None) -
         raise InputError(f"{layout.root} holds study '{previous.get('study')}', not '{study_name}'; "
                          "choose another --out or the same --study")
     if fingerprint is not None and previous.get("task_fingerprint") not in (None, fingerprint):
-        raise InputError(f"{layout.root} holds a search of a different model/data "
+        raise InputError(f"{layout.root} holds a search of a different model/data (or metric) "
                          f"({previous.get('task_fingerprint')} vs {fingerprint}); choose another --out")

@@ -77,6 +77,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
     unlabeled = unlabeled_texts(settings.task_options)
+    provider.quality_metric()  # a metric the task does not know is refused before anything loads
     if settings.trials is None:  # the task knows what a sensible budget costs on its model
         settings = dataclasses.replace(settings, trials=provider.default_trials)
     if provider.model_type() is not None:  # an unsupported family is refused before the model loads
@@ -109,7 +110,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             stored = study.user_attrs.get(BASELINE)
             if stored is not None:
                 return Baseline.from_dict(stored)
-            baseline = measure_baseline(task.teacher, target, settings.measure, validation, test)
+            baseline = measure_baseline(task.teacher, target, settings.measure, validation, test, task.metric)
             study.set_user_attr(BASELINE, baseline.as_dict())
             return baseline
 

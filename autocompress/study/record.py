@@ -79,6 +79,12 @@ def objective_values(values: Mapping[str, float]) -> tuple[float, ...]:
     return tuple(float(values[objective.name]) for objective in OBJECTIVES)
 
 
+def quality_name(run_record: Mapping[str, Any]) -> str:
+    """The metric a run's ``val_accuracy`` / ``test_accuracy`` hold (run.json ``quality_metric``;
+    runs before plugin API 1.6 measured accuracy)."""
+    return str(run_record.get("quality_metric") or "accuracy")
+
+
 def dominates(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Pareto dominance on ``OBJECTIVES``: ``a`` is nowhere worse than ``b`` and somewhere better."""
     not_worse = all(not o.better(b[o.name], a[o.name]) for o in OBJECTIVES)
