@@ -45,10 +45,16 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def scores(self) -> bool:
+        """True when the labels are scores (floats: a regression task), not class indices."""
+        return any(isinstance(label, float) for label in self.labels)
+
     def subset(self, indices: Sequence[int]) -> TextDataset:
         """The examples at ``indices``, in that order (second texts included)."""
         indices = [int(i) for i in indices]
-        return TextDataset([self.texts[i] for i in indices], [int(self.labels[i]) for i in indices],
+        kind = float if self.scores else int
+        return TextDataset([self.texts[i] for i in indices], [kind(self.labels[i]) for i in indices],
                            None if self.pairs is None else [self.pairs[i] for i in indices])
 
     def head(self, n: int) -> TextDataset:
@@ -83,6 +89,11 @@ class TaskData:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def regression(self) -> bool:
+        """A regression task: one score per example (``label_names`` holds the label column's name alone)."""
+        return self.train.scores
 
     def training_texts(self) -> list[str]:
         """Every text recovery may train on: the training split's (second texts included) and the unlabeled ones."""
@@ -355,6 +366,40 @@ def stratified_split(texts: Sequence[str], labels: Sequence[int], label_names: S
     return TaskData(*splits, label_names=list(label_names))
 
 
+def score_values(raw: Sequence[object], source: str) -> list[float]:
+    """Regression labels: every one a finite number (CSV gives strings), or a DataError naming the values."""
+    scores, bad = [], []
+    for value in raw:
+        try:
+            number = float(str(value).strip()) if not isinstance(value, (int, float, np.number)) else float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            bad.append(f"{value!r}")
+        scores.append(number)
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise DataError(f"{source}: a regression model needs a number as every label; {len(bad)} are not ({shown})")
+    if len(set(scores)) < 2:
+        raise DataError(f"{source}: every label is {scores[0]!r}; a regression task needs scores that vary")
+    return scores
+
+
+def random_split(texts: Sequence[str], scores: Sequence[float], label_name: str,
+                 fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                 pairs: Sequence[str] | None = None) -> TaskData:
+    """A regression task's seeded shuffle and cut (no classes to stratify by): train / validation / test."""
+    if len(texts) < 3:
+        raise DataError(f"{len(texts)} example(s); a task needs at least 3 (one per train/validation/test split)")
+    everything = TextDataset(list(texts), [float(score) for score in scores], None if pairs is None else list(pairs))
+    order = np.random.default_rng(seed).permutation(len(texts)).tolist()
+    n_val = max(1, round(len(texts) * fractions[1]))
+    n_test = max(1, round(len(texts) * fractions[2]))
+    n_train = len(texts) - n_val - n_test
+    cuts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
+    return TaskData(*(everything.subset(part) for part in cuts), label_names=[label_name])
+
+
 def hold_out(split: TextDataset, label_names: Sequence[str], fraction: float, seed: int,
              source: str) -> tuple[TextDataset, TextDataset]:
     """Carve a stratified, seeded ``fraction`` out of ``split``: (the rest, the held-out part).
@@ -381,12 +426,23 @@ def hold_out(split: TextDataset, label_names: Sequence[str], fraction: float, se
 
 
 def load_task_data(path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
-                   drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
+                   drop_missing: bool = False, pair_column: str | None = None, regression: bool = False) -> TaskData:
     """A data file read, its labels encoded and split 0.8/0.1/0.1 by class (``read_table`` and friends).
 
     A directory is a dataset written by ``datasets``' ``save_to_disk``: its own splits are used
     (``autocompress.hf_data``). ``pair_column``: the column of the second texts of a sentence-pair task.
+    ``regression``: the labels are scores (``score_values``), split at random (``random_split``).
     """
+    if regression:
+        if Path(path).is_dir():
+            raise DataError(f"{path}: a regression task reads a data file (CSV, TSV, JSON lines, Parquet); scores "
+                            "from a saved datasets directory are not supported yet")
+        texts, raw, pairs = read_table(path, text_column, label_column, drop_missing, pair_column)
+        try:
+            return random_split(texts, score_values(raw, str(path)), label_column, seed=seed, pairs=pairs)
+        except DataError as exc:
+            message = str(exc)
+            raise DataError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     if Path(path).is_dir():
         from autocompress.hf_data import load_saved_dataset
 

@@ -38,13 +38,14 @@ import random
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from autocompress.augment import augmented_copies
 from autocompress.data import UNLABELED, TextDataset
+from autocompress.prompted import prompt_of
 from autocompress.technique import ApplyContext, no_report
 from autocompress.training import Encoded, accuracy, encode, fine_tune
 
@@ -108,7 +109,16 @@ def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                             temperature: float, alpha: float) -> torch.Tensor:
     """Per example ``(1 - alpha) * soft-label loss + alpha * cross-entropy on the label``, or the
-    soft-label loss alone for an example labelled ``UNLABELED``; averaged over the batch."""
+    soft-label loss alone for an example labelled ``UNLABELED``; averaged over the batch.
+
+    Scores (float labels: a regression model with one output): the squared error to the teacher's
+    score stands for the soft-label loss and the squared error to the label for cross-entropy; an
+    unlabeled example's label is NaN (``temperature`` plays no part)."""
+    if labels.is_floating_point():
+        labelled = ~torch.isnan(labels)
+        soft = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
+        hard = (student_logits[:, 0].float() - torch.nan_to_num(labels)).pow(2)
+        return torch.where(labelled, (1.0 - alpha) * soft + alpha * hard, soft).mean()
     soft = soft_label_losses(student_logits, teacher_logits, temperature)
     labelled = labels != UNLABELED
     hard = nn.functional.cross_entropy(student_logits, labels.clamp_min(0), reduction="none")
@@ -299,17 +309,22 @@ def training_set(context: ApplyContext, settings: RecoverySettings) -> TextDatas
     """What recovery trains on: the labelled training split, then (with the teacher only) the
     task's unlabeled texts and augmented copies of the labelled texts up to ``augment_to`` in all."""
     data = context.data
-    dataset = data.train
     if not settings.use_teacher:
-        return dataset
+        return data.train
+    extra = []
     if settings.unlabeled and data.unlabeled is not None:
-        dataset = dataset.concat(data.unlabeled)
-    missing = settings.augment_to - len(dataset)
+        extra.append(data.unlabeled)
+    missing = settings.augment_to - len(data.train) - sum(len(part) for part in extra)
     if missing > 0:
+        if prompt_of(context.teacher) is not None:
+            raise ValueError("augment_to: a prompted causal LM's texts are rendered prompts, whose template words "
+                             "must not be replaced; use --unlabeled texts instead")
         embeddings = context.teacher.get_input_embeddings().weight.detach()
-        dataset = dataset.concat(augmented_copies(data.train, missing, context.tokenizer, embeddings,
-                                                  context.token_map, seed=context.seed))
-    return dataset
+        extra.append(augmented_copies(data.train, missing, context.tokenizer, embeddings, context.token_map,
+                                      seed=context.seed))
+    if data.regression:  # a score task marks an unlabeled example with NaN (-1 is a score)
+        extra = [replace(part, labels=[math.nan] * len(part)) for part in extra]
+    return data.train.concat(*extra)
 
 
 def train_student(student: nn.Module, context: ApplyContext, settings: RecoverySettings,

@@ -85,28 +85,37 @@ def simulated_int8(linears: Sequence[tuple[str, nn.Linear]],
             module.weight.data = weight
 
 
-def _log_probabilities(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+def _outputs(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([torch.log_softmax(model(**batch).logits.float(), dim=-1) for batch in batches])
+        return torch.cat([model(**batch).logits.float() for batch in batches])
+
+
+def _divergence(quantized: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per example: KL(float || quantized) of the predicted class distributions, or the squared
+    error of a one-output (regression) model's score."""
+    if reference.shape[-1] == 1:
+        return (quantized - reference).pow(2).sum(-1)
+    log_q, log_r = torch.log_softmax(quantized, dim=-1), torch.log_softmax(reference, dim=-1)
+    return torch.nn.functional.kl_div(log_q, log_r, log_target=True, reduction="none").sum(-1)
 
 
 def layer_sensitivity(model: nn.Module, layer_scopes: Sequence[str], validation: Sequence[dict[str, torch.Tensor]],
                       calibration: Iterable[dict[str, torch.Tensor]] | None = None) -> list[float]:
-    """Per layer: mean KL(float || layer i alone in int8) of the predictions on ``validation`` batches.
+    """Per layer: mean KL(float || layer i alone in int8) of the predictions on ``validation`` batches
+    (for a regression model, the squared error of its score).
 
     With ``calibration`` batches, activations use static ranges observed on them (static int8);
     without, each batch's own range (dynamic int8).
     """
     model.eval()
-    reference = _log_probabilities(model, validation)
+    reference = _outputs(model, validation)
     every = [pair for scope in layer_scopes for pair in linears_under(model, scope)]
     ranges = activation_ranges(model, every, calibration) if calibration is not None else None
     scores = []
     for scope in layer_scopes:
         with simulated_int8(linears_under(model, scope), ranges):
-            quantized = _log_probabilities(model, validation)
-        kl = torch.nn.functional.kl_div(quantized, reference, log_target=True, reduction="none").sum(-1)
-        scores.append(float(kl.mean()))
+            quantized = _outputs(model, validation)
+        scores.append(float(_divergence(quantized, reference).mean()))
     return scores
 
 

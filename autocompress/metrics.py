@@ -10,6 +10,9 @@ classification task takes ``--metric``:
   neg/pos, ``1`` of 0/1: the class a duplicate-question or paraphrase task calls positive, as
   GLUE scores MRPC and QQP); with more, the macro average over the classes.
 
+A regression task (a model with one output; labels are scores) takes ``pearson`` (the default)
+or ``spearman``: the correlation of the predicted and labelled scores.
+
 Every metric here is higher-is-better, and the limit bounds ``teacher - candidate``. The run
 record's columns keep their names (``val_accuracy``, ``test_accuracy``) whatever the metric;
 run.json's ``quality_metric`` says which it is, and the summary, report and model card name it.
@@ -87,16 +90,86 @@ def f1_score(predicted: list[int], truth: list[int], classes: int) -> float:
     return sum(class_f1(c) for c in present) / len(present) if present else 0.0
 
 
-#: The metrics ``--metric`` names, for classification tasks.
+def _scores(model, data, batch_size: int) -> tuple[list[float], list[float]]:
+    """A one-output (regression) model's score of every example, and the labels."""
+    import torch
+
+    from autocompress.training import logits_of
+
+    model.eval()
+    predicted = []
+    with torch.inference_mode():
+        for inputs, _ in data.batches(batch_size):
+            predicted += logits_of(model, inputs)[:, 0].tolist()
+    return predicted, data.labels.float().tolist()
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    """Pearson's correlation coefficient; 0 when either side is constant (no linear relation to find)."""
+    n = len(x)
+    mean_x, mean_y = sum(x) / n, sum(y) / n
+    cov = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
+    var_x = sum((a - mean_x) ** 2 for a in x)
+    var_y = sum((b - mean_y) ** 2 for b in y)
+    return 0.0 if var_x == 0 or var_y == 0 else cov / (var_x * var_y) ** 0.5
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank (as Spearman's coefficient needs)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start:end + 1]:
+            result[i] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+class Pearson(QualityMetric):
+    name = "pearson"
+    description = "regression: Pearson correlation of the predicted and labelled scores"
+
+    def score(self, model, data, batch_size: int = 64) -> float:
+        return pearson(*_scores(model, data, batch_size))
+
+
+class Spearman(QualityMetric):
+    name = "spearman"
+    description = "regression: Spearman rank correlation of the predicted and labelled scores"
+
+    def score(self, model, data, batch_size: int = 64) -> float:
+        predicted, truth = _scores(model, data, batch_size)
+        return pearson(ranks(predicted), ranks(truth))
+
+
+#: The metrics ``--metric`` names, for classification tasks (the first is the default).
 CLASSIFICATION_METRICS: dict[str, type[QualityMetric]] = {cls.name: cls for cls in (Accuracy, F1)}
+#: ... and for regression tasks (a model with one output and scores as labels).
+REGRESSION_METRICS: dict[str, type[QualityMetric]] = {cls.name: cls for cls in (Pearson, Spearman)}
+
+
+def _named(name: str | None, metrics: dict[str, type[QualityMetric]], kind: str,
+           others: dict[str, type[QualityMetric]], other_kind: str) -> QualityMetric:
+    if name is None:
+        return next(iter(metrics.values()))()
+    key = str(name).strip().lower()
+    if key in metrics:
+        return metrics[key]()
+    valid = ", ".join(f"{k} ({v.description})" for k, v in metrics.items())
+    if key in others:
+        raise InputError(f"--metric {name!r} measures {other_kind}, and this is a {kind} task (valid: {valid})")
+    raise InputError(f"--metric {name!r}: unknown metric (valid: {valid})")
 
 
 def classification_metric(name: str | None) -> QualityMetric:
     """The classification metric ``name`` (None: accuracy); an InputError naming ``--metric`` otherwise."""
-    if name is None:
-        return Accuracy()
-    cls = CLASSIFICATION_METRICS.get(str(name).strip().lower())
-    if cls is None:
-        valid = ", ".join(f"{key} ({value.description})" for key, value in CLASSIFICATION_METRICS.items())
-        raise InputError(f"--metric {name!r}: unknown metric (valid: {valid})")
-    return cls()
+    return _named(name, CLASSIFICATION_METRICS, "classification", REGRESSION_METRICS, "regression")
+
+
+def regression_metric(name: str | None) -> QualityMetric:
+    """The regression metric ``name`` (None: pearson); an InputError naming ``--metric`` otherwise."""
+    return _named(name, REGRESSION_METRICS, "regression", CLASSIFICATION_METRICS, "classification")

@@ -63,7 +63,9 @@ def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
         encoded = tokenizer(list(dataset.texts), list(dataset.pairs), truncation=True, max_length=max_length)
         types = encoded.get("token_type_ids")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=torch.long), pad, types)
+    # Scores (a regression task) stay floats; class indices become a LongTensor.
+    dtype = torch.float32 if dataset.scores else torch.long
+    return Encoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=dtype), pad, types)
 
 
 def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_length: int,
@@ -72,6 +74,14 @@ def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_l
     what techniques that score parts of the model run it on (second texts of a pair task included)."""
     chosen = random.Random(seed).sample(range(len(dataset)), min(count, len(dataset)))
     return [inputs for inputs, _ in encode(tokenizer, dataset.subset(chosen), max_length).batches(batch_size)]
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
+    of the one output for scores (float labels: a regression task)."""
+    if labels.is_floating_point():
+        return nn.functional.mse_loss(logits[:, 0].float(), labels, reduction=reduction)
+    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
 
 
 def seed_everything(seed: int) -> None:
@@ -122,7 +132,7 @@ def fine_tune(
 ) -> nn.Module:
     """Train ``model`` with AdamW and linear decay after 6% warm-up.
 
-    ``loss_fn(inputs, labels, student_logits)`` replaces cross-entropy (distillation uses it).
+    ``loss_fn(inputs, labels, student_logits)`` replaces ``task_loss`` (distillation uses it).
     ``on_step(step, total_steps)`` is called after every optimiser step (intermediate evaluation,
     pruning). A non-finite loss raises ``FloatingPointError`` instead of training on garbage.
     """
@@ -145,7 +155,7 @@ def fine_tune(
         for inputs, labels in train.batches(batch_size, order):
             logits = logits_of(model, inputs)
             if loss_fn is None:
-                loss = nn.functional.cross_entropy(logits, labels)
+                loss = task_loss(logits, labels)
             else:
                 loss = loss_fn(inputs, labels, logits)
             if not torch.isfinite(loss):

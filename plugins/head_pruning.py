@@ -49,6 +49,7 @@ from torch import nn
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads, projection_weight
 from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
+from autocompress.training import task_loss
 
 SCORINGS = ("gradient", "l1")
 #: Examples per forward/backward pass during gradient scoring.
@@ -136,7 +137,7 @@ def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches
                 out = model(**inputs)
                 logits = out.logits if hasattr(out, "logits") else out[0]
                 # Summed (not averaged) loss: d loss / d mask[b] is example b's own gradient.
-                loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+                loss = task_loss(logits.float(), labels, reduction="sum")
                 grads = torch.autograd.grad(loss, masks)
                 for layer, grad in enumerate(grads):
                     scores[layer] += grad.detach().abs().sum(dim=0).double()

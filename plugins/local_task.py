@@ -28,6 +28,7 @@ from autocompress.demo_data import default_cache_dir
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
 from autocompress.hub import ResolvedModel, card_license, resolve_model
+from autocompress.metrics import REGRESSION_METRICS, QualityMetric, classification_metric, regression_metric
 from autocompress.task import LoadedTask, TaskInfo, TaskProvider, load_classifier
 from autocompress.teacher import demo_base_model, fine_tuned_teacher, teacher_recipe
 
@@ -107,11 +108,19 @@ class LocalTask(TaskProvider):
     description = ("your own data (--data: a file or a saved datasets directory) and model (--model: a classifier, "
                    "or a base model fine-tuned first; a directory or a cached Hub id; default: the demo's base model)")
 
-    def _data(self) -> TaskData:
+    def _data(self, regression: bool = False) -> TaskData:
         o = self.options
         data = load_task_data(o.data, o.text_column, o.label_column, seed=o.seed, drop_missing=o.drop_missing,
-                              pair_column=o.text_pair_column)
+                              pair_column=o.text_pair_column, regression=regression)
         return data.limit_train(o.train_limit)
+
+    def quality_metric(self) -> QualityMetric:
+        """Regression (a classifier checkpoint with one output): pearson or spearman; otherwise a
+        classification metric (accuracy or f1)."""
+        if getattr(self, "_regression", None) is None:
+            self.validate()
+        metric = regression_metric if self._regression else classification_metric
+        return metric(self.options.metric)
 
     def _model(self) -> ResolvedModel:
         if self.options.model is None:
@@ -126,6 +135,17 @@ class LocalTask(TaskProvider):
         model = self._model()
         config = check_model_dir(model.directory, o.allow_pickle)
         self._model_type = config.get("model_type")
+        self._regression = is_classifier(config) and config_num_labels(config) == 1
+        if o.metric is not None and str(o.metric).strip().lower() in REGRESSION_METRICS and not self._regression:
+            raise InputError(f"--metric {o.metric} measures regression, which needs a fine-tuned regression "
+                             f"checkpoint as --model (a sequence classifier with one output, num_labels 1); "
+                             f"--model {o.model or 'the demo base model'} is not one (fine-tuning a regression "
+                             "teacher from a base model is not supported yet)")
+        if self._regression:
+            self.quality_metric()  # a classification metric for a regression model is refused here
+            data = self._data(regression=True)
+            self._validated = (model, True, data)
+            return
         if is_causal_lm(config):
             check_base_model(config, model.directory / "config.json")
             if o.text_pair_column is not None:
