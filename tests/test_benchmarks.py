@@ -122,3 +122,19 @@ def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
     assert rows[("teacher", "ONNX Runtime", "int8 static")]["memory_mb"] < 0.8 * rows[
         ("teacher", "ONNX Runtime", "fp32")]["memory_mb"]
     assert "| model | runtime | precision | b1 ms |" in result.stdout and "free floor" in result.stdout
+
+
+@pytest.mark.slow
+def test_small_data_quick_recovers_each_student_on_each_data_variant(tmp_path):
+    out = tmp_path / "small-data"
+    result = run_quick("small_data.py", out)
+    section = (out / "small_data.md").read_text()
+    assert section.strip() in result.stdout and section.startswith("## 8. Distillation with a quarter of the labels")
+    assert "## 8. Distillation with a quarter of the labels" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    report = json.loads((out / "small_data.json").read_text())
+    rows = {row["recovery"]: row for row in report["rows"]}
+    assert list(rows) == ["25% labels", "+ unlabeled", "+ augmentation", "+ both", "all labels"]
+    assert report["labelled"] == 50  # a quarter of the quick run's 200 training sentences
+    # The sets really differ: the quarter alone, plus the other 150 texts, copies up to 200, both to 400, all 200.
+    assert [row["texts"] for row in rows.values()] == [50, 200, 200, 400, 200]
+    assert all(0 < row["accuracy"] <= 1 for row in rows.values())
