@@ -52,11 +52,11 @@ def test_an_unknown_metric_is_refused_naming_the_option_and_the_valid_ones():
 @pytest.mark.slow
 def test_a_search_on_f1_optimises_and_reports_f1(tmp_path):
     model = write_tiny_checkpoint(tmp_path / "model", train_steps=40)
-    texts, labels = synthetic_sentiment(150, seed=4)
-    # Imbalanced (about 1 positive in 5), with every 7th label flipped so the teacher errs: F1 and
+    texts, labels = synthetic_sentiment(400, seed=4)
+    # Imbalanced (about 1 positive in 5), with every 5th label flipped so the teacher errs: F1 and
     # accuracy part ways.
     flip = {"pos": "neg", "neg": "pos"}
-    rows = [(t, flip[y] if i % 7 == 0 else y) for i, (t, y) in enumerate(zip(texts, labels, strict=True))
+    rows = [(t, flip[y] if i % 5 == 1 else y) for i, (t, y) in enumerate(zip(texts, labels, strict=True))
             if y == "neg" or i % 8 == 0]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "data.csv", index=False)
     out = tmp_path / "run"

@@ -100,7 +100,7 @@ def test_a_classification_metric_for_a_regression_model_is_refused(regressor, tm
         LocalTask(TaskOptions(**options, metric="f1")).validate()
     assert LocalTask(TaskOptions(**options)).quality_metric() == Pearson()
     assert regression_metric("Spearman") == Spearman()
-    frame = _scored(60, seed=2)
+    frame = _scored(60, seed=2).astype({"score": object})
     frame.loc[4, "score"] = "high"
     frame.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(DataError, match=r"bad.csv: a regression model needs a number as every label; 1 are not "
@@ -120,7 +120,7 @@ def test_a_regression_search_optimises_pearson_and_its_best_model_reloads_in_a_f
     _scored(240, seed=5).to_csv(tmp_path / "scores.csv", index=False)
     plans = tmp_path / "plans.yaml"
     plans.write_text("- quantization: {dtype: int8}\n- layer_drop: {keep_layers: 1}\n  head_pruning: {fraction: 0.5}\n"
-                     "  distillation: {epochs: 2.0, learning_rate: 1.0e-3}\n")
+                     "  distillation: {epochs: 1.5, learning_rate: 2.0e-4}\n")
     out = tmp_path / "run"
     code = main(["search", "--model", str(regressor), "--data", str(tmp_path / "scores.csv"), "--label-column",
                  "score", "--out", str(out), "--trials", "2", "--techniques",

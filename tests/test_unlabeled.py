@@ -14,7 +14,7 @@ from autocompress.arch import adapter_for
 from autocompress.augment import augmented_copies, nearest_words, replace_words, single_token_words
 from autocompress.cli import main
 from autocompress.data import UNLABELED, TextDataset, read_unlabeled, stratified_split
-from autocompress.errors import DataError
+from autocompress.errors import DataError, InputError
 from autocompress.measure import thread_count
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.distillation import Distillation
@@ -174,7 +174,7 @@ def test_distillation_trains_on_the_teacher_outputs_for_the_unlabeled_texts():
 
 def test_the_distillation_config_checks_its_new_fields():
     for bad in ({"augment_to": -1}, {"augment_to": 1.5}, {"unlabeled": "yes"}):
-        with pytest.raises(ValueError, match="augment_to|unlabeled"):
+        with pytest.raises(InputError, match="technique 'distillation': (augment_to|unlabeled) must be"):
             Distillation.make_config(bad)
 
 
@@ -187,17 +187,19 @@ def test_a_search_with_unlabeled_texts_distils_on_them_and_records_them(tmp_path
     more, _ = synthetic_sentiment(60, seed=5)
     (tmp_path / "more.txt").write_text("\n".join(more) + "\n")
     plans = tmp_path / "plans.yaml"
-    plans.write_text("- layer_drop: {keep_layers: 1}\n  distillation: {epochs: 1.0, augment_to: 200}\n")
+    plans.write_text("- layer_drop: {keep_layers: 1}\n  distillation: {epochs: 1.0}\n")
+    space = tmp_path / "space.yaml"  # augmentation is not searched by default: a search space turns it on
+    space.write_text("distillation:\n  augment_to: {type: categorical, choices: [200]}\n")
     out = tmp_path / "run"
     code = main(["search", "--model", str(model), "--data", str(tmp_path / "data.csv"), "--unlabeled",
                  str(tmp_path / "more.txt"), "--techniques", "layer_drop,distillation", "--starting-points",
-                 str(plans), "--trials", "1", "--out", str(out), "--no-progress", "--repeats", "2", "--warmup", "1",
-                 "--max-accuracy-drop", "0.5"])
+                 str(plans), "--search-space", str(space), "--trials", "1", "--out", str(out), "--no-progress",
+                 "--repeats", "2", "--warmup", "1", "--max-accuracy-drop", "0.5"])
     assert code == 0
     run = json.loads((out / "run.json").read_text())
     assert "plus 60 unlabeled texts from" in run["task_description"]
     trials = pd.read_csv(out / "trials.csv")
-    assert trials["state"].tolist() == ["COMPLETE"]
+    assert trials["state"].tolist() == ["COMPLETE"] and "augment_to=200" in trials["plan"][0]
     # The same files without --unlabeled are another task: the run directory refuses to mix them.
     again = main(["search", "--model", str(model), "--data", str(tmp_path / "data.csv"), "--techniques",
                   "layer_drop,distillation", "--trials", "1", "--out", str(out), "--no-progress"])
