@@ -85,6 +85,19 @@ def test_the_starting_points_end_in_the_post_step_that_is_fastest_here(int8_ms, 
     assert adapted[1]["ffn_pruning"] == plans[1]["ffn_pruning"]
 
 
+def test_static_int8_starting_points_keep_no_layer_in_float():
+    """Where static int8 is fastest (OpenVINO), the starting points end in exactly the step the probe
+    timed: no float fallback, which the teacher did not need and which cost more than it bought."""
+    speeds = {"int8 dynamic only": 6.0, "bf16 only": 6.5, "int8 static only": 4.0}
+    rows = tuple(ProbeRow(label, "quantization", dict(config), latency_ms=speeds[label], teacher_latency_ms=10.0)
+                 for label, config in Quantization.references.items())
+    probe = Probe("openvino", 1, 64, 2, rows)
+    plans = load_starting_points(default_file(), set(HOST.techniques.names()))
+    adapted = adapt_starting_points(plans, probe, _spaces())
+    assert [plan["quantization"]["dtype"] for plan in adapted] == ["int8-static"] * len(plans)
+    assert all(plan["quantization"]["fallback_layers"] == 0 for plan in adapted)
+
+
 def test_no_post_step_when_none_pays_off_and_none_outside_the_space():
     slow = _probe(CannedTimings(int8_ms=11.0, bf16_ms=10.2))  # neither beats the teacher by 5%
     plans = load_starting_points(default_file(), set(HOST.techniques.names()))
