@@ -15,8 +15,9 @@ float weights. This module knows no layer shape and no technique: the techniques
 is given does. Nothing is unpickled.
 
 When every saved tensor has the shape ``config.json`` implies, every tensor is present (no ties)
-and no post step is recorded, plain ``AutoModelForSequenceClassification.from_pretrained(dir)``
-loads the directory too (``loads_with_plain_transformers``).
+and no post step is recorded, the plain transformers class recorded in the manifest
+(``model_class``: ``BertForSequenceClassification``, ``LlamaForCausalLM``, ...) loads the directory
+with its ``from_pretrained`` too, and so does the matching Auto class (``loads_with_plain_transformers``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,23 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def model_class(manifest: dict[str, Any], where: str) -> type[nn.Module]:
+    """The transformers model class a manifest's ``model_class`` names (the task's own class: a sequence
+    classifier, a causal LM, a token classifier, a bare encoder). Manifests written before the field
+    existed held sequence classifiers."""
+    import transformers
+    from transformers import PreTrainedModel
+
+    name = manifest.get("model_class") or "AutoModelForSequenceClassification"
+    found = getattr(transformers, name, None) if name.isidentifier() else None
+    if name.startswith("AutoModel") and found is not None:
+        return found
+    if not (isinstance(found, type) and issubclass(found, PreTrainedModel)):
+        raise InputError(f"{where}: {MANIFEST} names model class '{name}', which is not a transformers model class "
+                         f"in transformers {transformers.__version__}")
+    return found
+
+
 def load_pretrained(directory: str | Path, techniques: Registry, architectures: Registry) -> tuple[nn.Module, Any]:
     """Reload a directory written by autocompress (``best/`` or an export): returns (model, tokenizer).
 
@@ -100,11 +118,12 @@ def load_pretrained(directory: str | Path, techniques: Registry, architectures: 
     ``architectures`` name the model's parts for them. The model is in eval mode and in its
     deployed form (quantized when the plan quantized it).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     directory = Path(directory)
     manifest = read_manifest(directory)
     where = str(directory)
+    cls = model_class(manifest, where)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     state = load_file(str(directory / WEIGHTS))
     final = AutoConfig.from_pretrained(directory, local_files_only=True).to_dict()
@@ -113,7 +132,8 @@ def load_pretrained(directory: str | Path, techniques: Registry, architectures: 
               else StructureRecord(base_config=final))
 
     def build(config: dict[str, Any]) -> nn.Module:
-        return AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
 
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     model = rebuild_model(record, final, build, techniques, architectures, tokenizer, shapes, where,
@@ -151,20 +171,21 @@ def apply_post_steps(model: nn.Module, tokenizer: Any, steps: list[dict[str, Any
 
 
 def loads_with_plain_transformers(directory: str | Path) -> bool:
-    """True when ``AutoModelForSequenceClassification.from_pretrained(directory)`` gives the same model:
+    """True when the recorded transformers class's ``from_pretrained(directory)`` gives the same model:
     every tensor the config implies is saved (no ties), at that shape, and no post step is recorded."""
     import torch
     from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest.get("post_steps") or manifest.get("ties"):
         return False
+    cls = model_class(manifest, str(directory))
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in AutoModelForSequenceClassification.from_config(config)
-                    .state_dict().items()}
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(str(directory / WEIGHTS), framework="pt") as saved:
         shapes = {k: tuple(saved.get_slice(k).get_shape()) for k in saved.keys()}  # noqa: SIM118
     return all(expected.get(k) == shape for k, shape in shapes.items()) and all(

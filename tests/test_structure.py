@@ -399,3 +399,16 @@ def test_a_tie_changes_the_structure_key_that_caches_measurements():
     layer = model.bert.encoder.layer[0].attention.self
     layer.key.weight = layer.query.weight  # same modules and shapes, one tensor fewer: other memory
     assert structure_key(model, Plan(())) != untied
+
+
+def test_the_manifest_names_the_model_class_it_is_rebuilt_as():
+    import transformers
+
+    from autocompress.model_io import model_class
+
+    assert model_class({"model_class": "LlamaForCausalLM"}, "d") is transformers.LlamaForCausalLM
+    assert model_class({"model_class": "BertForTokenClassification"}, "d") is transformers.BertForTokenClassification
+    assert model_class({}, "d") is transformers.AutoModelForSequenceClassification  # format-1 manifests
+    for bad in ("os.system", "NoSuchModelClass", "PretrainedConfig"):
+        with pytest.raises(InputError, match=f"model class '{bad}'"):
+            model_class({"model_class": bad}, "d")
