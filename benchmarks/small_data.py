@@ -28,16 +28,15 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import math
 import random
 import time
 from pathlib import Path
 
 import torch
+from section import Section, deployed, recovered
 
 from autocompress.arch import adapter_for
-from autocompress.candidate import apply_steps
 from autocompress.data import UNLABELED, TaskData, TextDataset
 from autocompress.plugin_manager import build_host
 from autocompress.task import TaskOptions
@@ -111,9 +110,8 @@ def main() -> None:
         "(whatever the set's size), then int8 dynamic. Accuracy is the int8 student's, on the test split.", "",
         "| student | recovery data | texts | test accuracy | % of teacher |", "|---|---|---|---|---|",
     ]
-    print("\n".join(lines), flush=True)
-    rows = []
-    layer_drop, distillation = host.techniques["layer_drop"], host.techniques["distillation"]
+    section = Section("small_data", lines)
+    layer_drop = host.techniques["layer_drop"]
     quantization = host.techniques["quantization"]
     for depth in depths:
         for label, (data, fields) in variants(full, labelled, unlabeled).items():
@@ -124,26 +122,17 @@ def main() -> None:
             student = copy.deepcopy(teacher)
             context = ApplyContext(adapter=adapter_for(student, host.architectures), tokenizer=task.tokenizer,
                                    data=data, teacher=teacher, max_length=64, seed=0)
-            student = apply_steps(student, [PlanStep(layer_drop, layer_drop.make_config(
-                {"keep_layers": depth, "strategy": "every_other"}))], context)
-            context.adapter = adapter_for(student, host.architectures)
-            student = apply_steps(student, [PlanStep(distillation, distillation.make_config(settings))], context)
-            deployed = apply_steps(copy.deepcopy(student), [PlanStep(quantization, quantization.make_config(
-                {"dtype": "int8"}))], context).eval()
-            acc = accuracy(deployed, test)
+            keep = layer_drop.make_config({"keep_layers": depth, "strategy": "every_other"})
+            structure = [PlanStep(layer_drop, keep)]
+            student = recovered(student, structure, settings, context, host)
+            final = deployed(student, [PlanStep(quantization, quantization.make_config({"dtype": "int8"}))], context)
+            acc = accuracy(final, test)
             row = {"layers": depth, "recovery": label, "texts": size, "accuracy": acc,
                    "pct_teacher": 100 * acc / teacher_accuracy, "wall_s": time.perf_counter() - started}
-            rows.append(row)
-            line = f"| {depth} layers + int8 | {label} | {size} | {acc:.4f} | {row['pct_teacher']:.1f}% |"
-            lines.append(line)
-            print(line, flush=True)
-            del student, deployed
+            section.add(f"| {depth} layers + int8 | {label} | {size} | {acc:.4f} | {row['pct_teacher']:.1f}% |", row)
+            del student, final
             torch.set_num_threads(2)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "small_data.md").write_text("\n".join(lines) + "\n")
-        (args.out / "small_data.json").write_text(json.dumps(
-            {"teacher_accuracy": teacher_accuracy, "labelled": len(labelled), "steps": steps, "rows": rows}, indent=2))
+    section.write(args.out, teacher_accuracy=teacher_accuracy, labelled=len(labelled), steps=steps)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from section import Section, deployed, recovered
 
 from autocompress.arch import adapter_for
-from autocompress.candidate import apply_steps
 from autocompress.measure import dummy_inputs, model_bytes, parameter_count, thread_count, time_forward
 from autocompress.plugin_manager import build_host
 from autocompress.task import TaskOptions
@@ -116,7 +115,6 @@ def main() -> None:
     test_data = task.data.test.head(100) if args.quick else task.data.test
     test = encode(task.tokenizer, test_data, 64)
     teacher_accuracy = accuracy(teacher, test)
-    distillation = host.techniques["distillation"]
     command = "python benchmarks/techniques.py" + (" --quick" if args.quick else "")
     lines = [
         "## 5. Each technique alone on the demo model", "",
@@ -128,8 +126,7 @@ def main() -> None:
         f"Machine: {machine_line()}.", "",
         HEADER, "|" + "---|" * 10,
     ]
-    print("\n".join(lines), flush=True)
-    rows = []
+    section = Section("techniques", lines)
     for label, steps in variants.items():
         started = time.perf_counter()
         student = copy.deepcopy(teacher)
@@ -139,32 +136,21 @@ def main() -> None:
         structure = [s for s in plan if s.technique.stage == Stage.STRUCTURE]
         post = [s for s in plan if s.technique.stage == Stage.POST]
         own = dict(next((values for name, values in steps if name == "distillation"), {}))
-        student = apply_steps(student, structure, context)
-        if structure:  # a short recovery, as the search would do
-            settings = {"epochs": epochs, "learning_rate": 1e-4, **own}
-            recover = PlanStep(distillation, distillation.make_config(settings))
-            context.adapter = adapter_for(student, host.architectures)
-            student = apply_steps(student, [recover], context)
-        deployed = apply_steps(copy.deepcopy(student), post, context).eval()
-        _, b1, r1 = interleaved_ratio(teacher, deployed, 1, rounds, repeats, warmup)
-        _, b16, r16 = interleaved_ratio(teacher, deployed, 16, rounds, repeats, warmup)
-        acc = accuracy(deployed, encode(context.tokenizer, test_data, 64))
-        row = {"variant": label, "params_x": parameter_count(teacher) / parameter_count(deployed),
-               "memory_x": model_bytes(teacher) / model_bytes(deployed), "b1_ms": b1, "speedup_b1": r1,
+        # A short recovery after structure steps, as the search would do.
+        student = recovered(student, structure, {"epochs": epochs, "learning_rate": 1e-4, **own}, context, host)
+        final = deployed(student, post, context)
+        _, b1, r1 = interleaved_ratio(teacher, final, 1, rounds, repeats, warmup)
+        _, b16, r16 = interleaved_ratio(teacher, final, 16, rounds, repeats, warmup)
+        acc = accuracy(final, encode(context.tokenizer, test_data, 64))
+        row = {"variant": label, "params_x": parameter_count(teacher) / parameter_count(final),
+               "memory_x": model_bytes(teacher) / model_bytes(final), "b1_ms": b1, "speedup_b1": r1,
                "b16_ms": b16, "speedup_b16": r16, "accuracy": acc, "pct_teacher": 100 * acc / teacher_accuracy,
                "wall_s": time.perf_counter() - started}
-        rows.append(row)
-        line = (f"| {label} | {row['params_x']:.2f} | {row['memory_x']:.2f} | {b1:.2f} | {r1:.2f}x | {b16:.1f} | "
-                f"{r16:.2f}x | {acc:.4f} | {row['pct_teacher']:.1f}% | {row['wall_s']:.0f} |")
-        lines.append(line)
-        print(line, flush=True)
-        del student, deployed
+        section.add(f"| {label} | {row['params_x']:.2f} | {row['memory_x']:.2f} | {b1:.2f} | {r1:.2f}x | {b16:.1f} | "
+                    f"{r16:.2f}x | {acc:.4f} | {row['pct_teacher']:.1f}% | {row['wall_s']:.0f} |", row)
+        del student, final
         torch.set_num_threads(2)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "techniques.md").write_text("\n".join(lines) + "\n")
-        (args.out / "techniques.json").write_text(json.dumps({"teacher_accuracy": teacher_accuracy, "rows": rows},
-                                                             indent=2))
+    section.write(args.out, teacher_accuracy=teacher_accuracy)
 
 
 if __name__ == "__main__":

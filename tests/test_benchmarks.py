@@ -1,33 +1,89 @@
-"""The benchmarks still run end to end (their --quick modes), so the published tables can be redone."""
+"""The benchmarks still run end to end (their --quick modes), so the published tables can be redone.
+
+The quick runs are smoke tests of the scripts: they assert what each script prints and writes, never
+how fast anything is. Each is a subprocess, and one of them alone leaves one of CI's two cores idle
+most of the time (imports, conversions, Python between the timed calls), so the module starts every
+selected script at once, ``QUICK_CONCURRENCY`` at a time, longest first, and each test waits for its
+own. Nothing else runs beside them: pytest runs this module's tests one after another.
+"""
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).parent.parent
+#: How many --quick scripts run at once (CI has 2 cores; AUTOCOMPRESS_QUICK_CONCURRENCY overrides).
+QUICK_CONCURRENCY = int(os.environ.get("AUTOCOMPRESS_QUICK_CONCURRENCY", "2"))
+#: Longest first (their CI times), so the last to start is a short one.
+LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "runtimes.py", "techniques.py", "onnx_int8.py",
+                 "small_data.py"]
 
 
-@pytest.fixture(autouse=True)
-def _smoke_teacher(smoke_demo_task):
-    """Every --quick run uses the session's smoke demo teacher (conftest.py), cached before it starts."""
+class QuickRuns:
+    """``benchmarks/<script> --quick --out <dir>`` for every selected test of this module, started together."""
+
+    def __init__(self, scripts: list[str], root: Path):
+        self.outs = {script: root / Path(script).stem for script in scripts}
+        self.results: dict[str, subprocess.CompletedProcess] = {}
+        self.done = {script: threading.Event() for script in scripts}
+        self.processes: list[subprocess.Popen] = []
+        self.queue = sorted(scripts, key=lambda s: LONGEST_FIRST.index(s) if s in LONGEST_FIRST else len(LONGEST_FIRST))
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.workers = [threading.Thread(target=self._work, daemon=True) for _ in range(max(1, QUICK_CONCURRENCY))]
+        for worker in self.workers:
+            worker.start()
+
+    def _next(self) -> str | None:
+        with self.lock:
+            return None if self.stopped or not self.queue else self.queue.pop(0)
+
+    def _work(self) -> None:
+        while (script := self._next()) is not None:
+            command = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(self.outs[script])]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            with self.lock:
+                self.processes.append(process)
+            stdout, stderr = process.communicate()
+            self.results[script] = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            self.done[script].set()
+
+    def result(self, script: str) -> tuple[subprocess.CompletedProcess, Path]:
+        """Wait for ``script`` and require it to have succeeded: (its result, its --out folder)."""
+        self.done[script].wait()
+        result = self.results[script]
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result, self.outs[script]
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for process in self.processes:
+                if process.poll() is None:
+                    process.kill()
 
 
-def run_quick(script: str, out: Path) -> subprocess.CompletedProcess:
-    """Run ``benchmarks/<script> --quick --out <out>`` and require it to succeed."""
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+@pytest.fixture(scope="module")
+def quick_runs(request, tmp_path_factory, smoke_demo_task):
+    """Every --quick script this module's selected tests name (``@pytest.mark.quick_script``), started at once
+    after the session's smoke demo teacher (conftest.py) is in the cache."""
+    scripts = [marker.args[0] for item in request.session.items if item.module is request.module
+               for marker in item.iter_markers("quick_script")]
+    runs = QuickRuns(scripts, tmp_path_factory.mktemp("quick"))
+    yield runs
+    runs.stop()
 
 
 @pytest.mark.slow
-def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_path):
-    out = tmp_path / "frontier"
-    result = run_quick("demo_frontier.py", out)
+@pytest.mark.quick_script("demo_frontier.py")
+def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(quick_runs):
+    result, out = quick_runs.result("demo_frontier.py")
     report = json.loads((out / "frontier.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names[:5] == ["teacher", "int8 dynamic alone", "bf16 alone", "half depth + distillation",
@@ -48,9 +104,9 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(tmp_p
 
 
 @pytest.mark.slow
-def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
-    out = tmp_path / "efficiency"
-    result = run_quick("search_efficiency.py", out)
+@pytest.mark.quick_script("search_efficiency.py")
+def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(quick_runs):
+    result, out = quick_runs.result("search_efficiency.py")
     table = pd.read_csv(out / "search_efficiency.csv")
     runs = sorted(zip(table["sampler"], table["seed"], strict=True))
     assert runs == [("random", 0), ("tpe", 0)]
@@ -64,9 +120,9 @@ def test_search_efficiency_quick_compares_both_samplers_seed_by_seed(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(tmp_path):
-    out = tmp_path / "onnx-int8"
-    result = run_quick("onnx_int8.py", out)
+@pytest.mark.quick_script("onnx_int8.py")
+def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(quick_runs):
+    result, out = quick_runs.result("onnx_int8.py")
     rows = {row["variant"]: row for row in json.loads((out / "onnx_int8.json").read_text())["rows"]}
     assert list(rows) == ["PyTorch float", "PyTorch int8", "ONNX Runtime float", "ONNX Runtime int8",
                           "ONNX Runtime int8-emb"]
@@ -79,9 +135,9 @@ def test_onnx_int8_quick_measures_onnx_runtime_int8_beside_pytorch(tmp_path):
 
 
 @pytest.mark.slow
-def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(tmp_path):
-    out = tmp_path / "techniques"
-    result = run_quick("techniques.py", out)
+@pytest.mark.quick_script("techniques.py")
+def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(quick_runs):
+    result, out = quick_runs.result("techniques.py")
     section = (out / "techniques.md").read_text()
     assert section.strip() in result.stdout  # what it prints is what it writes
     lines = section.splitlines()
@@ -100,9 +156,9 @@ def test_techniques_quick_prints_section_5_of_results_md_with_a_row_per_variant(
     assert by_name["int8 dynamic"]["memory_x"] > 1.3 and by_name["bf16 weights"]["memory_x"] > 1.9
 
 
-def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
-    out = tmp_path / "runtimes"
-    result = run_quick("runtimes.py", out)
+@pytest.mark.quick_script("runtimes.py")
+def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(quick_runs):
+    result, out = quick_runs.result("runtimes.py")
     document = json.loads((out / "runtimes.json").read_text())
     assert document["cpu"]["summary"] in result.stdout  # the CPU's features are printed
     rows = {(row["model"], row["runtime"], row["precision"]): row for row in document["rows"]}
@@ -125,9 +181,9 @@ def test_runtimes_quick_puts_every_runtime_and_precision_side_by_side(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_data_quick_recovers_each_student_on_each_data_variant(tmp_path):
-    out = tmp_path / "small-data"
-    result = run_quick("small_data.py", out)
+@pytest.mark.quick_script("small_data.py")
+def test_small_data_quick_recovers_each_student_on_each_data_variant(quick_runs):
+    result, out = quick_runs.result("small_data.py")
     section = (out / "small_data.md").read_text()
     assert section.strip() in result.stdout and section.startswith("## 8. Distillation with a quarter of the labels")
     assert "## 8. Distillation with a quarter of the labels" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
