@@ -38,11 +38,15 @@ from autocompress.training import IGNORED, Encoded, encode, task_loss
 
 @pytest.fixture(scope="module")
 def ner(tmp_path_factory):
-    """A tiny BERT token classifier fine-tuned on synthetic NER, and a CoNLL file of new sentences."""
+    """A tiny BERT token classifier fine-tuned on synthetic NER, and a CoNLL file of new sentences in
+    which every seventh sentence's people are tagged as places (annotation noise the teacher cannot
+    follow, so its entity F1 is high but not perfect, and partial matches are in play)."""
     root = tmp_path_factory.mktemp("ner")
     with thread_count(1):
         write_tiny_token_classifier(root / "model")
-    write_conll(root / "data.conll", synthetic_ner(160, seed=5))
+    sentences = synthetic_ner(160, seed=5)
+    noisy = [[(w, t.replace("PER", "LOC")) for w, t in s] if i % 7 == 0 else s for i, s in enumerate(sentences)]
+    write_conll(root / "data.conll", noisy)
     return root
 
 
@@ -323,14 +327,18 @@ def test_a_token_classification_search_runs_every_technique_and_its_best_model_r
     plans.write_text("- quantization: {dtype: int8}\n"
                      "- layer_drop: {keep_layers: 1}\n  ffn_pruning: {keep_fraction: 0.5}\n"
                      "  head_pruning: {fraction: 0.5}\n"
-                     "  distillation: {epochs: 3.0, learning_rate: 1.0e-3, batch_size: 16}\n"
+                     "  distillation: {epochs: 4.0, learning_rate: 2.0e-3, batch_size: 16}\n"
                      "  quantization: {dtype: int8}\n")
+    space = tmp_path / "space.yaml"  # 128 training sentences: recovery needs more passes at a higher rate
+    space.write_text("distillation:\n  epochs: {type: float, low: 1.0, high: 4.0, step: 1.0}\n"
+                     "  learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+                     "  batch_size: {type: categorical, choices: [16]}\n")
     out = tmp_path / "run"
     with thread_count(1):
         code = main(["search", "--model", str(ner / "model"), "--data", str(ner / "data.conll"), "--out", str(out),
                      "--trials", "2", "--techniques", "layer_drop,ffn_pruning,head_pruning,distillation,quantization",
                      "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.3",
-                     "--starting-points", str(plans)])
+                     "--starting-points", str(plans), "--search-space", str(space)])
     assert code in (0, 5)
     run = json.loads((out / "run.json").read_text())
     assert run["quality_metric"] == "entity_f1"
@@ -339,7 +347,8 @@ def test_a_token_classification_search_runs_every_technique_and_its_best_model_r
     baseline = run["baseline"]
     assert baseline["val_accuracy"] == pytest.approx(_independent_f1(task.teacher, task.tokenizer,
                                                                       task.data.validation), abs=1e-9)
-    assert baseline["test_accuracy"] > 0.8  # far above chance: the teacher learnt the entities
+    assert 0.8 < baseline["test_accuracy"] < 1.0  # far above chance (the noisy tags keep it below 1)
+    assert baseline["val_accuracy"] < 1.0
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2
     assert (trials["state"] == "COMPLETE").all(), trials[["plan", "reason"]].to_string()
