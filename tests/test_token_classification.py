@@ -279,23 +279,25 @@ def test_gradient_head_scores_use_the_per_token_loss():
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
 def test_every_structure_technique_and_recovery_work_on_a_token_classifier(family):
-    """Layer drop, FFN/head/width pruning, low rank, distillation and int8 on BERT and DistilBERT token
-    classifiers (whose heads read every token's state): a tag per token comes out, finite."""
+    """Every built-in technique on BERT and DistilBERT token classifiers (whose heads read every
+    token's state): a tag per token comes out, finite."""
     tokenizer = ner_tokenizer()
     host = build_host()
     data = _tagged_task(36, seed=6)
     plan = [("layer_drop", {"keep_layers": 1}), ("ffn_pruning", {"keep_fraction": 0.5}),
             ("head_pruning", {"fraction": 0.5}), ("width_pruning", {"width_fraction": 0.75}),
-            ("low_rank", {"rank_ratio": 0.5}),
+            ("low_rank", {"rank_ratio": 0.5}), ("vocab_trim", {}), ("layer_sharing", {"group_size": 2}),
+            ("lora", {"rank": 4, "epochs": 1.0, "batch_size": 8}),
             ("distillation", {"epochs": 1.0, "batch_size": 8, "hidden_weight": 0.5, "attention_weight": 0.5}),
             ("quantization", {"dtype": "int8"}), ("quantization", {"dtype": "int8-static", "fallback_layers": 1})]
     with thread_count(1):
         for name, values in plan:
             model = tiny_token_classifier(family, len(tokenizer))
             technique = host.techniques[name]
-            out = apply_steps(model, [PlanStep(technique, technique.make_config(values))],
-                              _context(model, tokenizer, data))
-            inputs, _ = next(encode(tokenizer, data.validation, 32).batches(4))
+            context = _context(model, tokenizer, data)
+            out = apply_steps(model, [PlanStep(technique, technique.make_config(values))], context)
+            # The context's tokenizer: vocabulary trimming replaces it, and tagged words must still encode.
+            inputs, _ = next(encode(context.tokenizer, data.validation, 32).batches(4))
             with torch.inference_mode():
                 logits = out(**inputs).logits
             assert logits.shape == (*inputs["input_ids"].shape, len(TAGS)), name
