@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autocompress.data import TextDataset
+from autocompress.token_data import TaggedDataset, encode_tagged
 
 #: The label of a position no loss or metric counts: a word's later sub-tokens, special tokens and
 #: padding in token classification (cross-entropy's ``ignore_index``).
@@ -65,8 +66,6 @@ class Encoded:
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
     """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first; tagged
     words, ``autocompress.token_data.TaggedDataset``: with a label per token)."""
-    from autocompress.token_data import TaggedDataset, encode_tagged
-
     if isinstance(dataset, TaggedDataset):
         return encode_tagged(tokenizer, dataset, max_length)
     if dataset.pairs is None:
