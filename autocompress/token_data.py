@@ -4,8 +4,9 @@ and encoded with the tags aligned to the tokenizer's word pieces.
 Two file formats:
 
 - **CoNLL-style text** (``.conll``, ``.txt``, ``.tsv``, ``.iob``, ``.bio``): one word per line, its tag
-  in the last whitespace-separated column (other columns, as CoNLL-2003's part-of-speech and chunk
-  tags, are ignored), a blank line between sentences; ``-DOCSTART-`` lines are skipped.
+  in the last column (other columns, as CoNLL-2003's part-of-speech and chunk tags, are ignored), a
+  blank line between sentences; ``-DOCSTART-`` lines are skipped. Columns are separated by tabs when
+  the line has any (a word may then hold spaces), otherwise by whitespace.
 - **JSON lines** (``.jsonl``, ``.ndjson``): one sentence per line, an object with a list of words
   and a list of tags of the same length (keys ``tokens`` and ``tags``; ``--text-column`` and
   ``--label-column`` name others).
@@ -91,7 +92,8 @@ def _text(path: Path) -> str:
 def _read_conll(path: Path) -> list[_Sentence]:
     sentences, current = [], _Sentence([], [], [])
     for number, line in enumerate(_text(path).splitlines(), start=1):
-        columns = line.split()
+        # Tab-separated columns may hold words with spaces; otherwise any whitespace separates them.
+        columns = [c.strip() for c in line.split("\t") if c.strip()] if "\t" in line else line.split()
         if not columns or columns[0] == DOCSTART:
             if current.words:
                 sentences.append(current)

@@ -107,6 +107,10 @@ def test_conll_and_json_lines_read_the_same_sentences(tmp_path):
     assert every(load_tagged_data(tmp_path / "a.jsonl", TAGS, seed=1)) == every(conll)
     assert every(load_tagged_data(tmp_path / "b.jsonl", TAGS, tokens_key="words", tags_key="ner")) == every(conll)
     assert conll.label_names == list(TAGS) and not conll.regression
+    # Tab-separated columns keep a word's inner space.
+    (tmp_path / "t.tsv").write_text("New York\tB-LOC\nmet\tO\n\nAnna\tB-PER\n\nRome\tB-LOC\n", encoding="utf-8")
+    assert sorted(w for s in every(load_tagged_data(tmp_path / "t.tsv", TAGS)) for w in s[0]) == [
+        "Anna", "New York", "Rome", "met"]
 
 
 def test_sentences_are_split_80_10_10_with_a_seed(tmp_path):
