@@ -1,7 +1,7 @@
 """Token-classification (NER) data: sentences of words with a BIO tag per word, read, checked, split
 and encoded with the tags aligned to the tokenizer's word pieces.
 
-Two file formats:
+Two file formats, and saved datasets:
 
 - **CoNLL-style text** (``.conll``, ``.txt``, ``.tsv``, ``.iob``, ``.bio``): one word per line, its tag
   in the last column (other columns, as CoNLL-2003's part-of-speech and chunk tags, are ignored), a
@@ -10,11 +10,15 @@ Two file formats:
 - **JSON lines** (``.jsonl``, ``.ndjson``): one sentence per line, an object with a list of words
   and a list of tags of the same length (keys ``tokens`` and ``tags``; ``--text-column`` and
   ``--label-column`` name others).
+- **A saved ``datasets`` directory** (``save_to_disk``), as NER datasets on the Hub come: a list of
+  words and a list of tags per row (``tokens`` and ``tags``, or ``ner_tags`` when there is no
+  ``tags``); tag ids of a ``ClassLabel`` feature are read as its names. Its own ``train``,
+  ``validation`` and ``test`` splits are used; a missing one is carved from train.
 
 Every tag must be in the BIO scheme (``O``, ``B-TYPE``, ``I-TYPE``) and be one of the model's own
 labels (its ``id2label``): the tags index the model's outputs, so the model fixes their order.
 Problems are a ``DataError`` naming the file and line, raised before anything is loaded or trained.
-Sentences are split at random with a seed: 80% train, 10% validation, 10% test.
+A file's sentences are split at random with a seed: 80% train, 10% validation, 10% test.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ TAGGED_ONLY_SUFFIXES = (".conll", ".iob", ".bio")
 DOCSTART = "-DOCSTART-"
 #: JSON lines keys read when ``--text-column`` / ``--label-column`` keep their defaults.
 TOKENS_KEY, TAGS_KEY = "tokens", "tags"
+#: The tags column of NER datasets on the Hub (CoNLL-2003, WikiANN), read when there is no ``tags``.
+DATASETS_TAGS_KEY = "ner_tags"
+#: Share of train held out for a missing validation (or test) split of a saved dataset, as ``hf_data`` does.
+HOLD_OUT = 1 / 9
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class TaggedDataset(TextDataset):
 class _Sentence:
     words: list[str]
     tags: list[str]
-    lines: list[int]  # the file line of each tag (JSON lines: the sentence's line, repeated)
+    places: list[str]  # where each tag is, for messages: "line 3", or "split 'train' row 7"
 
 
 def _text(path: Path) -> str:
@@ -104,7 +112,7 @@ def _read_conll(path: Path) -> list[_Sentence]:
                             "and its tag separated by whitespace (a blank line between sentences)")
         current.words.append(columns[0])
         current.tags.append(columns[-1])
-        current.lines.append(number)
+        current.places.append(f"line {number}")
     if current.words:
         sentences.append(current)
     return sentences
@@ -136,7 +144,7 @@ def _read_jsonl(path: Path, tokens_key: str, tags_key: str) -> list[_Sentence]:
                             "one tag")
         if not words:
             raise DataError(f"{path}: line {number}: an empty sentence (no tokens)")
-        sentences.append(_Sentence(list(words), list(tags), [number] * len(words)))
+        sentences.append(_Sentence(list(words), list(tags), [f"line {number}"] * len(words)))
     return sentences
 
 
@@ -184,11 +192,11 @@ def tag_indices(sentences: Sequence[_Sentence], tag_names: Sequence[str], source
     index = {name: i for i, name in enumerate(tag_names)}
     result = []
     for sentence in sentences:
-        for tag, line in zip(sentence.tags, sentence.lines, strict=True):
+        for tag, place in zip(sentence.tags, sentence.places, strict=True):
             if not is_bio_tag(tag):
-                raise DataError(f"{source}: line {line}: tag {tag!r} is not in the BIO scheme; {_scheme_hint(tag)}")
+                raise DataError(f"{source}: {place}: tag {tag!r} is not in the BIO scheme; {_scheme_hint(tag)}")
             if tag not in index:
-                raise DataError(f"{source}: line {line}: tag {tag!r} is not one of the model's labels "
+                raise DataError(f"{source}: {place}: tag {tag!r} is not one of the model's labels "
                                 f"({', '.join(tag_names)}); the model must have been trained with this tag")
         result.append([index[tag] for tag in sentence.tags])
     return result
@@ -198,7 +206,10 @@ def load_tagged_data(path: str | Path, tag_names: Sequence[str], seed: int = 0,
                      tokens_key: str = TOKENS_KEY, tags_key: str = TAGS_KEY,
                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TaskData:
     """A token-classification file read, its tags checked against ``tag_names`` (the model's labels in
-    id order) and its sentences split at random with ``seed`` (train / validation / test)."""
+    id order) and its sentences split at random with ``seed`` (train / validation / test); a saved
+    ``datasets`` directory keeps its own splits."""
+    if Path(path).is_dir():
+        return _load_saved(Path(path), tag_names, seed, tokens_key, tags_key)
     sentences = read_tagged(path, tokens_key, tags_key)
     tags = tag_indices(sentences, tag_names, str(path))
     if len(sentences) < 3:
@@ -211,6 +222,55 @@ def load_tagged_data(path: str | Path, tag_names: Sequence[str], seed: int = 0,
     n_train = len(order) - n_val - n_test
     cuts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
     return TaskData(*(everything.subset(part) for part in cuts), label_names=list(tag_names))
+
+
+def _dataset_sentences(split, where: str, tokens_key: str, tags_key: str) -> list[_Sentence]:
+    """The rows of one ``datasets`` split as sentences (``ClassLabel`` tag ids read as their names)."""
+    import datasets
+
+    for key, option in ((tokens_key, "--text-column"), (tags_key, "--label-column")):
+        if key not in split.column_names:
+            raise DataError(f"{where}: no column '{key}' (columns: {', '.join(split.column_names)}); set {option}")
+    if len(split) == 0:
+        raise DataError(f"{where}: the split is empty")
+    feature = getattr(split.features[tags_key], "feature", None)
+    names = feature.names if isinstance(feature, datasets.ClassLabel) else None
+    sentences = []
+    for row, (words, tags) in enumerate(zip(split[tokens_key], split[tags_key], strict=True)):
+        if not isinstance(words, list) or not isinstance(tags, list):
+            raise DataError(f"{where} row {row}: '{tokens_key}' and '{tags_key}' must be lists")
+        if len(words) != len(tags):
+            raise DataError(f"{where} row {row}: {len(words)} tokens but {len(tags)} tags; every token needs one tag")
+        if not words:
+            raise DataError(f"{where} row {row}: an empty sentence (no tokens)")
+        tags = [names[t] if names is not None and isinstance(t, int) and 0 <= t < len(names) else str(t)
+                for t in tags]
+        sentences.append(_Sentence([str(w) for w in words], tags, [f"row {row}"] * len(words)))
+    return sentences
+
+
+def _load_saved(path: Path, tag_names: Sequence[str], seed: int, tokens_key: str, tags_key: str) -> TaskData:
+    from autocompress.hf_data import dataset_splits, read_saved_dataset
+
+    splits = dataset_splits(read_saved_dataset(path), str(path))
+    if tags_key == TAGS_KEY and TAGS_KEY not in splits["train"].column_names:
+        tags_key = DATASETS_TAGS_KEY
+    parts = {}
+    for name, split in splits.items():
+        where = f"{path}: split '{name}'"
+        sentences = _dataset_sentences(split, where, tokens_key, tags_key)
+        parts[name] = TaggedDataset.of([s.words for s in sentences], tag_indices(sentences, tag_names, where))
+    rng = np.random.default_rng(seed)
+    for missing in ("validation", "test"):
+        if missing not in parts:  # carved from train only, as hf_data does for classification
+            train = parts["train"]
+            if len(train) < 2:
+                raise DataError(f"{path}: split 'train' has {len(train)} sentence(s); a {missing} split is carved "
+                                "from it, which needs at least 2")
+            order = rng.permutation(len(train)).tolist()
+            held = max(1, round(len(train) * HOLD_OUT))
+            parts[missing], parts["train"] = train.subset(order[:held]), train.subset(order[held:])
+    return TaskData(parts["train"], parts["validation"], parts["test"], label_names=list(tag_names))
 
 
 def encode_tagged(tokenizer, dataset: TaggedDataset, max_length: int):

@@ -113,6 +113,32 @@ def test_conll_and_json_lines_read_the_same_sentences(tmp_path):
         "Anna", "New York", "Rome", "met"]
 
 
+def _saved_ner_dataset(path, splits, names):
+    """A DatasetDict of ``tokens`` and ``ner_tags`` (a ClassLabel over ``names``), as NER datasets on the Hub."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=list(names)))})
+    datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({"tokens": [[w for w, _ in s] for s in sentences],
+                                           "ner_tags": [[names.index(t) for _, t in s] for s in sentences]},
+                                          features=features)
+        for split, sentences in splits.items()}).save_to_disk(str(path))
+    return path
+
+
+def test_a_saved_datasets_directory_keeps_its_splits_and_reads_class_label_tags(ner, tmp_path):
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]  # another order than the model's: tags go by name
+    train, validation = synthetic_ner(30, seed=8), synthetic_ner(6, seed=9)
+    path = _saved_ner_dataset(tmp_path / "ds", {"train": train, "validation": validation}, names)
+    data = load_task(LocalTask(TaskOptions(model=ner / "model", data=path))).data
+    assert [list(w) for w in data.validation.words] == [[w for w, _ in s] for s in validation]
+    assert [[TAGS[i] for i in tags] for tags in data.validation.labels] == [[t for _, t in s] for s in validation]
+    assert len(data.test) == round(30 / 9) and len(data.train) + len(data.test) == 30  # test carved from train
+    bad = _saved_ner_dataset(tmp_path / "bad", {"train": [[("Acme", "B-ORG")]] * 3}, ["O", "B-ORG"])
+    with pytest.raises(DataError, match=r"bad: split 'train': row 0: tag 'B-ORG' is not one of the model's labels"):
+        LocalTask(TaskOptions(model=ner / "model", data=bad)).validate()
+
+
 def test_sentences_are_split_80_10_10_with_a_seed(tmp_path):
     write_conll(tmp_path / "d.conll", synthetic_ner(50, seed=3))
     data = load_tagged_data(tmp_path / "d.conll", TAGS, seed=4)
