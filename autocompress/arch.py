@@ -227,6 +227,9 @@ class BertAdapter(ArchitectureAdapter):
             head_dense, head_output = f"{prefix}.pooler.dense", "classifier"
         elif hasattr(getattr(model, "classifier", None), "out_proj"):  # RoBERTa/ELECTRA classification head
             head_dense, head_output = "classifier.dense", "classifier.out_proj"
+        elif getattr(get_module(model, prefix), "pooler", None) is None and \
+                isinstance(getattr(model, "classifier", None), nn.Linear):  # a token classifier: tags from each state
+            head_dense, head_output = None, "classifier"
         else:
             return None
         return ResidualStream("hidden_size", "num_attention_heads", tables, (f"{prefix}.embeddings.LayerNorm",),
@@ -261,11 +264,15 @@ class DistilBertAdapter(ArchitectureAdapter):
     def residual_stream(self) -> ResidualStream | None:
         if getattr(self.model.config, "sinusoidal_pos_embds", False):
             return None  # fixed sinusoidal positions are a function of the width, not a table to slice
-        if not isinstance(getattr(self.model, "pre_classifier", None), nn.Linear):
+        if isinstance(getattr(self.model, "pre_classifier", None), nn.Linear):
+            head_dense = "pre_classifier"
+        elif isinstance(getattr(self.model, "classifier", None), nn.Linear):
+            head_dense = None  # a token classifier: the classifier reads each token's state
+        else:
             return None
         return ResidualStream("dim", "n_heads", ("distilbert.embeddings.word_embeddings",
                                                  "distilbert.embeddings.position_embeddings"),
-                              ("distilbert.embeddings.LayerNorm",), "pre_classifier", "classifier")
+                              ("distilbert.embeddings.LayerNorm",), head_dense, "classifier")
 
     def head_size(self) -> int:
         config = self.model.config

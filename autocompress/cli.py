@@ -231,7 +231,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         check = written["onnx"]["check"]
         kernels = " (int8 kernels: compared where PyTorch's top two logits are clearly apart)" if check["int8"] else ""
         print(f"onnx: {written['onnx']['path']}: ONNX Runtime's predictions agree with PyTorch's on "
-              f"{check['predictions_compared']} of {check['examples']} texts{kernels} "
+              f"{check['predictions_compared']} of {check['predictions']} {check['unit']}{kernels} "
               f"(largest logit difference {check['max_abs_logit_difference']:.2g})")
     if args.push_to_hub:
         from autocompress.export import push_to_hub

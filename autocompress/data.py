@@ -312,6 +312,9 @@ def label_key(value: object) -> object:
 
 def encode_labels(raw_labels: Sequence[object], source: str) -> tuple[list[int], list[str]]:
     """Map distinct label values to 0..K-1 in sorted order (numbers numerically, strings lexically)."""
+    if any(isinstance(value, (list, tuple)) for value in raw_labels):
+        raise DataError(f"{source}: labels are lists (a tag per token?); token classification needs a fine-tuned "
+                        "token classifier (a *ForTokenClassification checkpoint) as --model")
     keys = []
     for value in raw_labels:
         try:

@@ -16,7 +16,8 @@ are averaged over heads before they are compared. Padding positions never count.
 The teacher's logits on the training split are computed once and kept in ``TEACHER_LOGITS``,
 keyed by ``(id(teacher), data.fingerprint(), max_length)``; inside an entry each example is found
 by its teacher-side token ids, so a student whose token ids differ from the teacher's (its ids
-translated through ``context.token_map``) still hits the cache. Hidden states and
+translated through ``context.token_map``) still hits the cache; a token classifier's logits (one
+row per token) are kept for the example's real tokens and padded to each batch's width. Hidden states and
 attention maps are too big to keep for a whole training split: they are computed per batch under
 ``torch.no_grad`` and only when their loss is on.
 
@@ -47,7 +48,8 @@ from autocompress.augment import augmented_copies
 from autocompress.data import UNLABELED, TextDataset
 from autocompress.prompted import prompt_of
 from autocompress.technique import ApplyContext, no_report
-from autocompress.training import Encoded, accuracy, encode, fine_tune
+from autocompress.token_data import TaggedDataset
+from autocompress.training import IGNORED, Encoded, accuracy, encode, fine_tune
 
 #: Validation examples scored for intermediate reports (a fixed, seeded subset).
 EVAL_SUBSET = 512
@@ -113,7 +115,16 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
 
     Scores (float labels: a regression model with one output): the squared error to the teacher's
     score stands for the soft-label loss and the squared error to the label for cross-entropy; an
-    unlabeled example's label is NaN (``temperature`` plays no part)."""
+    unlabeled example's label is NaN (``temperature`` plays no part).
+
+    Per-token labels (token classification: logits of shape batch x tokens x tags): both losses
+    per token, averaged over the tokens whose label is not ``IGNORED`` (each word's first sub-token)."""
+    if labels.dim() == 2:
+        counted = labels != IGNORED
+        soft = soft_label_losses(student_logits, teacher_logits, temperature)
+        hard = nn.functional.cross_entropy(student_logits.transpose(1, 2), labels, ignore_index=IGNORED,
+                                           reduction="none")
+        return ((1.0 - alpha) * soft + alpha * hard)[counted].mean()
     if labels.is_floating_point():
         labelled = ~torch.isnan(labels)
         soft = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
@@ -213,10 +224,15 @@ class TeacherSignals:
                 inputs = self.teacher_inputs(inputs)
                 logits = self.teacher(**inputs).logits.float()
                 for row, value in zip(_rows(inputs), logits, strict=True):
-                    self.cache[row] = value.clone()
+                    # Per-token logits: the row's own tokens only, not the padding of this batch.
+                    self.cache[row] = (value[: len(row)] if value.dim() == 2 else value).clone()
 
     def logits(self, teacher_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([self.cache[row] for row in _rows(teacher_inputs)])
+        values = [self.cache[row] for row in _rows(teacher_inputs)]
+        if values and values[0].dim() == 2:  # per-token logits, padded with zeros to the batch's width
+            width = teacher_inputs["input_ids"].shape[1]
+            values = [nn.functional.pad(value, (0, 0, 0, width - value.shape[0])) for value in values]
+        return torch.stack(values)
 
     def internals(self, teacher_inputs: dict[str, torch.Tensor], hidden: bool, attention: bool):
         with torch.no_grad():
@@ -316,6 +332,9 @@ def training_set(context: ApplyContext, settings: RecoverySettings) -> TextDatas
         extra.append(data.unlabeled)
     missing = settings.augment_to - len(data.train) - sum(len(part) for part in extra)
     if missing > 0:
+        if isinstance(data.train, TaggedDataset):
+            raise ValueError("augment_to: word-replaced copies of tagged sentences (token classification) are not "
+                             "supported; set augment_to to 0")
         if prompt_of(context.teacher) is not None:
             raise ValueError("augment_to: a prompted causal LM's texts are rendered prompts, whose template words "
                              "must not be replaced; use --unlabeled texts instead")

@@ -50,6 +50,8 @@ class TaskType:
 TASK_TYPES = {
     "text-classification": TaskType("text-classification", "AutoModelForSequenceClassification",
                                     "Text Classification", "a gorgeous, witty film"),
+    "token-classification": TaskType("token-classification", "AutoModelForTokenClassification",
+                                     "Token Classification", "Anna Smith visited Paris"),
 }
 
 

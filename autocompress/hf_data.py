@@ -70,6 +70,13 @@ def is_saved_dataset(path: Path) -> bool:
 def load_saved_dataset(path: Path, text_column: str = "text", label_column: str = "label", seed: int = 0,
                        drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
     """The task data in a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return task_data_from_datasets(read_saved_dataset(path), str(path), text_column, label_column, seed=seed,
+                                   drop_missing=drop_missing, pair_column=pair_column)
+
+
+def read_saved_dataset(path: Path) -> Any:
+    """The ``Dataset`` or ``DatasetDict`` in a directory written by ``save_to_disk``; a DataError naming
+    ``path`` when it is no such directory, has an empty split or cannot be read."""
     if not is_saved_dataset(path):
         raise DataError(f"{path}: a directory, but not one written by datasets' save_to_disk (no dataset_dict.json "
                         "or state.json); --data takes a data file (CSV, TSV, JSONL, Parquet) or such a directory")
@@ -80,8 +87,7 @@ def load_saved_dataset(path: Path, text_column: str = "text", label_column: str 
             loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # corrupt arrow files, version mismatches: datasets raises many kinds
         raise DataError(f"{path}: cannot read the saved dataset ({type(exc).__name__}: {exc})") from None
-    return task_data_from_datasets(loaded, str(path), text_column, label_column, seed=seed, drop_missing=drop_missing,
-                                   pair_column=pair_column)
+    return loaded
 
 
 def _check_saved_splits(path: Path) -> None:
@@ -94,7 +100,7 @@ def _check_saved_splits(path: Path) -> None:
             raise DataError(f"{path}: split '{name or 'train'}': the split is empty")
 
 
-def _splits(obj: Any, source: str) -> dict[str, Any]:
+def dataset_splits(obj: Any, source: str) -> dict[str, Any]:
     """The dataset's train/validation/test splits by their canonical names."""
     datasets = _datasets()
     if isinstance(obj, datasets.Dataset):
@@ -180,7 +186,7 @@ def task_data_from_datasets(obj: Any, source: str, text_column: str = "text", la
                             seed: int = 0, drop_missing: bool = False, pair_column: str | None = None) -> TaskData:
     """Task data from a ``datasets.Dataset`` or ``DatasetDict`` (see the module docstring for the splits);
     ``pair_column``: the column of the second texts of a sentence-pair task."""
-    splits = _splits(obj, source)
+    splits = dataset_splits(obj, source)
     texts, raw, pairs = {}, {}, {}
     for split_name, split in splits.items():
         texts[split_name], raw[split_name], pairs[split_name] = _split_values(
@@ -223,7 +229,7 @@ def save_for_search(data: Any, cache_dir: Path) -> Path:
     if not isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
         raise InputError(f"data=: expected a path, a datasets.Dataset or DatasetDict, or a pandas DataFrame; "
                          f"got {type(data).__name__}")
-    for name, split in _splits(data, "data=").items():
+    for name, split in dataset_splits(data, "data=").items():
         if len(split) == 0:
             raise DataError(f"data=: split '{name}': the split is empty")
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".dataset-"))

@@ -85,9 +85,20 @@ def simulated_int8(linears: Sequence[tuple[str, nn.Linear]],
             module.weight.data = weight
 
 
-def _outputs(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+def _outputs(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
     with torch.inference_mode():
-        return torch.cat([model(**batch).logits.float() for batch in batches])
+        return [model(**batch).logits.float() for batch in batches]
+
+
+def _divergences(quantized: Sequence[torch.Tensor], reference: Sequence[torch.Tensor],
+                 batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """``_divergence`` of every example, batch by batch; of every real (unpadded) token when the
+    model has a prediction per token (token classification)."""
+    parts = []
+    for q, r, batch in zip(quantized, reference, batches, strict=True):
+        divergence = _divergence(q, r)
+        parts.append(divergence[batch["attention_mask"].bool()] if divergence.dim() == 2 else divergence)
+    return torch.cat(parts)
 
 
 def _divergence(quantized: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -102,7 +113,7 @@ def _divergence(quantized: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
 def layer_sensitivity(model: nn.Module, layer_scopes: Sequence[str], validation: Sequence[dict[str, torch.Tensor]],
                       calibration: Iterable[dict[str, torch.Tensor]] | None = None) -> list[float]:
     """Per layer: mean KL(float || layer i alone in int8) of the predictions on ``validation`` batches
-    (for a regression model, the squared error of its score).
+    (for a regression model, the squared error of its score; for a token classifier, over the tokens).
 
     With ``calibration`` batches, activations use static ranges observed on them (static int8);
     without, each batch's own range (dynamic int8).
@@ -115,7 +126,7 @@ def layer_sensitivity(model: nn.Module, layer_scopes: Sequence[str], validation:
     for scope in layer_scopes:
         with simulated_int8(linears_under(model, scope), ranges):
             quantized = _outputs(model, validation)
-        scores.append(float(_divergence(quantized, reference).mean()))
+        scores.append(float(_divergences(quantized, reference, validation).mean()))
     return scores
 
 

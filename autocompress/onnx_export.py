@@ -502,25 +502,31 @@ def compare_with_torch(model: nn.Module, path: Path, inputs: Mapping[str, torch.
     An int8 model's graph runs ONNX Runtime's int8 kernels, which round unlike torch's: there the
     tolerance is ``INT8_RELATIVE_TOLERANCE`` of the largest logit (if larger), and a prediction
     only has to agree where PyTorch's top two logits are further apart than twice the tolerance.
+    A token classifier's logits (one row per token) are compared on the real (unpadded) tokens, and
+    ``predictions`` counts tokens (``unit``), not texts.
     """
     feedable = {k: v for k, v in inputs.items() if k in input_names(model)}
     with torch.inference_mode():
         expected = model(**feedable).logits.float().numpy()
     actual = onnx_logits(path, inputs)
-    difference = float(np.abs(actual - expected).max())
+    per_token = expected.ndim == 3
+    real = (np.asarray(inputs["attention_mask"]).astype(bool) if per_token and "attention_mask" in inputs
+            else np.ones(expected.shape[:-1], dtype=bool))
+    difference = float(np.abs(actual - expected)[real].max())
     int8 = bool(_top_quantized(unwrap(model))) or isinstance(model, StaticInt8Request)
-    clear = np.ones(expected.shape[0], dtype=bool)
+    clear = real
     if int8:
         tolerance = max(tolerance, INT8_RELATIVE_TOLERANCE * float(np.abs(expected).max()))
-        top_two = np.sort(expected, axis=-1)[:, -2:]
-        clear = top_two[:, 1] - top_two[:, 0] > 2 * tolerance
+        top_two = np.sort(expected, axis=-1)[..., -2:]  # per example, or per token (token classification)
+        clear = real & (top_two[..., 1] - top_two[..., 0] > 2 * tolerance)
     same = bool((actual.argmax(-1) == expected.argmax(-1))[clear].all())
     if difference > tolerance or not same:
         raise ExportError(f"{path}: ONNX Runtime's logits differ from PyTorch's by up to {difference:.3g} "
                           f"(tolerance {tolerance:g}{', int8 kernels' if int8 else ''}; "
                           f"predictions {'agree' if same else 'differ'})")
     return {"examples": int(expected.shape[0]), "max_abs_logit_difference": difference, "tolerance": tolerance,
-            "int8": int8, "predictions_compared": int(clear.sum()), "predictions_agree": same}
+            "int8": int8, "predictions_compared": int(clear.sum()), "predictions_agree": same,
+            "predictions": int(real.sum()), "unit": "tokens" if per_token else "texts"}
 
 
 def check_onnx(model: nn.Module, tokenizer: Any, path: Path, texts: Sequence[str] = CHECK_TEXTS,

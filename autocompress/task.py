@@ -180,12 +180,15 @@ def transformers_progress(enabled: bool) -> Iterator[None]:
 
 
 def load_classifier(directory: Path, *, use_safetensors: bool = True, trust_remote_code: bool = False,
-                    progress: bool = True) -> tuple[nn.Module, Any]:
-    """A local sequence-classification checkpoint and its tokenizer, offline, in eval mode."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                    progress: bool = True, auto_class: str = "AutoModelForSequenceClassification"
+                    ) -> tuple[nn.Module, Any]:
+    """A local sequence-classification checkpoint (or of another head: ``auto_class`` names the
+    transformers Auto class, e.g. ``AutoModelForTokenClassification``) and its tokenizer, offline, in eval mode."""
+    import transformers
+    from transformers import AutoTokenizer
 
     with transformers_progress(progress):
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = getattr(transformers, auto_class).from_pretrained(
             directory, local_files_only=True, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code
         ).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)

@@ -13,12 +13,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autocompress.data import TextDataset
+from autocompress.token_data import TaggedDataset, encode_tagged
+
+#: The label of a position no loss or metric counts: a word's later sub-tokens, special tokens and
+#: padding in token classification (cross-entropy's ``ignore_index``).
+IGNORED = -100
 
 
 @dataclass(frozen=True)
 class Encoded:
     """A tokenised dataset: unpadded id lists (padded per batch) and labels; for sentence pairs, the
-    segment of each token too (``token_type_ids``, when the tokenizer gives them: BERT's does)."""
+    segment of each token too (``token_type_ids``, when the tokenizer gives them: BERT's does).
+
+    Labels are one per example, or for token classification one per token (``labels`` of shape
+    examples x longest row, ``IGNORED`` where no word starts and beyond each row's end)."""
 
     input_ids: list[list[int]]
     labels: torch.Tensor
@@ -51,11 +59,15 @@ class Encoded:
                     row = self.token_type_ids[position]
                     types[i, : len(row)] = torch.tensor(row, dtype=torch.long)
                 inputs["token_type_ids"] = types
-            yield inputs, self.labels[index]
+            labels = self.labels[index]
+            yield inputs, labels[:, :width] if labels.dim() == 2 else labels
 
 
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
-    """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first)."""
+    """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first; tagged
+    words, ``autocompress.token_data.TaggedDataset``: with a label per token)."""
+    if isinstance(dataset, TaggedDataset):
+        return encode_tagged(tokenizer, dataset, max_length)
     if dataset.pairs is None:
         encoded = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)
         types = None
@@ -78,7 +90,12 @@ def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_l
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
-    of the one output for scores (float labels: a regression task)."""
+    of the one output for scores (float labels: a regression task); per-token labels (token
+    classification): cross-entropy over the tokens whose label is not ``IGNORED`` (``reduction``
+    "none" gives one loss per token, flattened)."""
+    if labels.dim() == 2:
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED,
+                                           reduction=reduction)
     if labels.is_floating_point():
         return nn.functional.mse_loss(logits[:, 0].float(), labels, reduction=reduction)
     return nn.functional.cross_entropy(logits, labels, reduction=reduction)

@@ -7,6 +7,10 @@ sentence-transformers folder, ...) is first fine-tuned on the data's train split
 teacher, once, cached by content hash (``autocompress.teacher``, shared with the demo). Without
 ``--model`` the demo's base model, all-MiniLM-L6-v2, is fine-tuned.
 
+A token classifier (``BertForTokenClassification``, ...) makes it a token-classification (NER) task:
+``--data`` holds words with BIO tags (``autocompress.token_data``), the metric is entity-level F1
+(``autocompress.entities``); fine-tuning a token-classification teacher from a base model is not supported.
+
 A causal language model (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...) becomes a zero-shot prompted
 classifier: each text is rendered through ``--prompt-template`` and the class is the ``--label-words``
 word the model would say next (``autocompress.prompted``); no fine-tuning.
@@ -25,12 +29,14 @@ from pathlib import Path
 from autocompress import hookimpl
 from autocompress.data import TaskData, load_task_data
 from autocompress.demo_data import default_cache_dir
+from autocompress.entities import token_metric
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
 from autocompress.hub import ResolvedModel, card_license, resolve_model
 from autocompress.metrics import REGRESSION_METRICS, QualityMetric, classification_metric, regression_metric
 from autocompress.task import LoadedTask, TaskInfo, TaskProvider, load_classifier
 from autocompress.teacher import demo_base_model, fine_tuned_teacher, teacher_recipe
+from autocompress.token_data import TAGGED_ONLY_SUFFIXES, TAGS_KEY, TOKENS_KEY, check_model_tags, load_tagged_data
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -80,6 +86,24 @@ def is_causal_lm(config: dict) -> bool:
     return any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
 
 
+def is_token_classifier(config: dict) -> bool:
+    """A token classifier (``*ForTokenClassification``): the teacher of a token-classification (NER) task."""
+    return any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
+
+
+def token_tags(config: dict, config_path: Path) -> list[str]:
+    """A token classifier's tags in id order (its ``id2label``), checked to be BIO tags."""
+    id2label = config.get("id2label") or {}
+    try:
+        tags = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    except ValueError:
+        raise InputError(f"{config_path}: id2label keys must be class ids (0, 1, ...)") from None
+    if not tags:
+        raise InputError(f"{config_path}: a token classifier needs id2label naming its tags (O, B-TYPE, I-TYPE)")
+    check_model_tags(tags, config_path)
+    return tags
+
+
 def check_base_model(config: dict, config_path: Path) -> None:
     """A base model must be of a kind transformers can put a sequence-classification head on."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
@@ -119,6 +143,8 @@ class LocalTask(TaskProvider):
         classification metric (accuracy or f1)."""
         if getattr(self, "_regression", None) is None:
             self.validate()
+        if self._tags is not None:
+            return token_metric(self.options.metric, self._tags)
         metric = regression_metric if self._regression else classification_metric
         return metric(self.options.metric)
 
@@ -135,7 +161,16 @@ class LocalTask(TaskProvider):
         model = self._model()
         config = check_model_dir(model.directory, o.allow_pickle)
         self._model_type = config.get("model_type")
+        self._tags = token_tags(config, model.directory / "config.json") if is_token_classifier(config) else None
         self._regression = is_classifier(config) and config_num_labels(config) == 1
+        if self._tags is not None:
+            self._validated = (model, "token", self._token_data())
+            return
+        if Path(o.data).suffix.lower() in TAGGED_ONLY_SUFFIXES:
+            raise InputError(f"--data {o.data} holds tagged words (token classification), which needs a fine-tuned "
+                             f"token classifier (a *ForTokenClassification checkpoint) as --model; --model "
+                             f"{o.model or 'the demo base model'} is {', '.join(config.get('architectures') or [])} "
+                             "(fine-tuning a token-classification teacher from it is not supported)")
         if o.metric is not None and str(o.metric).strip().lower() in REGRESSION_METRICS and not self._regression:
             raise InputError(f"--metric {o.metric} measures regression, which needs a fine-tuned regression "
                              f"checkpoint as --model (a sequence classifier with one output, num_labels 1); "
@@ -167,6 +202,19 @@ class LocalTask(TaskProvider):
             data = self._data()
         self._validated = (model, "causal" if is_causal_lm(config) else is_classifier(config), data)
 
+    def _token_data(self) -> TaskData:
+        """The tagged sentences of a token-classification task, checked against the model's tags."""
+        o = self.options
+        self.quality_metric()  # a metric other than entity F1 is refused first
+        for value, option in ((o.text_pair_column, "--text-pair-column"), (o.unlabeled, "--unlabeled")):
+            if value is not None:
+                raise InputError(f"{option} {value}: not supported for token classification (--model {o.model} is "
+                                 "a token classifier), which distils on its own tagged sentences")
+        tokens_key = TOKENS_KEY if o.text_column == "text" else o.text_column
+        tags_key = TAGS_KEY if o.label_column == "label" else o.label_column
+        data = load_tagged_data(o.data, self._tags, seed=o.seed, tokens_key=tokens_key, tags_key=tags_key)
+        return data.limit_train(o.train_limit)
+
     def _prompt(self):
         from autocompress.prompted import DEFAULT_TEMPLATE, Prompt
 
@@ -187,6 +235,9 @@ class LocalTask(TaskProvider):
                         dataset=str(o.data))
         if classifier == "causal":
             return self._prompted(model, data, info)
+        token = classifier == "token"
+        if token:
+            info = replace(info, pipeline_tag="token-classification")
         if not classifier:
             teacher, tokenizer, record = fine_tuned_teacher(
                 model, data, o.cache_dir or default_cache_dir(), teacher_recipe(o),
@@ -202,14 +253,20 @@ class LocalTask(TaskProvider):
             )
         use_safetensors = _has_safetensors(model.directory)
         try:
-            teacher, tokenizer = load_classifier(model.directory, use_safetensors=use_safetensors,
-                                                 trust_remote_code=o.trust_remote_code, progress=o.progress)
+            teacher, tokenizer = load_classifier(
+                model.directory, use_safetensors=use_safetensors, trust_remote_code=o.trust_remote_code,
+                progress=o.progress,
+                auto_class="AutoModelForTokenClassification" if token else "AutoModelForSequenceClassification")
         except Exception as exc:  # corrupt weights, unknown model type: transformers and safetensors raise many kinds
             weights = SAFE_WEIGHTS[0] if use_safetensors else PICKLE_WEIGHTS[0]
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"--model {model.directory}: cannot load the checkpoint ({type(exc).__name__}: "
-                             f"{first_line}); expected a complete Hugging Face sequence-classification checkpoint "
+                             f"{first_line}); expected a complete Hugging Face "
+                             f"{'token' if token else 'sequence'}-classification checkpoint "
                              f"with {weights}, config.json and the tokenizer files") from None
+        if token and not getattr(tokenizer, "is_fast", False):
+            raise InputError(f"--model {model.directory}: token classification aligns tags with word pieces, which "
+                             f"needs a fast tokenizer (tokenizer.json); {type(tokenizer).__name__} is not one")
         return LoadedTask(
             teacher=teacher,
             tokenizer=tokenizer,
