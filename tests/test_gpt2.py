@@ -128,3 +128,31 @@ def test_a_gpt2_causal_lm_is_a_prompted_classifier_even_without_a_padding_token(
             alone = tokenizer(text, return_tensors="pt", add_special_tokens=False)
             torch.testing.assert_close(got[row], lm(**alone).logits[0, -1, ids], rtol=1e-4, atol=1e-5)
     assert classifier.score.weight.shape == (2, 64)
+
+
+def test_a_pruned_int8_gpt2_exports_to_onnx_runtime_int8_kernels(host, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from collections import Counter
+
+    import onnx
+
+    from autocompress.onnx_export import compare_with_torch, export_onnx, input_names
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    model = tiny_model("gpt2")
+    adapter = adapter_for(model, host.architectures)
+    for paths in adapter.all_layer_paths():
+        prune_layer_heads(model, paths, [0, 3], adapter.head_size())
+    # GPT-2's forward takes token types but adds their word-embedding rows: zeros are not 'none', so
+    # the graph does not take them (BERT's, whose config declares token types, does).
+    assert input_names(model) == ["input_ids", "attention_mask"]
+    assert "token_type_ids" in input_names(tiny_model("bert"))
+    inputs = varied_inputs(128)
+    float_path = export_onnx(model, tmp_path / "float.onnx", seq_len=16)
+    assert compare_with_torch(model, float_path, inputs)["max_abs_logit_difference"] < 1e-4
+    int8 = quantize_int8_dynamic(model, adapter.word_embeddings_path())
+    path = export_onnx(int8, tmp_path / "int8.onnx", seq_len=16)
+    ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert ops["MatMulInteger"] == sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.modules())
+    report = compare_with_torch(int8, path, inputs)
+    assert report["int8"] and report["predictions_agree"]
