@@ -130,7 +130,7 @@ class ArchitectureAdapter(ABC):
         know. Called whenever an adapter is made: for the teacher before the search (so every candidate,
         a copy of it, has them too) and for a reloaded model right after it is built from its
         configuration, before its saved weights (in the standard layout) are loaded. Must do nothing on a
-        model already standardised. Nothing by default. Added in plugin API 1.6."""
+        model already standardised. Nothing by default."""
         return None
 
     @abstractmethod
