@@ -88,13 +88,16 @@ ALL_LLM_PLANS = """\
 
 
 @pytest.mark.slow
-def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(causal_task, tmp_path):
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(family, causal_task, tmp_path):
+    if family != "llama":
+        write_tiny_causal_lm(tmp_path / family, family=family)
     plans = tmp_path / "plans.yaml"
     plans.write_text(ALL_LLM_PLANS)
     out = tmp_path / "run"
     techniques = "layer_drop,ffn_pruning,head_pruning,low_rank,distillation,lora,quantization"
     assert _search(causal_task, out, "--trials", "3", "--techniques", techniques, "--starting-points",
-                   str(plans)) == 0
+                   str(plans), model=None if family == "llama" else tmp_path / family) == 0
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"] * 3, trials[["plan", "reason"]].to_string()
     run = json.loads((out / "run.json").read_text())
