@@ -121,6 +121,17 @@ class ArchitectureAdapter(ABC):
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self.standardise_modules()
+
+    def standardise_modules(self) -> None:
+        """Replace, in place and exactly (same outputs), modules of the family's own types that compute a
+        standard one by that standard module (GPT-2's ``Conv1D``, a linear with its weight stored
+        transposed, by ``nn.Linear``), so the shared surgery, low-rank, LoRA and int8 meet the types they
+        know. Called whenever an adapter is made: for the teacher before the search (so every candidate,
+        a copy of it, has them too) and for a reloaded model right after it is built from its
+        configuration, before its saved weights (in the standard layout) are loaded. Must do nothing on a
+        model already standardised. Nothing by default."""
+        return None
 
     @abstractmethod
     def layer_list_path(self) -> str:
@@ -433,6 +444,45 @@ class LlamaAdapter(ArchitectureAdapter):
         return kv if kv != config.num_attention_heads else None
 
 
+class GPT2Adapter(ArchitectureAdapter):
+    """GPT-2 decoders: pre-norm LayerNorm blocks, learned positions (``wpe``), multi-head attention with one
+    fused q/k/v projection (``c_attn``, rows [q; k; v] once standardised) and a two-linear MLP. Its
+    projections are transformers' ``Conv1D`` (a linear with a transposed weight); ``standardise_modules``
+    makes them ``nn.Linear``. The attention's ``num_heads`` and ``split_size`` (the width ``c_attn``'s
+    output is split at) are kept true by ``keep_heads``. As a sequence classifier
+    (``GPT2ForSequenceClassification``) it reads the last real token."""
+
+    name = "gpt2"
+    description = "GPT-2 decoders"
+    model_types = ("gpt2",)
+    ffn_size_attribute = "n_inner"
+    causal = True
+
+    def standardise_modules(self) -> None:
+        conv1d_to_linear(self.model)
+
+    def _prefix(self) -> str:
+        return self.model.base_model_prefix
+
+    def layer_list_path(self) -> str:
+        return f"{self._prefix()}.h"
+
+    def layer_paths(self, index: int) -> LayerPaths:
+        layer = f"{self.layer_list_path()}.{index}"
+        return LayerPaths(
+            query=f"{layer}.attn.c_attn",
+            key=f"{layer}.attn.c_attn",
+            value=f"{layer}.attn.c_attn",
+            attention_output=f"{layer}.attn.c_proj",
+            ffn_in=f"{layer}.mlp.c_fc",
+            ffn_out=f"{layer}.mlp.c_proj",
+            fused_qkv=True,
+        )
+
+    def word_embeddings_path(self) -> str:
+        return f"{self._prefix()}.wte"
+
+
 def adapter_class_for(model_type: str | None, registry: Registry) -> type[ArchitectureAdapter]:
     """The registered adapter class whose ``model_types`` include ``model_type``; InputError naming every
     supported family otherwise."""
@@ -485,6 +535,33 @@ def slice_linear(
     return sliced
 
 
+def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` computing what transformers' ``Conv1D`` ``conv`` computes (``x @ W + b`` with ``W``
+    stored as (in, out)): its weight transposed, its bias, in its dtype and device."""
+    weight = conv.weight.detach()
+    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=conv.bias is not None, device=weight.device,
+                       dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight.t())
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias.detach())
+    linear.weight.requires_grad_(conv.weight.requires_grad)
+    if conv.bias is not None:
+        linear.bias.requires_grad_(conv.bias.requires_grad)
+    return linear
+
+
+def conv1d_to_linear(model: nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` in ``model`` by its ``linear_from_conv1d``, in place; returns how
+    many were replaced (0 when there were none left)."""
+    from transformers.pytorch_utils import Conv1D
+
+    found = [(path, module) for path, module in model.named_modules() if isinstance(module, Conv1D)]
+    for path, module in found:
+        set_module(model, path, linear_from_conv1d(module))
+    return len(found)
+
+
 class FactorizedEmbedding(nn.Sequential):
     """A token embedding stored as two factors: ``Embedding(V, r)`` then ``Linear(r, H, bias=False)``.
 
@@ -518,7 +595,7 @@ class FactorizedEmbedding(nn.Sequential):
 
 #: Attention-module attributes holding the head count / total head width, across families.
 HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
-HEAD_WIDTH_ATTRIBUTES = ("all_head_size",)
+HEAD_WIDTH_ATTRIBUTES = ("all_head_size", "split_size")
 
 
 def _index(keep: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -80,7 +80,8 @@ def autocompress_register_architectures(register: Register) -> None:
     attention and FFN linears only through an adapter, so supporting a new family is one adapter.
     An adapter may also name every part that reads or writes the hidden width
     (``residual_stream()`` and the per-layer norms of ``LayerPaths``; API 1.3), which techniques
-    that narrow the width need.
+    that narrow the width need, and replace the family's own module types by the standard ones they
+    compute whenever it is made (``standardise_modules()``: GPT-2's ``Conv1D`` becomes ``nn.Linear``).
     """
 
 

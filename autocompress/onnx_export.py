@@ -81,9 +81,13 @@ def require(*modules: str) -> None:
 
 
 def input_names(model: nn.Module) -> list[str]:
-    """The graph inputs for ``model``: token_type_ids only when its forward takes them."""
+    """The graph inputs for ``model``: token_type_ids only when its forward takes them and its config
+    declares token types (``type_vocab_size``), where zeros mean what no token types mean. GPT-2's
+    forward takes them too, but adds their rows of the word embeddings: zeros would not be 'none'."""
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(unwrap(model).forward).parameters:
+    model = unwrap(model)
+    if "token_type_ids" in inspect.signature(model.forward).parameters and \
+            hasattr(getattr(model, "config", None), "type_vocab_size"):
         names.append("token_type_ids")
     return names
 

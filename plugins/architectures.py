@@ -1,11 +1,12 @@
 """Built-in architecture adapters: BERT-style encoders, DistilBERT, DeBERTa-v2/v3, MPNet, ModernBERT and
-Llama-layout decoders."""
+Llama-layout and GPT-2 decoders."""
 
 from autocompress import hookimpl
 from autocompress.arch import (
     BertAdapter,
     DebertaV2Adapter,
     DistilBertAdapter,
+    GPT2Adapter,
     LlamaAdapter,
     ModernBertAdapter,
     MPNetAdapter,
@@ -20,3 +21,4 @@ def autocompress_register_architectures(register):
     register.add(MPNetAdapter)
     register.add(ModernBertAdapter)
     register.add(LlamaAdapter)
+    register.add(GPT2Adapter)

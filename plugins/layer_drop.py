@@ -77,7 +77,7 @@ def layer_count_attribute(adapter: ArchitectureAdapter) -> str:
     if adapter.name in LAYER_COUNT_ATTRIBUTE:
         return LAYER_COUNT_ATTRIBUTE[adapter.name]
     config = adapter.model.config
-    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+    for name in ("num_hidden_layers", "n_layers", "num_layers", "n_layer"):
         if name in config.to_dict():
             return name
     raise ValueError(f"cannot tell which config attribute of {type(config).__name__} holds the layer count; "

@@ -82,8 +82,12 @@ def is_classifier(config: dict) -> bool:
 
 
 def is_causal_lm(config: dict) -> bool:
-    """A causal language model (``*ForCausalLM``), used as a prompted classifier."""
-    return any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
+    """A causal language model (``*ForCausalLM``, or another of transformers' causal-LM classes such as
+    ``GPT2LMHeadModel``), used as a prompted classifier."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return any(a.endswith("ForCausalLM") or a in causal for a in config.get("architectures") or [])
 
 
 def is_token_classifier(config: dict) -> bool:

@@ -21,6 +21,11 @@ def test_every_builtin_technique_has_a_cell_for_every_family_and_each_refusal_sa
     assert "relative_attention_bias" in matrix["head_pruning"]["mpnet"]
     assert "residual_stream" in matrix["width_pruning"]["modernbert"]
     assert "key/value cache" in matrix["layer_sharing"]["llama"]
+    assert "key/value cache" in matrix["layer_sharing"]["gpt2"]
+    assert "residual_stream" in matrix["width_pruning"]["gpt2"]
+    # GPT-2's Conv1D projections (made nn.Linear by its adapter) and fused c_attn are handled, not refused.
+    assert all(matrix[name]["gpt2"] is None for name in ("head_pruning", "ffn_pruning", "layer_drop", "low_rank",
+                                                         "lora", "quantization", "distillation"))
     # ModernBERT's fused linears are handled, not refused.
     assert all(matrix[name]["modernbert"] is None for name in ("head_pruning", "ffn_pruning", "layer_drop", "low_rank"))
 

@@ -88,13 +88,16 @@ ALL_LLM_PLANS = """\
 
 
 @pytest.mark.slow
-def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(causal_task, tmp_path):
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(family, causal_task, tmp_path):
+    if family != "llama":
+        write_tiny_causal_lm(tmp_path / family, family=family)
     plans = tmp_path / "plans.yaml"
     plans.write_text(ALL_LLM_PLANS)
     out = tmp_path / "run"
     techniques = "layer_drop,ffn_pruning,head_pruning,low_rank,distillation,lora,quantization"
     assert _search(causal_task, out, "--trials", "3", "--techniques", techniques, "--starting-points",
-                   str(plans)) == 0
+                   str(plans), model=None if family == "llama" else tmp_path / family) == 0
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"] * 3, trials[["plan", "reason"]].to_string()
     run = json.loads((out / "run.json").read_text())
@@ -136,9 +139,66 @@ def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path, cap
     assert "try another --prompt-template or --label-words" in printed
 
 
-def test_an_architecture_no_adapter_supports_exits_2_naming_the_families(tmp_path, capsys, monkeypatch):
+def test_a_gpt2_checkpoint_gets_a_search_whose_best_model_reloads_in_a_fresh_process(tmp_path):
     root = tmp_path / "gpt2"
-    write_tiny_causal_lm(root / "model", family="gpt2", layers=2)
+    write_tiny_causal_lm(root / "model", family="gpt2", layers=3)
+    texts, labels = synthetic_sentiment(80, seed=4)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
+    plans = tmp_path / "plans.yaml"
+    plans.write_text("- layer_drop: {keep_layers: 2, strategy: every_other}\n"
+                     "  head_pruning: {fraction: 0.5, scoring: l1}\n"
+                     "  ffn_pruning: {keep_fraction: 0.5}\n"
+                     "  quantization: {dtype: int8}\n")
+    out = tmp_path / "run"
+    assert _search(root, out, "--trials", "1", "--techniques", "layer_drop,head_pruning,ffn_pruning,quantization",
+                   "--starting-points", str(plans), "--max-accuracy-drop", "0.9") == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"], trials[["plan", "reason"]].to_string()
+    manifest = json.loads((out / "best" / "autocompress.json").read_text())
+    assert manifest["model_class"] == "GPT2ForSequenceClassification"
+    assert sorted(step["technique"] for step in manifest["structure"]["steps"]) == ["ffn_pruning", "head_pruning",
+                                                                                   "layer_drop"]
+    assert json.loads((out / "run.json").read_text())["task_info"]["teacher_training"]["recipe"].startswith(
+        "zero-shot prompted")
+    script = (
+        "import sys, json, torch, autocompress\n"
+        "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+        "texts = ['Review: the film was good\\nSentiment:', 'Review: a dull plot\\nSentiment:']\n"
+        "batch = tok(texts, return_tensors='pt', padding=True)\n"
+        "with torch.no_grad():\n"
+        "    kinds = sorted({f'{type(m).__module__}.{type(m).__name__}' for m in model.modules()})\n"
+        "    print(json.dumps([kinds, model(**batch).logits.tolist()]))\n"
+    )
+    fresh = [json.loads(output) for output in fresh_process_outputs(script, out / "best")]
+    assert fresh[0] == fresh[1]
+    kinds = fresh[0][0]  # int8 linears, as the plan deployed them; no Conv1D left
+    assert "torch.ao.nn.quantized.dynamic.modules.linear.Linear" in kinds, kinds
+    assert not any(kind.endswith("Conv1D") for kind in kinds), kinds
+    import autocompress
+
+    model, tokenizer = autocompress.load_pretrained(out / "best")
+    batch = tokenizer(['Review: the film was good\nSentiment:', 'Review: a dull plot\nSentiment:'],
+                      return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert model(**batch).logits.tolist() == fresh[0][1]
+
+
+def _write_tiny_opt(directory):
+    """A tiny OPT causal LM (a decoder family no adapter supports), from a config."""
+    import transformers as tf
+
+    from autocompress.testing import tiny_bpe_tokenizer
+
+    tokenizer = tiny_bpe_tokenizer(directory)
+    config = tf.OPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                          num_attention_heads=2, max_position_embeddings=64, word_embed_proj_dim=32,
+                          pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    tf.OPTForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+
+
+def test_an_architecture_no_adapter_supports_exits_2_naming_the_families(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "opt"
+    _write_tiny_opt(root / "model")
     texts, labels = synthetic_sentiment(40, seed=4)
     pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "reviews.csv", index=False)
     import transformers
@@ -149,5 +209,6 @@ def test_an_architecture_no_adapter_supports_exits_2_naming_the_families(tmp_pat
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
     assert _search(root, tmp_path / "run", "--trials", "1") == 2
     err = capsys.readouterr().err
-    assert "model_type 'gpt2'" in err and "Llama-layout decoders" in err and "BERT-layout encoders" in err
+    assert "model_type 'opt'" in err and "Llama-layout decoders" in err and "BERT-layout encoders" in err
+    assert "GPT-2 decoders (gpt2)" in err
     assert not (tmp_path / "run").exists()

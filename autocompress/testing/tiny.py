@@ -25,9 +25,10 @@ WORDS = POSITIVE + NEGATIVE + NEUTRAL
 #: sharing 2 key/value heads) and a gated MLP, as in SmolLM2; Qwen3 adds per-head q/k norms.
 DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
 #: The model families every technique's contract checks run on (``autocompress.testing.contract``):
-#: every encoder family the built-in adapters claim, and one Llama-layout decoder (the others share its
-#: adapter and module layout; ``DECODER_FAMILIES`` has them for the tests that need them).
-FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "modernbert", "llama")
+#: every encoder family the built-in adapters claim, one Llama-layout decoder (the others share its
+#: adapter and module layout; ``DECODER_FAMILIES`` has them for the tests that need them) and GPT-2.
+FAMILIES = ("bert", "roberta", "electra", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "modernbert", "llama",
+            "gpt2")
 #: How ``trained_tiny_model`` trains: steps of 32 examples of ``synthetic_sentiment`` at this rate.
 TRAIN_STEPS, TRAIN_LEARNING_RATE = 60, 3e-3
 #: Held-out accuracy a trained tiny model must reach; below it, training went wrong.
@@ -75,8 +76,9 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
     """A randomly initialised sequence classifier of the given family (one of ``FAMILIES``), small
     enough for unit tests. Token ids 0/2/3 are padding/[CLS]/[SEP] in every family, as in
     ``tiny_tokenizer``; ELECTRA keeps its own layout (embeddings narrower than the hidden size).
-    Decoders (``DECODER_FAMILIES``) classify from the last real token (``pad_token_id`` 0 tells them
-    where the padding starts), with half as many key/value heads as query heads."""
+    Decoders (``DECODER_FAMILIES`` and ``gpt2``) classify from the last real token (``pad_token_id`` 0
+    tells them where the padding starts); the Llama-layout ones with half as many key/value heads as
+    query heads."""
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -117,6 +119,11 @@ def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128,
                                      local_attention=8, pad_token_id=PAD_ID, bos_token_id=CLS_ID, cls_token_id=CLS_ID,
                                      eos_token_id=SEP_ID, sep_token_id=SEP_ID)
         return tf.ModernBertForSequenceClassification(config).eval()
+    if family == "gpt2":  # multi-head attention (no key/value groups), transformers' Conv1D projections
+        config = tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn,
+                               n_positions=128, num_labels=num_labels, pad_token_id=PAD_ID, bos_token_id=CLS_ID,
+                               eos_token_id=SEP_ID)
+        return tf.GPT2ForSequenceClassification(config).eval()
     if family in DECODER_FAMILIES:
         config_class = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
                         "mistral": tf.MistralConfig}[family]
