@@ -16,7 +16,9 @@ are averaged over heads before they are compared. Padding positions never count.
 The teacher's logits on the training split are computed once and kept in ``TEACHER_LOGITS``,
 keyed by ``(id(teacher), data.fingerprint(), max_length)``; inside an entry each example is found
 by its teacher-side token ids, so a student whose token ids differ from the teacher's (its ids
-translated through ``context.token_map``) still hits the cache. Hidden states and
+translated through ``context.token_map``) still hits the cache. A language model's are not kept
+(sequence x vocabulary per example): they are computed per batch, and its loss is per predicted
+token (``autocompress.language_model``). Hidden states and
 attention maps are too big to keep for a whole training split: they are computed per batch under
 ``torch.no_grad`` and only when their loss is on.
 
@@ -45,6 +47,7 @@ from torch import nn
 
 from autocompress.augment import augmented_copies
 from autocompress.data import UNLABELED, TextDataset
+from autocompress.language_model import TokenEncoded, token_distillation_loss
 from autocompress.prompted import prompt_of
 from autocompress.technique import ApplyContext, no_report
 from autocompress.training import Encoded, accuracy, encode, fine_tune
@@ -113,7 +116,12 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
 
     Scores (float labels: a regression model with one output): the squared error to the teacher's
     score stands for the soft-label loss and the squared error to the label for cross-entropy; an
-    unlabeled example's label is NaN (``temperature`` plays no part)."""
+    unlabeled example's label is NaN (``temperature`` plays no part).
+
+    A language model (logits per position): the same mix per predicted token, the KL over the
+    vocabulary and the cross-entropy of the next token (``language_model.token_distillation_loss``)."""
+    if student_logits.dim() == 3:
+        return token_distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
     if labels.is_floating_point():
         labelled = ~torch.isnan(labels)
         soft = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
@@ -185,11 +193,17 @@ def _rows(inputs: dict[str, torch.Tensor]) -> Iterator[tuple[int, ...]]:
 
 
 class TeacherSignals:
-    """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions."""
+    """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions.
+
+    A language model's logits (sequence x vocabulary per example) are far too big to keep for a
+    split: for encoded documents (``TokenEncoded``) they are computed per batch, never cached."""
 
     def __init__(self, teacher: nn.Module, context: ApplyContext, train: Encoded):
         self.teacher = teacher
         self.token_map = context.token_map
+        self.per_batch = isinstance(train, TokenEncoded)
+        if self.per_batch:
+            return
         self.cache = _logit_cache(teacher, context.data.fingerprint(), context.max_length)
         self._fill(train)
 
@@ -216,6 +230,9 @@ class TeacherSignals:
                     self.cache[row] = value.clone()
 
     def logits(self, teacher_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.per_batch:
+            with torch.no_grad():
+                return self.teacher(**teacher_inputs).logits.float()
         return torch.stack([self.cache[row] for row in _rows(teacher_inputs)])
 
     def internals(self, teacher_inputs: dict[str, torch.Tensor], hidden: bool, attention: bool):

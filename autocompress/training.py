@@ -55,7 +55,15 @@ class Encoded:
 
 
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
-    """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first)."""
+    """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first);
+    a language model's documents (``autocompress.corpus.Documents``) encoded for next-token
+    prediction instead (``autocompress.language_model.encode_documents``)."""
+    from autocompress.corpus import Documents
+
+    if isinstance(dataset, Documents):
+        from autocompress.language_model import encode_documents
+
+        return encode_documents(tokenizer, dataset, max_length)
     if dataset.pairs is None:
         encoded = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)
         types = None
@@ -78,7 +86,12 @@ def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_l
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
-    of the one output for scores (float labels: a regression task)."""
+    of the one output for scores (float labels: a regression task), next-token cross-entropy for a
+    language model (logits per position, labels per token: ``autocompress.language_model``)."""
+    if logits.dim() == 3 and labels.dim() == 2:
+        from autocompress.language_model import next_token_loss
+
+        return next_token_loss(logits, labels, reduction)
     if labels.is_floating_point():
         return nn.functional.mse_loss(logits[:, 0].float(), labels, reduction=reduction)
     return nn.functional.cross_entropy(logits, labels, reduction=reduction)
