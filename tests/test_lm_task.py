@@ -231,6 +231,10 @@ def test_a_uniform_lm_candidate_exports_for_auto_model_for_causal_lm(lm_task, tm
     batch = tokenizer(["the film was good"], return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).logits, ours(**batch).logits)
+    from transformers import pipeline
+
+    generate = pipeline("text-generation", model=str(exported))
+    assert generate("the film was", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("the film")
 
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
