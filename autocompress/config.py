@@ -67,6 +67,9 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "study": (str, "study name (default: <task>-search)"),
     "batch_size": (int, "latency measurement batch size (default: 1)"),
     "seq_len": (int, "latency measurement sequence length (default: 64)"),
+    "latency": (str, "what latency (limit, speed-ups) times: prompt (a forward pass over --seq-len tokens; the "
+                "default for classification) or token (ms per generated token with the KV cache after a --seq-len "
+                "prompt; the default for --task lm)"),
     "threads": (int, "threads for measurement (default: 2)"),
     "repeats": (int, "timed runs per measurement (default: 20)"),
     "warmup": (int, "untimed warm-up runs per measurement (default: 5)"),
@@ -267,7 +270,7 @@ def settings_from_options(options: Mapping[str, Any]):
     try:
         measure = MeasureSettings(
             batch_size=o.get("batch_size", 1), seq_len=o.get("seq_len", 64), threads=o.get("threads", 2),
-            repeats=o.get("repeats", 20), warmup=o.get("warmup", 5),
+            repeats=o.get("repeats", 20), warmup=o.get("warmup", 5), latency=o.get("latency"),
         )
     except ValueError as exc:
         raise InputError(f"measurement setting: {exc}") from None

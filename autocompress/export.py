@@ -189,7 +189,8 @@ def front_matter(run: RunData, row: Any, kind: TaskType, manifest: dict[str, Any
     machine = run.record.get("machine", {})
     techniques = [step["technique"] for step in manifest.get("plan", [])]
     quality = quality_name(run.record)
-    how = (f"median of {measure.get('repeats')} timed runs after {measure.get('warmup')} warm-up, batch "
+    per_token = "per generated token (KV cache, after the prompt), " if measure.get("latency") == "token" else ""
+    how = (f"{per_token}median of {measure.get('repeats')} timed runs after {measure.get('warmup')} warm-up, batch "
            f"{measure.get('batch_size')}, sequence length {measure.get('seq_len')}, {measure.get('threads')} threads, "
            f"target '{run.record.get('target', '?')}' on {machine.get('cpu', 'an unrecorded CPU')}")
     dataset = str(info.get("dataset") or run.record.get("task", "unknown"))

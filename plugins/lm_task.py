@@ -31,6 +31,7 @@ class LanguageModelTask(TaskProvider):
     description = ("your causal language model (--model: a *ForCausalLM checkpoint) on your text (--data: .txt, one "
                    "document per line; JSON lines with a text field or chat messages); quality is perplexity")
     pipeline_tag = "text-generation"
+    default_latency = "token"  # a language model is used to generate: ms per generated token
 
     def validate(self) -> None:
         o = self.options

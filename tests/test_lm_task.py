@@ -224,7 +224,8 @@ def test_a_uniform_lm_candidate_exports_for_auto_model_for_causal_lm(lm_task, tm
     assert main(["export", str(out), "--to", str(exported)]) == 0
     card = (exported / "README.md").read_text()
     assert "pipeline_tag: text-generation" in card and "# Compressed language model" in card
-    assert "| test perplexity |" in card
+    assert "| test perplexity |" in card and "milliseconds per generated token" in card
+    assert json.loads((out / "run.json").read_text())["measure"]["latency"] == "token"  # the LM task's default
     plain = AutoModelForCausalLM.from_pretrained(exported).eval()
     ours, tokenizer = autocompress.load_pretrained(exported)
     assert plain.config.num_hidden_layers == 2 and plain.config.intermediate_size == 64
@@ -309,3 +310,51 @@ def test_metric_named_shows_each_recorded_metric_as_people_read_it():
         from autocompress.study.limits import Limits
 
         Limits(max_perplexity_increase=0)
+
+
+# -- latency of generation --------------------------------------------------------------------
+def test_per_token_latency_times_decoding_steps_of_a_causal_lm_and_refuses_a_classifier(lm_task):
+    from autocompress.errors import ExportError
+    from autocompress.measure import MeasureSettings, measure_eager, time_decoding
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+    from autocompress.testing import tiny_model
+
+    root, _ = lm_task
+    model, _ = _lm_and_tokenizer(root / "model")
+    settings = MeasureSettings(seq_len=16, threads=1, warmup=1, repeats=3, latency="token")
+    for candidate in (model, quantize_int8_dynamic(model)):
+        measured = measure_eager(candidate, settings)
+        assert measured.latency_ms > 0 and measured.memory_mb >= measured.model_mb
+    calls = []
+    original = model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return original(*args, **kwargs)
+
+    model.forward = counting
+    inputs = {"input_ids": torch.full((1, 16), 5), "attention_mask": torch.ones(1, 16, dtype=torch.long)}
+    assert len(time_decoding(model, inputs, warmup=2, repeats=3)) == 3
+    assert calls == [(1, 16)] + [(1, 1)] * 5  # the prompt once, then one token a step (the KV cache holds the rest)
+    with pytest.raises(ExportError, match="keeps no KV cache"):
+        measure_eager(tiny_model("bert"), settings)
+
+
+def test_a_target_refuses_a_latency_it_does_not_time(tmp_path, capsys):
+    from autocompress.errors import ExportError
+    from autocompress.measure import MeasureSettings, Target, measure_eager
+    from autocompress.testing import tiny_model
+
+    class PromptOnly(Target):
+        name = "prompt-only"
+
+        def measure(self, model, settings):
+            return measure_eager(model, settings)
+
+    with pytest.raises(ExportError, match="times prompt latency, not token"):
+        PromptOnly().measure(tiny_model("llama"), MeasureSettings(latency="token"))
+    assert PromptOnly().measure(tiny_model("llama"), MeasureSettings(seq_len=8, repeats=1, warmup=0)).latency_ms > 0
+    write_tiny_task(tmp_path, 40)
+    assert main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.csv"), "--out",
+                 str(tmp_path / "run"), "--latency", "per-token", "--no-progress"]) == 2
+    assert "latency must be one of prompt, token" in capsys.readouterr().err

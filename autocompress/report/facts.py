@@ -224,13 +224,21 @@ def measurement_note(run: RunData) -> str:
     measure = run.record.get("measure", {})
     if not measure:
         return "Measurement settings were not recorded."
-    return (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after {measure.get('warmup')} "
-            f"warm-up passes, batch {measure.get('batch_size')}, sequence length {measure.get('seq_len')}, "
-            f"{measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each candidate's "
-            "speed-up is against the teacher re-measured right before it on the same machine. Memory: the bytes of the "
-            "weights as the target holds them plus the resident-memory growth of inference. Accuracy: computed by "
-            "the target's own runtime (what was timed), on the held-out test split; the front and the limits use "
-            "the validation split.")
+    if measure.get("latency") == "token":
+        timed = (f"Latency: milliseconds per generated token, median and p90 of {measure.get('repeats')} greedy "
+                 f"decoding steps with the KV cache after {measure.get('warmup')} warm-up steps and a prompt of "
+                 f"{measure.get('seq_len')} tokens, batch {measure.get('batch_size')}")
+        working = "the resident-memory growth of a prompt and generation (the KV cache included)"
+    else:
+        timed = (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after "
+                 f"{measure.get('warmup')} warm-up passes, batch {measure.get('batch_size')}, sequence length "
+                 f"{measure.get('seq_len')}")
+        working = "the resident-memory growth of inference"
+    return (f"{timed}, {measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each "
+            "candidate's speed-up is against the teacher re-measured right before it on the same machine. Memory: "
+            f"the bytes of the weights as the target holds them plus {working}. "
+            f"{quality_metric(run).shown_as().capitalize()}: computed by the target's own runtime (what was timed), "
+            "on the held-out test split; the front and the limits use the validation split.")
 
 
 def provenance_rows(run: RunData) -> list[tuple[str, str]]:
