@@ -226,6 +226,9 @@ def test_a_uniform_lm_candidate_exports_for_auto_model_for_causal_lm(lm_task, tm
     assert "pipeline_tag: text-generation" in card and "# Compressed language model" in card
     assert "| test perplexity |" in card and "milliseconds per generated token" in card
     assert json.loads((out / "run.json").read_text())["measure"]["latency"] == "token"  # the LM task's default
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Test perplexity" in report and "test perplexity" in report and "test accuracy" not in report
     plain = AutoModelForCausalLM.from_pretrained(exported).eval()
     ours, tokenizer = autocompress.load_pretrained(exported)
     assert plain.config.num_hidden_layers == 2 and plain.config.intermediate_size == 64
