@@ -11,7 +11,9 @@ classification task takes ``--metric``:
   GLUE scores MRPC and QQP); with more, the macro average over the classes.
 
 A regression task (a model with one output; labels are scores) takes ``pearson`` (the default)
-or ``spearman``: the correlation of the predicted and labelled scores.
+or ``spearman``: the correlation of the predicted and labelled scores. A language model
+(``--task lm``) is scored by ``log_likelihood``, the mean log-likelihood per predicted token,
+which people read as perplexity (``QualityMetric.display``).
 
 Every metric here is higher-is-better, and the limit bounds ``teacher - candidate``. The run
 record's columns keep their names (``val_accuracy``, ``test_accuracy``) whatever the metric;
