@@ -109,22 +109,27 @@ def _stop_handler():
 
 
 def summary(outcome) -> str:
+    from autocompress.metrics import metric_named
     from autocompress.study.layout import RunLayout
 
     doc = outcome.document
     base = doc["baseline"]
+    metric = metric_named(_quality(outcome.out_dir))  # shows each figure as people read it (perplexity, ...)
+    shown = metric.display
+    short = "acc" if metric.shown_as() == "accuracy" else metric.shown_as()
     lines = [
         f"study '{outcome.study_name}': {outcome.trials} trials{_queued(outcome.queued)}; results in "
         f"{outcome.out_dir}",
-        f"teacher: test {_quality(outcome.out_dir)} {base['test_accuracy']:.4f} "
-        f"(validation {base['val_accuracy']:.4f}), "
+        f"teacher: test {metric.shown_as()} {shown(base['test_accuracy'])} "
+        f"(validation {shown(base['val_accuracy'])}), "
         f"{base['latency_ms']:.2f} ms, {base['memory_mb']:.1f} MB"
         + _teacher_training(outcome.out_dir),
         "Pareto front (feasible):",
     ]
     for row in doc["front"]:
         lines.append(
-            f"  #{row['trial']:>3}  test acc {row['test_accuracy']:.4f}  val acc {row['val_accuracy']:.4f}  "
+            f"  #{row['trial']:>3}  test {short} {shown(row['test_accuracy'])}  "
+            f"val {short} {shown(row['val_accuracy'])}  "
             f"{row['latency_ms']:7.2f} ms "
             f"({row['speedup']:.2f}x vs teacher measured beside it)  {row['memory_mb']:7.1f} MB "
             f"({base['memory_mb'] / row['memory_mb']:.2f}x)  {row['plan']}"

@@ -47,6 +47,9 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "max_latency_ms": (float, "limit: median latency in ms"),
     "max_memory_mb": (float, "limit: memory in MB (weights + inference working memory)"),
     "max_accuracy_drop": (float, "limit: accuracy drop vs the teacher as a fraction (default 0.01 = 1 point)"),
+    "max_perplexity_increase": (float, "limit for a language model (--task lm): perplexity increase vs the teacher "
+                                "as a fraction (0.1 = at most 10% higher; default: a log-likelihood drop of 0.01 "
+                                "per token, about 1%)"),
     "trials": (int, "trial budget of the study, starting points included (default: the task's: 20, demo-llm 6); "
                "re-running continues up to it"),
     "timeout": (float, "wall-time budget in seconds for this run"),
@@ -64,6 +67,9 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "study": (str, "study name (default: <task>-search)"),
     "batch_size": (int, "latency measurement batch size (default: 1)"),
     "seq_len": (int, "latency measurement sequence length (default: 64)"),
+    "latency": (str, "what latency (limit, speed-ups) times: prompt (a forward pass over --seq-len tokens; the "
+                "default for classification) or token (ms per generated token with the KV cache after a --seq-len "
+                "prompt; the default for --task lm)"),
     "threads": (int, "threads for measurement (default: 2)"),
     "repeats": (int, "timed runs per measurement (default: 20)"),
     "warmup": (int, "untimed warm-up runs per measurement (default: 5)"),
@@ -238,7 +244,7 @@ def settings_from_options(options: Mapping[str, Any]):
     """Build validated SearchSettings (imports stay light: no torch here)."""
     from autocompress.measure import MeasureSettings
     from autocompress.search.settings import SearchSettings
-    from autocompress.study.limits import Limits
+    from autocompress.study.limits import Limits, perplexity_drop_limit
     from autocompress.task import TaskOptions
 
     o = dict(options)
@@ -264,13 +270,19 @@ def settings_from_options(options: Mapping[str, Any]):
     try:
         measure = MeasureSettings(
             batch_size=o.get("batch_size", 1), seq_len=o.get("seq_len", 64), threads=o.get("threads", 2),
-            repeats=o.get("repeats", 20), warmup=o.get("warmup", 5),
+            repeats=o.get("repeats", 20), warmup=o.get("warmup", 5), latency=o.get("latency"),
         )
     except ValueError as exc:
         raise InputError(f"measurement setting: {exc}") from None
+    drop, increase = o.get("max_accuracy_drop", 0.01), o.get("max_perplexity_increase")
+    if increase is not None:
+        if o.get("max_accuracy_drop") is not None:
+            raise InputError("--max-perplexity-increase and --max-accuracy-drop limit the same quality: give one")
+        Limits(max_perplexity_increase=increase)  # checks the value before it is converted
+        drop = perplexity_drop_limit(increase)
     limits = Limits(
         max_latency_ms=o.get("max_latency_ms"), max_memory_mb=o.get("max_memory_mb"),
-        max_accuracy_drop=o.get("max_accuracy_drop", 0.01),
+        max_accuracy_drop=drop, max_perplexity_increase=increase,
     )
     techniques = o.get("techniques")
     if o.get("budget") is not None:

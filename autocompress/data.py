@@ -51,10 +51,10 @@ class TextDataset:
         return any(isinstance(label, float) for label in self.labels)
 
     def subset(self, indices: Sequence[int]) -> TextDataset:
-        """The examples at ``indices``, in that order (second texts included)."""
+        """The examples at ``indices``, in that order (second texts included), as a split of the same kind."""
         indices = [int(i) for i in indices]
         kind = float if self.scores else int
-        return TextDataset([self.texts[i] for i in indices], [kind(self.labels[i]) for i in indices],
+        return type(self)([self.texts[i] for i in indices], [kind(self.labels[i]) for i in indices],
                            None if self.pairs is None else [self.pairs[i] for i in indices])
 
     def head(self, n: int) -> TextDataset:
@@ -70,7 +70,7 @@ class TextDataset:
         parts = (self, *others)
         if len({part.pairs is None for part in parts}) > 1:
             raise ValueError("cannot join single texts with sentence pairs")
-        return TextDataset([t for part in parts for t in part.texts], [y for part in parts for y in part.labels],
+        return type(self)([t for part in parts for t in part.texts], [y for part in parts for y in part.labels],
                            None if self.pairs is None else [t for part in parts for t in part.pairs])
 
 

@@ -17,7 +17,9 @@ The teacher's logits on the training split are computed once and kept in ``TEACH
 keyed by ``(id(teacher), data.fingerprint(), max_length)``; inside an entry each example is found
 by its teacher-side token ids, so a student whose token ids differ from the teacher's (its ids
 translated through ``context.token_map``) still hits the cache; a token classifier's logits (one
-row per token) are kept for the example's real tokens and padded to each batch's width. Hidden states and
+row per token) are kept for the example's real tokens and padded to each batch's width. A language
+model's are not kept (sequence x vocabulary per example): they are computed per batch, and its loss
+is per predicted token (``autocompress.language_model``). Hidden states and
 attention maps are too big to keep for a whole training split: they are computed per batch under
 ``torch.no_grad`` and only when their loss is on.
 
@@ -46,6 +48,7 @@ from torch import nn
 
 from autocompress.augment import augmented_copies
 from autocompress.data import UNLABELED, TextDataset
+from autocompress.language_model import TokenEncoded, token_distillation_loss
 from autocompress.prompted import prompt_of
 from autocompress.technique import ApplyContext, no_report
 from autocompress.token_data import TaggedDataset
@@ -196,11 +199,17 @@ def _rows(inputs: dict[str, torch.Tensor]) -> Iterator[tuple[int, ...]]:
 
 
 class TeacherSignals:
-    """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions."""
+    """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions.
+
+    A language model's logits (sequence x vocabulary per example) are far too big to keep for a
+    split: for encoded documents (``TokenEncoded``) they are computed per batch, never cached."""
 
     def __init__(self, teacher: nn.Module, context: ApplyContext, train: Encoded):
         self.teacher = teacher
         self.token_map = context.token_map
+        self.per_batch = isinstance(train, TokenEncoded)
+        if self.per_batch:
+            return
         self.cache = _logit_cache(teacher, context.data.fingerprint(), context.max_length)
         self._fill(train)
 
@@ -228,6 +237,9 @@ class TeacherSignals:
                     self.cache[row] = (value[: len(row)] if value.dim() == 2 else value).clone()
 
     def logits(self, teacher_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.per_batch:
+            with torch.no_grad():
+                return self.teacher(**teacher_inputs).logits.float()
         values = [self.cache[row] for row in _rows(teacher_inputs)]
         if values and values[0].dim() == 2:  # per-token logits, padded with zeros to the batch's width
             width = teacher_inputs["input_ids"].shape[1]
@@ -379,10 +391,14 @@ def train_student(student: nn.Module, context: ApplyContext, settings: RecoveryS
                                         for _ in mapping)
         wrapper = StudentWithOutputs(student, hidden, attention, projections)
 
+        # A language model's documents distil per predicted token (the next one); every other task's
+        # batches through logit_distillation_loss. The data's type decides: a token classifier's batches
+        # have the same shapes as a language model's.
+        logit_loss = token_distillation_loss if isinstance(train, TokenEncoded) else logit_distillation_loss
+
         def loss_fn(inputs: dict, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             teacher_inputs = signals.teacher_inputs(inputs)
-            loss = logit_distillation_loss(logits, signals.logits(teacher_inputs), labels,
-                                           settings.temperature, settings.alpha)
+            loss = logit_loss(logits, signals.logits(teacher_inputs), labels, settings.temperature, settings.alpha)
             if not (hidden or attention):
                 return loss
             mask = inputs["attention_mask"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.errors import ExportError, InputError
+from autocompress.metrics import metric_named
 from autocompress.model_io import MANIFEST, loads_with_plain_transformers
 from autocompress.report.facts import measurement_note, provenance_rows, trial_plan
 from autocompress.report.run import RunData
@@ -43,6 +44,7 @@ class TaskType:
     auto_class: str  #: the transformers Auto class that loads such a model (the shim's ``auto_map`` key)
     title: str  #: the model-index task name (its metric is the run's: run.json ``quality_metric``)
     example: str  #: a sample input for the card's usage snippet
+    noun: str = "classifier"  #: what the card's title calls the model
 
 
 #: Every task type a task provider may declare. A new task type adds its entry here; a meta-test
@@ -52,6 +54,8 @@ TASK_TYPES = {
                                     "Text Classification", "a gorgeous, witty film"),
     "token-classification": TaskType("token-classification", "AutoModelForTokenClassification",
                                      "Token Classification", "Anna Smith visited Paris"),
+    "text-generation": TaskType("text-generation", "AutoModelForCausalLM", "Text Generation", "The film was",
+                                "language model"),
 }
 
 
@@ -187,7 +191,8 @@ def front_matter(run: RunData, row: Any, kind: TaskType, manifest: dict[str, Any
     machine = run.record.get("machine", {})
     techniques = [step["technique"] for step in manifest.get("plan", [])]
     quality = quality_name(run.record)
-    how = (f"median of {measure.get('repeats')} timed runs after {measure.get('warmup')} warm-up, batch "
+    per_token = "per generated token (KV cache, after the prompt), " if measure.get("latency") == "token" else ""
+    how = (f"{per_token}median of {measure.get('repeats')} timed runs after {measure.get('warmup')} warm-up, batch "
            f"{measure.get('batch_size')}, sequence length {measure.get('seq_len')}, {measure.get('threads')} threads, "
            f"target '{run.record.get('target', '?')}' on {machine.get('cpu', 'an unrecorded CPU')}")
     dataset = str(info.get("dataset") or run.record.get("task", "unknown"))
@@ -266,18 +271,20 @@ def model_card(run: RunData, row: Any, plain_loadable: bool, front: dict[str, An
                f"fine-tuned here from {training.get('base_model_name', '?')} ({training.get('epochs')} epochs, "
                f"learning rate {training.get('learning_rate')}; validation accuracy "
                f"{float(training.get('validation_accuracy', float('nan'))):.4f})")
-    quality = quality_name(run.record)
+    metric = metric_named(quality_name(run.record))
+    quality, shown = metric.shown_as(), metric.display  # as people read it (perplexity for a language model)
+    # A ratio of the stored values means something only when they are what is shown (not log-likelihoods).
+    ratio = f"{100 * row[TEST_ACCURACY] / base[TEST_ACCURACY]:.1f}%" if quality == metric.name else ""
     lines = [
         front_matter_text(front),
-        f"# Compressed classifier (autocompress trial #{int(row['number'])})", "",
+        f"# Compressed {kind.noun} (autocompress trial #{int(row['number'])})", "",
         f"Made by autocompress from the task '{run.record.get('task', '?')}' "
         f"({run.record.get('task_description', '')}). Teacher: {teacher}.", "",
         f"**Techniques**: {plan}.", "",
         "## Measured", "",
         "| | this model | teacher | ratio |", "|---|---:|---:|---:|",
-        f"| test {quality} | {row[TEST_ACCURACY]:.4f} | {base[TEST_ACCURACY]:.4f} | "
-        f"{100 * row[TEST_ACCURACY] / base[TEST_ACCURACY]:.1f}% |",
-        f"| validation {quality} | {row[VAL_ACCURACY]:.4f} | {base[VAL_ACCURACY]:.4f} | |",
+        f"| test {quality} | {shown(row[TEST_ACCURACY])} | {shown(base[TEST_ACCURACY])} | {ratio} |",
+        f"| validation {quality} | {shown(row[VAL_ACCURACY])} | {shown(base[VAL_ACCURACY])} | |",
         f"| latency median (ms) | {row['latency_ms']:.2f} | {row['teacher_latency_ms']:.2f} | "
         f"{row['speedup']:.2f}× faster |",
         f"| latency p90 (ms) | {row['latency_p90_ms']:.2f} | {base['latency_p90_ms']:.2f} | |",

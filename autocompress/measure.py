@@ -1,7 +1,10 @@
 """Latency and memory of a deployed candidate, measured the same way for baseline and candidates.
 
 Latency: fixed thread count, warm-up runs, then ``repeats`` timed forward passes on a batch of
-``batch_size`` x ``seq_len`` tokens; median and p90 in milliseconds. Memory: bytes of the
+``batch_size`` x ``seq_len`` tokens (``latency="prompt"``: the prompt, or a classifier's input);
+median and p90 in milliseconds. ``latency="token"`` (a causal LM generating, the language-model
+task's default) times instead each greedy decoding step with the KV cache after a prompt of
+``seq_len`` tokens: milliseconds per generated token, and the memory growth includes the cache. Memory: bytes of the
 deployed model's parameters and buffers (int8 packed weights included; a tensor shared by several
 modules counted once, ``autocompress.shared_weights``), plus the peak growth of
 the process's resident memory during a few more forward passes after warm-up (activations and
@@ -32,6 +35,10 @@ from autocompress.shared_weights import distinct_state
 MB = 2**20
 
 
+#: What a measurement may time: a forward pass over the prompt, or one generated token with the KV cache.
+LATENCY_MODES = ("prompt", "token")
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     batch_size: int = 1
@@ -39,8 +46,14 @@ class MeasureSettings:
     threads: int = 2
     warmup: int = 5
     repeats: int = 20
+    #: What is timed: one of ``LATENCY_MODES`` (``prompt``: a forward pass over the input; ``token``:
+    #: a decoding step with the KV cache). None: the task's choice (``TaskProvider.default_latency``),
+    #: resolved before measuring; measuring treats it as ``prompt``.
+    latency: str | None = None
 
     def __post_init__(self):
+        if self.latency is not None and self.latency not in LATENCY_MODES:
+            raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {self.latency!r}")
         for name in ("batch_size", "seq_len", "threads", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -80,6 +93,12 @@ def _refusing_unhandled_requests(method: Callable) -> Callable:
     def checked(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
         from autocompress.deployment import DeploymentRequest
 
+        settings = args[0] if args else kwargs.get("settings")
+        latency = getattr(settings, "latency", None) or "prompt"
+        if latency not in self.latency_modes:
+            from autocompress.errors import ExportError
+
+            raise ExportError(f"target '{self.name}' times {', '.join(self.latency_modes)} latency, not {latency}")
         if isinstance(model, DeploymentRequest) and not isinstance(model, self.handles_requests):
             from autocompress.errors import ExportError
 
@@ -102,6 +121,9 @@ class Target(ABC):
     #: request is refused before the target's ``measure``/``runtime`` see it, so a target written
     #: before requests existed never times a float model as if it were int8. Added in plugin API 1.3.
     handles_requests: ClassVar[tuple[type, ...]] = ()
+    #: The ``MeasureSettings.latency`` modes this target times; another is refused (the search checks
+    #: before it starts, and ``measure`` refuses it). Added with the language-model task.
+    latency_modes: ClassVar[tuple[str, ...]] = ("prompt",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -264,6 +286,51 @@ def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int,
         return time_calls(lambda: model(**inputs), warmup, repeats)
 
 
+def decoding(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int) -> Iterator[Callable[[], object]]:
+    """Greedy generation after the prompt ``inputs`` (run here, with the KV cache): yields ``steps``
+    calls, each of which generates the next token with the cache (so each can be timed alone).
+    A model that keeps no cache (not a causal LM) is refused: it generates nothing."""
+    from autocompress.errors import ExportError
+
+    state = {"out": model(**inputs, use_cache=True), "mask": inputs["attention_mask"]}
+    if getattr(state["out"], "cache", None) is None:
+        raise ExportError(f"{type(model).__name__} keeps no KV cache: per-token latency (--latency token) needs a "
+                          "causal language model")
+
+    def step() -> None:
+        token = state["out"].logits[:, -1:].argmax(-1)
+        state["mask"] = torch.cat([state["mask"], torch.ones_like(token)], dim=1)
+        state["out"] = model(input_ids=token, attention_mask=state["mask"], cache=state["out"].cache, use_cache=True)
+
+    for _ in range(steps):
+        yield step
+
+
+def time_decoding(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` generated tokens after ``warmup`` untimed ones (KV cache,
+    after the prompt ``inputs``)."""
+    timings = []
+    with torch.inference_mode():
+        for index, step in enumerate(decoding(model, inputs, warmup + repeats)):
+            start = time.perf_counter()
+            step()
+            if index >= warmup:
+                timings.append((time.perf_counter() - start) * 1000.0)
+    return timings
+
+
+def generation_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 8) -> int:
+    """Peak growth of resident memory over a prompt and ``steps`` generated tokens: the KV cache at the
+    prompt's length and the working memory."""
+    def generate() -> None:
+        for step in decoding(model, inputs, steps):
+            step()
+
+    with torch.inference_mode():
+        generate()  # warm-up
+        return memory_growth(generate, runs=1)
+
+
 def inference_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 3) -> int:
     """Peak growth of resident memory over a few forward passes, after warm-up."""
     with torch.inference_mode():
@@ -282,6 +349,10 @@ def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     steady_allocator()  # a forward pass reuses memory in any process, fresh or after training
     inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
     with thread_count(settings.threads):
-        timings = time_forward(model, inputs, settings.warmup, settings.repeats)
-        activation = inference_memory_growth(model, inputs)
+        if settings.latency == "token":
+            timings = time_decoding(model, inputs, settings.warmup, settings.repeats)
+            activation = generation_memory_growth(model, inputs)
+        else:
+            timings = time_forward(model, inputs, settings.warmup, settings.repeats)
+            activation = inference_memory_growth(model, inputs)
     return Measurement.from_timings(timings, model_bytes(model), activation, parameter_count(model))

@@ -11,7 +11,9 @@ classification task takes ``--metric``:
   GLUE scores MRPC and QQP); with more, the macro average over the classes.
 
 A regression task (a model with one output; labels are scores) takes ``pearson`` (the default)
-or ``spearman``: the correlation of the predicted and labelled scores.
+or ``spearman``: the correlation of the predicted and labelled scores. A language model
+(``--task lm``) is scored by ``log_likelihood``, the mean log-likelihood per predicted token,
+which people read as perplexity (``QualityMetric.display``).
 
 Every metric here is higher-is-better, and the limit bounds ``teacher - candidate``. The run
 record's columns keep their names (``val_accuracy``, ``test_accuracy``) whatever the metric;
@@ -22,6 +24,7 @@ Importing this module loads no torch (``autocompress.config`` checks ``--metric`
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
@@ -42,6 +45,14 @@ class QualityMetric(ABC):
     @abstractmethod
     def score(self, model: nn.Module, data: Encoded, batch_size: int = 64) -> float:
         """The metric of ``model``'s predictions on ``data`` (its labels are the truth)."""
+
+    def shown_as(self) -> str:
+        """What a person reads ``display``'s figure as (the summary, report and model card name it)."""
+        return self.name
+
+    def display(self, value: float) -> str:
+        """``value`` (as stored: higher is better) as a person reads it; the value itself by default."""
+        return f"{value:.4f}"
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
@@ -146,10 +157,60 @@ class Spearman(QualityMetric):
         return pearson(ranks(predicted), ranks(truth))
 
 
+class LogLikelihood(QualityMetric):
+    """A language model's quality: the mean log-likelihood per predicted token of held-out text
+    (token-weighted over the split, padding excluded; ``autocompress.language_model``). Stored as
+    that (higher is better, so the limit and the record work unchanged) and shown as perplexity,
+    ``exp(-value)``; ``--max-perplexity-increase r`` is a drop limit of ``log(1 + r)``."""
+
+    name = "log_likelihood"
+    description = "language model: mean log-likelihood per predicted token of held-out text, shown as perplexity"
+
+    def score(self, model, data, batch_size: int = 16) -> float:
+        from autocompress.language_model import token_scores
+
+        return token_scores(model, data, batch_size).mean_log_likelihood
+
+    def shown_as(self) -> str:
+        return "perplexity"
+
+    def display(self, value: float) -> str:
+        return f"{perplexity(value):.3f}"
+
+
+def perplexity(mean_log_likelihood: float) -> float:
+    """``exp(-mean log-likelihood per token)``; infinite when that overflows."""
+    try:
+        return math.exp(-mean_log_likelihood)
+    except OverflowError:
+        return math.inf
+
+
 #: The metrics ``--metric`` names, for classification tasks (the first is the default).
 CLASSIFICATION_METRICS: dict[str, type[QualityMetric]] = {cls.name: cls for cls in (Accuracy, F1)}
 #: ... and for regression tasks (a model with one output and scores as labels).
 REGRESSION_METRICS: dict[str, type[QualityMetric]] = {cls.name: cls for cls in (Pearson, Spearman)}
+
+
+def metric_named(name: str | None) -> QualityMetric:
+    """The metric a run recorded by ``name`` (run.json ``quality_metric``): what displays its
+    figures. Accuracy for runs that recorded none; an unknown name shows its values as they are."""
+    known = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS, LogLikelihood.name: LogLikelihood}
+    if name is None or name in known:
+        return known.get(name or Accuracy.name)()
+    return _Unknown(name)
+
+
+class _Unknown(QualityMetric):
+    """A metric this installation does not know (a plugin's), shown by name with its values as they are."""
+
+    description = "a metric this installation does not know"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def score(self, model, data, batch_size: int = 64) -> float:
+        raise NotImplementedError(f"metric {self.name!r} is not known here")
 
 
 def _named(name: str | None, metrics: dict[str, type[QualityMetric]], kind: str,

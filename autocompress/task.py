@@ -103,6 +103,9 @@ class TaskProvider(ABC):
     pipeline_tag: ClassVar[str] = "text-classification"
     #: Trials a search runs when ``--trials`` is not given (plugin API 1.4).
     default_trials: ClassVar[int] = 20
+    #: What latency means for its models when ``--latency`` is not given (``MeasureSettings.latency``):
+    #: ``prompt`` (a forward pass over the input) or ``token`` (one generated token with the KV cache).
+    default_latency: ClassVar[str] = "prompt"
 
     def __init__(self, options: TaskOptions):
         self.options = options

@@ -41,6 +41,13 @@ class Encoded:
         types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
         return Encoded([self.input_ids[i] for i in indices], self.labels[indices], self.pad_id, types)
 
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The supervised loss of one of this data's batches (``labels`` as ``batches`` gives them): the
+        module's ``task_loss`` here; encoded documents (``language_model.TokenEncoded``) have next-token
+        loss instead. The data's type says which loss, not the tensors' shapes: a token classifier's and a
+        language model's batches have the same ones."""
+        return task_loss(logits, labels, reduction)
+
     def batches(self, batch_size: int, order: list[int] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
         order = order if order is not None else list(range(len(self)))
         for start in range(0, len(order), batch_size):
@@ -65,9 +72,17 @@ class Encoded:
 
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
     """``dataset`` tokenised, truncated to ``max_length`` tokens (a pair: the longer text first; tagged
-    words, ``autocompress.token_data.TaggedDataset``: with a label per token)."""
+    words, ``autocompress.token_data.TaggedDataset``: with a label per token); a language model's
+    documents (``autocompress.corpus.Documents``) encoded for next-token prediction instead
+    (``autocompress.language_model.encode_documents``)."""
+    from autocompress.corpus import Documents
+
     if isinstance(dataset, TaggedDataset):
         return encode_tagged(tokenizer, dataset, max_length)
+    if isinstance(dataset, Documents):
+        from autocompress.language_model import encode_documents
+
+        return encode_documents(tokenizer, dataset, max_length)
     if dataset.pairs is None:
         encoded = tokenizer(list(dataset.texts), truncation=True, max_length=max_length)
         types = None
@@ -172,7 +187,7 @@ def fine_tune(
         for inputs, labels in train.batches(batch_size, order):
             logits = logits_of(model, inputs)
             if loss_fn is None:
-                loss = task_loss(logits, labels)
+                loss = train.task_loss(logits, labels)
             else:
                 loss = loss_fn(inputs, labels, logits)
             if not torch.isfinite(loss):

@@ -25,7 +25,6 @@ import copy
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ import torch
 from autocompress.arch import adapter_for
 from autocompress.candidate import apply_steps
 from autocompress.data import TaskData
-from autocompress.measure import model_bytes, parameter_count, thread_count
+from autocompress.measure import model_bytes, parameter_count, thread_count, time_decoding, time_forward
 from autocompress.plugin_manager import build_host
 from autocompress.prompted import DEFAULT_TEMPLATE, Prompt, label_token_ids
 from autocompress.technique import ApplyContext, PlanStep
@@ -78,19 +77,11 @@ def load_teacher(quick: bool, workdir: Path):
 
 
 def prefill_and_decode(model, prompt_ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
-    """(ms for the prompt's forward pass, median ms per greedy decoding step with the KV cache)."""
-    with torch.inference_mode():
-        started = time.perf_counter()
-        out = model(input_ids=prompt_ids, use_cache=True)
-        prefill = time.perf_counter() - started
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        steps = []
-        for _ in range(new_tokens):
-            started = time.perf_counter()
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            steps.append(time.perf_counter() - started)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    return 1000 * prefill, 1000 * statistics.median(steps)
+    """(ms for the prompt's forward pass, median ms per greedy decoding step with the KV cache): the
+    search's two latency modes (``autocompress.measure``: ``--latency prompt`` / ``token``)."""
+    inputs = {"input_ids": prompt_ids, "attention_mask": torch.ones_like(prompt_ids)}
+    prefill = time_forward(model, inputs, warmup=0, repeats=1)[0]
+    return prefill, statistics.median(time_decoding(model, inputs, warmup=0, repeats=new_tokens))
 
 
 def kv_cache_bytes(model, adapter, context: int, element_bytes: int) -> int:

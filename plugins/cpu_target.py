@@ -21,6 +21,7 @@ class CpuTarget(Target):
     name = "cpu"
     description = "PyTorch eager mode on the local CPU (threads fixed by the run settings)"
     handles_requests = (StaticInt8Request,)  # refused with the reason above
+    latency_modes = ("prompt", "token")
 
     def measure(self, model, settings: MeasureSettings) -> Measurement:
         return measure_eager(self.runtime(model), settings)

@@ -104,8 +104,9 @@ def l1_head_scores(model: nn.Module, adapter: ArchitectureAdapter) -> torch.Tens
     return _stack_layers(scores)
 
 
-def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches) -> torch.Tensor:
-    """``[layers, heads]``: ``sum_x |dL(x)/dxi_h|`` (Michel et al. 2019) over ``(inputs, labels)`` batches.
+def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches, loss=task_loss) -> torch.Tensor:
+    """``[layers, heads]``: ``sum_x |dL(x)/dxi_h|`` (Michel et al. 2019) over ``(inputs, labels)`` batches,
+    ``L`` being ``loss(logits, labels, reduction)`` (the data's own: ``Encoded.task_loss``).
 
     ``xi`` multiplies each head's context vector just before the attention output linear; it has
     one row per example so a single backward pass yields every example's gradient.
@@ -137,8 +138,8 @@ def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches
                 out = model(**inputs)
                 logits = out.logits if hasattr(out, "logits") else out[0]
                 # Summed (not averaged) loss: d loss / d mask[b] is example b's own gradient.
-                loss = task_loss(logits.float(), labels, reduction="sum")
-                grads = torch.autograd.grad(loss, masks)
+                summed = loss(logits.float(), labels, reduction="sum")
+                grads = torch.autograd.grad(summed, masks)
                 for layer, grad in enumerate(grads):
                     scores[layer] += grad.detach().abs().sum(dim=0).double()
     finally:
@@ -207,13 +208,14 @@ def query_heads(units: Sequence[int], group: int) -> list[int]:
     return [unit * group + j for unit in units for j in range(group)]
 
 
-def _scoring_batches(context: ApplyContext, samples: int):
+def _scoring_data(context: ApplyContext, samples: int):
+    """The encoded training sample gradient scoring sees (its ``batches`` and its ``task_loss``)."""
     from autocompress.training import encode
 
     train = context.data.train
     chosen = sorted(random.Random(context.seed).sample(range(len(train)), min(samples, len(train))))
     subset = train.subset(chosen)
-    return encode(context.tokenizer, subset, context.max_length).batches(SCORING_BATCH)
+    return encode(context.tokenizer, subset, context.max_length)
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,9 @@ class HeadPruning(Technique):
         if context.data is None or len(context.data.train) == 0:
             raise ValueError("head_pruning: scoring='gradient' needs the task's training data, and none was given; "
                              "use scoring='l1' to prune heads from the weights alone")
-        batches = _scoring_batches(context, config.samples)
-        return normalise_per_layer(gradient_head_scores(model, context.adapter, batches))
+        sample = _scoring_data(context, config.samples)
+        return normalise_per_layer(gradient_head_scores(model, context.adapter, sample.batches(SCORING_BATCH),
+                                                        sample.task_loss))
 
     def apply(self, model, config: HeadPruningConfig, context: ApplyContext):
         if config.fraction == 0:

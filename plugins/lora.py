@@ -96,10 +96,12 @@ def target_module_names(model: nn.Module, adapter: ArchitectureAdapter, targets:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Linears outside the encoder (the classification head), trained fully."""
+    """Linears outside the encoder (the classification head), trained fully; never a language
+    model's output head (vocabulary-sized, and often tied to the input embeddings)."""
     prefix = model.base_model_prefix + "."
+    output = model.get_output_embeddings()
     return [name for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and name and not name.startswith(prefix)]
+            if isinstance(module, nn.Linear) and name and not name.startswith(prefix) and module is not output]
 
 
 class LoraRecovery(Technique):
@@ -120,7 +122,9 @@ class LoraRecovery(Technique):
         if not targets:
             raise ValueError(f"lora found no linear layers for targets={config.targets!r}")
         requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-        lora_config = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.rank, lora_alpha=config.alpha,
+        causal_lm = model.get_output_embeddings() is not None  # a language model: no classification head
+        task_type = TaskType.CAUSAL_LM if causal_lm else TaskType.SEQ_CLS
+        lora_config = LoraConfig(task_type=task_type, r=config.rank, lora_alpha=config.alpha,
                                  lora_dropout=config.dropout, target_modules=targets,
                                  modules_to_save=head_module_names(model))
         torch.manual_seed(context.seed)  # adapter initialisation

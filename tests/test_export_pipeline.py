@@ -144,6 +144,7 @@ def test_every_registered_task_type_exports_to_a_pipeline_tested_here():
     """A task provider's pipeline_tag needs an export entry; a new entry needs its pipeline test in this file."""
     tags = {entry.cls.pipeline_tag for entry in build_host(autoload=False).tasks}
     assert tags <= set(TASK_TYPES)
-    # token-classification's pipeline test: tests/test_token_classification.py (it needs a NER search).
-    assert set(TASK_TYPES) == {"text-classification", "token-classification"}, \
+    # token-classification's pipeline test: tests/test_token_classification.py (it needs a NER search);
+    # text-generation: tests/test_lm_task.py exports a language model and loads it with AutoModelForCausalLM.
+    assert set(TASK_TYPES) == {"text-classification", "token-classification", "text-generation"}, \
         "add a pipeline test for the new task type"

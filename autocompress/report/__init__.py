@@ -25,7 +25,6 @@ from autocompress.report import facts
 from autocompress.report.run import RunData, load_run, storage_of_run_dir
 from autocompress.study import results
 from autocompress.study.layout import RunLayout
-from autocompress.study.record import quality_name
 from autocompress.technique import Stage
 
 __all__ = ["RunData", "ReportFiles", "load_run", "storage_of_run_dir", "write_report"]
@@ -126,7 +125,7 @@ def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
     columns = ["trial", "techniques", "test accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
                "memory MB", "smaller", "parameters"]
     # The run's metric (accuracy unless the task measures another): the quality column says which.
-    headers = {"test accuracy": f"test {quality_name(run.record)}"}
+    headers = {"test accuracy": f"test {facts.quality_metric(run).shown_as()}"}
     front_rows = facts.candidate_rows(run, run.front)
     best = run.document["recommended"]
     classes = ["best" if r["trial"] == f"#{best}" else "" for r in front_rows]

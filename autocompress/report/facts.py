@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from autocompress.metrics import QualityMetric, metric_named
 from autocompress.report.run import RunData
 from autocompress.study import floor
 from autocompress.study.record import (
@@ -73,6 +74,27 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def quality_metric(run: RunData) -> QualityMetric:
+    """The metric the run measured, which shows its figures as people read them (perplexity for a
+    language model's log-likelihood)."""
+    return metric_named(quality_name(run.record))
+
+
+def _quality(run: RunData, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return quality_metric(run).display(value)
+
+
+def _share(run: RunData, value: Any, teacher: float) -> str:
+    """``value`` as a percentage of the teacher's, when the stored values are what is shown ("-" for a
+    log-likelihood shown as perplexity: a ratio of log-likelihoods means nothing to a reader)."""
+    metric = quality_metric(run)
+    if value is None or metric.shown_as() != metric.name:
+        return "-"
+    return _fmt(100 * value / teacher, ".1f")
+
+
 def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
     """Rows of the candidate table: plan in words, test accuracy, latency, memory, size, vs the teacher."""
     base = run.baseline
@@ -82,8 +104,8 @@ def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
         rows.append({
             "trial": f"#{int(row['number'])}",
             "techniques": trial_plan(run.trials[int(row["number"])]),
-            "test accuracy": _fmt(acc, ".4f"),
-            "% of teacher": _fmt(None if acc is None else 100 * acc / base[TEST_ACCURACY], ".1f"),
+            "test accuracy": _quality(run, acc),
+            "% of teacher": _share(run, acc, base[TEST_ACCURACY]),
             "latency ms (median / p90)": f"{_fmt(row['latency_ms'], '.2f')} / {_fmt(row['latency_p90_ms'], '.2f')}",
             "speed-up": f"{_fmt(row['speedup'], '.2f')}×",
             "memory MB": _fmt(row["memory_mb"], ".1f"),
@@ -111,8 +133,8 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
     """The teacher and the by-hand references (e.g. int8 alone) in the same columns."""
     base = run.baseline
     rows = [{"trial": "teacher", "techniques": f"none ({teacher_origin(run)})",
-             "test accuracy": _fmt(base[TEST_ACCURACY], ".4f"),
-             "% of teacher": "100.0",
+             "test accuracy": _quality(run, base[TEST_ACCURACY]),
+             "% of teacher": _share(run, base[TEST_ACCURACY], base[TEST_ACCURACY]),
              "latency ms (median / p90)": f"{base['latency_ms']:.2f} / {base['latency_p90_ms']:.2f}",
              "speed-up": "1.00×", "memory MB": f"{base['memory_mb']:.1f}", "smaller": "1.00×",
              "parameters": _fmt(base.get("parameters"), ",.0f")}]
@@ -122,8 +144,8 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
             rows.append({"trial": "by hand", "techniques": f"{ref['name']}: could not run ({ref['error']})"})
             continue
         rows.append({
-            "trial": "by hand", "techniques": ref["name"], "test accuracy": _fmt(ref[TEST_ACCURACY], ".4f"),
-            "% of teacher": _fmt(100 * ref[TEST_ACCURACY] / base[TEST_ACCURACY], ".1f"),
+            "trial": "by hand", "techniques": ref["name"], "test accuracy": _quality(run, ref[TEST_ACCURACY]),
+            "% of teacher": _share(run, ref[TEST_ACCURACY], base[TEST_ACCURACY]),
             "latency ms (median / p90)": f"{ref['latency_ms']:.2f} / {ref['latency_p90_ms']:.2f}",
             "speed-up": f"{base['latency_ms'] / ref['latency_ms']:.2f}×",
             "memory MB": f"{ref['memory_mb']:.1f}", "smaller": f"{base['memory_mb'] / ref['memory_mb']:.2f}×",
@@ -142,8 +164,8 @@ def free_floor_rows(run: RunData) -> list[dict[str, str]]:
             continue
         rows.append({
             "trial": "free floor", "techniques": f"teacher on {floor.describe(row)}",
-            "test accuracy": _fmt(row[TEST_ACCURACY], ".4f"),
-            "% of teacher": _fmt(100 * row[TEST_ACCURACY] / base[TEST_ACCURACY], ".1f"),
+            "test accuracy": _quality(run, row[TEST_ACCURACY]),
+            "% of teacher": _share(run, row[TEST_ACCURACY], base[TEST_ACCURACY]),
             "latency ms (median / p90)": f"{row['latency_ms']:.2f} / {row['latency_p90_ms']:.2f}",
             "speed-up": f"{row['speedup']:.2f}×", "memory MB": f"{row['memory_mb']:.1f}",
             "smaller": f"{base['memory_mb'] / row['memory_mb']:.2f}×",
@@ -164,9 +186,12 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
             lines.append(f"#{near['trial']} ({plan}) missed {missed or 'accuracy (not measured)'}")
         return ("No candidate met the limits. Nearest candidates and how far each missed:", lines)
     test_accuracy = best[TEST_ACCURACY]
+    metric = quality_metric(run)
+    share = _share(run, test_accuracy, base[TEST_ACCURACY])
+    versus = (f"{share}% of the teacher" if share != "-" else f"teacher {metric.display(base[TEST_ACCURACY])}")
     headline = (f"Ship trial #{int(best['number'])}: {trial_plan(run.trials[int(best['number'])])}. "
-                f"Test accuracy {test_accuracy:.4f} ({100 * test_accuracy / base[TEST_ACCURACY]:.1f}% of the "
-                f"teacher), {best['latency_ms']:.2f} ms ({best['speedup']:.2f}× faster), "
+                f"Test {metric.shown_as()} {metric.display(test_accuracy)} ({versus}), "
+                f"{best['latency_ms']:.2f} ms ({best['speedup']:.2f}× faster), "
                 f"{best['memory_mb']:.1f} MB ({base['memory_mb'] / best['memory_mb']:.2f}× smaller).")
     lines = []
     if limits.max_latency_ms is not None:
@@ -177,7 +202,13 @@ def verdict(run: RunData) -> tuple[str, list[str]]:
         margin = limits.max_memory_mb - best["memory_mb"]
         lines.append(f"memory {best['memory_mb']:.1f} MB ≤ limit {limits.max_memory_mb:g} MB: "
                      f"meets it with {margin:.1f} MB ({100 * margin / limits.max_memory_mb:.0f}%) to spare")
-    if limits.max_accuracy_drop is not None:
+    if limits.max_perplexity_increase is not None:
+        increase = math.exp(base[VAL_ACCURACY] - best[VAL_ACCURACY]) - 1  # perplexity ratio - 1
+        lines.append(f"validation perplexity {metric.display(best[VAL_ACCURACY])} vs the teacher's "
+                     f"{metric.display(base[VAL_ACCURACY])}: {100 * increase:+.2f}% ≤ limit "
+                     f"+{100 * limits.max_perplexity_increase:g}%: meets it with "
+                     f"{100 * (limits.max_perplexity_increase - increase):.2f} points to spare")
+    elif limits.max_accuracy_drop is not None:
         drop = base[VAL_ACCURACY] - best[VAL_ACCURACY]
         lines.append(f"validation {quality_name(run.record)} drop {100 * drop:.2f} points ≤ limit "
                      f"{100 * limits.max_accuracy_drop:g} points: meets it with "
@@ -193,13 +224,21 @@ def measurement_note(run: RunData) -> str:
     measure = run.record.get("measure", {})
     if not measure:
         return "Measurement settings were not recorded."
-    return (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after {measure.get('warmup')} "
-            f"warm-up passes, batch {measure.get('batch_size')}, sequence length {measure.get('seq_len')}, "
-            f"{measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each candidate's "
-            "speed-up is against the teacher re-measured right before it on the same machine. Memory: the bytes of the "
-            "weights as the target holds them plus the resident-memory growth of inference. Accuracy: computed by "
-            "the target's own runtime (what was timed), on the held-out test split; the front and the limits use "
-            "the validation split.")
+    if measure.get("latency") == "token":
+        timed = (f"Latency: milliseconds per generated token, median and p90 of {measure.get('repeats')} greedy "
+                 f"decoding steps with the KV cache after {measure.get('warmup')} warm-up steps and a prompt of "
+                 f"{measure.get('seq_len')} tokens, batch {measure.get('batch_size')}")
+        working = "the resident-memory growth of a prompt and generation (the KV cache included)"
+    else:
+        timed = (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after "
+                 f"{measure.get('warmup')} warm-up passes, batch {measure.get('batch_size')}, sequence length "
+                 f"{measure.get('seq_len')}")
+        working = "the resident-memory growth of inference"
+    return (f"{timed}, {measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each "
+            "candidate's speed-up is against the teacher re-measured right before it on the same machine. Memory: "
+            f"the bytes of the weights as the target holds them plus {working}. "
+            f"{quality_metric(run).shown_as().capitalize()}: computed by the target's own runtime (what was timed), "
+            "on the held-out test split; the front and the limits use the validation split.")
 
 
 def provenance_rows(run: RunData) -> list[tuple[str, str]]:

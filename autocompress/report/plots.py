@@ -25,12 +25,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from autocompress.report.run import RunData  # noqa: E402
 from autocompress.study import results  # noqa: E402
-from autocompress.study.record import DIRECTIONS, ENDED, OBJECTIVES, VAL_ACCURACY, Ended  # noqa: E402
+from autocompress.study.record import DIRECTIONS, ENDED, OBJECTIVES, VAL_ACCURACY, Ended, quality_name  # noqa: E402
 
 FEASIBLE, INFEASIBLE, REJECTED, FRONT, LIMIT = "#1f77b4", "#ff7f0e", "#9e9e9e", "#2ca02c", "#d62728"
 #: The accuracy the trade-off plots show: the split the accuracy limit and the Pareto front use.
 ACCURACY = VAL_ACCURACY
-ACCURACY_LABEL = "validation accuracy (the split the limit and the front use)"
+ACCURACY_LABEL = "validation {metric} (the split the limit and the front use)"
 #: A limit further than this factor beyond the data (or below it) is marked at the axis edge
 #: instead of stretching the axis: drawn to scale, it would squeeze every point into one column.
 OFF_SCALE = 1.5
@@ -110,7 +110,7 @@ def tradeoff_figure(run: RunData, x: str, label: str, limit: float | None) -> pl
         axes.axhline(base[ACCURACY] - run.limits.max_accuracy_drop, color="#7f7f7f", ls=":", lw=1,
                      label="teacher's validation accuracy − allowed drop (the limit)")
     axes.set_xlabel(label)
-    axes.set_ylabel(ACCURACY_LABEL, fontsize=8)
+    axes.set_ylabel(ACCURACY_LABEL.format(metric=quality_name(run.record)), fontsize=8)  # stored values, as limited
     axes.grid(alpha=0.25)
     # Below the axes, never over the points.
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)

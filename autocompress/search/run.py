@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from autocompress.arch import adapter_class_for
 from autocompress.errors import InputError
 from autocompress.measure import long_lived_objects
+from autocompress.metrics import LogLikelihood
 from autocompress.plugin_manager import Host, build_host
 from autocompress.search.environment import (
     TrialEnvironment,
@@ -77,7 +78,16 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     provider = host.tasks[settings.task](settings.task_options)
     provider.validate()
     unlabeled = unlabeled_texts(settings.task_options)
-    provider.quality_metric()  # a metric the task does not know is refused before anything loads
+    metric = provider.quality_metric()  # a metric the task does not know is refused before anything loads
+    if settings.limits.max_perplexity_increase is not None and not isinstance(metric, LogLikelihood):
+        raise InputError(f"--max-perplexity-increase limits a language model's perplexity; task '{settings.task}' "
+                         f"measures {metric.name} (use --max-accuracy-drop, or --task lm for a causal LM on text)")
+    if settings.measure.latency is None:  # the task knows what latency means for its models
+        settings = dataclasses.replace(settings, measure=dataclasses.replace(settings.measure,
+                                                                             latency=provider.default_latency))
+    if settings.measure.latency not in host.targets[settings.target].latency_modes:
+        raise InputError(f"--latency {settings.measure.latency}: target '{settings.target}' times "
+                         f"{', '.join(host.targets[settings.target].latency_modes)} latency only")
     if settings.trials is None:  # the task knows what a sensible budget costs on its model
         settings = dataclasses.replace(settings, trials=provider.default_trials)
     if provider.model_type() is not None:  # an unsupported family is refused before the model loads

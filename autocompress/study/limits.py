@@ -31,8 +31,17 @@ class Limits:
     max_memory_mb: float | None = None
     #: Largest allowed drop in validation accuracy versus the teacher, as a fraction (0.01 = 1 point).
     max_accuracy_drop: float | None = 0.01
+    #: A language model's limit as people say it (``--max-perplexity-increase``: 0.1 = perplexity at
+    #: most 10% above the teacher's); ``max_accuracy_drop`` then holds the same limit on the stored
+    #: log-likelihood, ``log(1 + r)`` nats (``perplexity_drop_limit``).
+    max_perplexity_increase: float | None = None
 
     def __post_init__(self):
+        increase = self.max_perplexity_increase
+        if increase is not None and (isinstance(increase, bool) or not isinstance(increase, (int, float))
+                                     or not 0 < increase < math.e - 1):
+            raise InputError(f"--max-perplexity-increase must be a fraction in (0, {math.e - 1:.3f}) (0.1: perplexity "
+                             f"at most 10% above the teacher's), got {increase!r}")
         check_positive("--max-latency-ms", self.max_latency_ms)
         check_positive("--max-memory-mb", self.max_memory_mb)
         drop = self.max_accuracy_drop
@@ -49,7 +58,9 @@ class Limits:
             parts.append(f"latency <= {self.max_latency_ms:g} ms")
         if self.max_memory_mb is not None:
             parts.append(f"memory <= {self.max_memory_mb:g} MB")
-        if self.max_accuracy_drop is not None:
+        if self.max_perplexity_increase is not None:
+            parts.append(f"perplexity increase <= {self.max_perplexity_increase * 100:g}%")
+        elif self.max_accuracy_drop is not None:
             parts.append(f"accuracy drop <= {self.max_accuracy_drop * 100:g} points")
         return ", ".join(parts) or "no limits"
 
@@ -64,6 +75,12 @@ class Limits:
             if limit is not None and value is not None and not (isinstance(value, float) and math.isnan(value)):
                 gaps[name] = value - limit
         return gaps
+
+
+def perplexity_drop_limit(max_perplexity_increase: float) -> float:
+    """The drop limit on the mean log-likelihood per token that keeps perplexity within
+    ``1 + max_perplexity_increase`` times the teacher's: ``log(1 + r)``."""
+    return math.log1p(max_perplexity_increase)
 
 
 def describe_gaps(gaps: Mapping[str, float]) -> str:
