@@ -50,10 +50,16 @@ class TextDataset:
         """True when the labels are scores (floats: a regression task), not class indices."""
         return any(isinstance(label, float) for label in self.labels)
 
+    @property
+    def vectors(self) -> bool:
+        """True when each label is a vector of floats (a sentence-embedding task: the teacher's
+        embedding of the text, ``autocompress.embedding``), not a class index or a score."""
+        return bool(self.labels) and isinstance(self.labels[0], list | tuple)
+
     def subset(self, indices: Sequence[int]) -> TextDataset:
         """The examples at ``indices``, in that order (second texts included)."""
         indices = [int(i) for i in indices]
-        kind = float if self.scores else int
+        kind = list if self.vectors else float if self.scores else int
         return TextDataset([self.texts[i] for i in indices], [kind(self.labels[i]) for i in indices],
                            None if self.pairs is None else [self.pairs[i] for i in indices])
 

@@ -113,7 +113,14 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
 
     Scores (float labels: a regression model with one output): the squared error to the teacher's
     score stands for the soft-label loss and the squared error to the label for cross-entropy; an
-    unlabeled example's label is NaN (``temperature`` plays no part)."""
+    unlabeled example's label is NaN (``temperature`` plays no part).
+
+    Embeddings (a label vector per example: an embedding task): ``embedding_loss`` between the
+    student's and the teacher's embeddings (labels, temperature and alpha play no part)."""
+    if labels.dim() == 2:
+        from autocompress.embedding import embedding_loss
+
+        return embedding_loss(student_logits, teacher_logits)
     if labels.is_floating_point():
         labelled = ~torch.isnan(labels)
         soft = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
@@ -324,6 +331,9 @@ def training_set(context: ApplyContext, settings: RecoverySettings) -> TextDatas
                                       seed=context.seed))
     if data.regression:  # a score task marks an unlabeled example with NaN (-1 is a score)
         extra = [replace(part, labels=[math.nan] * len(part)) for part in extra]
+    if data.train.vectors:  # an embedding task: the teacher embeds the extra texts during training
+        width = len(data.train.labels[0])
+        extra = [replace(part, labels=[[math.nan] * width] * len(part)) for part in extra]
     return data.train.concat(*extra)
 
 
