@@ -1,0 +1,232 @@
+"""Sentence embeddings (``--task embedding``): a sentence-transformers folder compressed to agree with
+its own embeddings (recall@10 of its neighbours, cosine), trained toward the teacher's embeddings."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from autocompress.cli import main
+from autocompress.data import TextDataset
+from autocompress.embedding import (
+    Cosine,
+    RecallAt10,
+    SentenceEncoder,
+    embedding_loss,
+    embedding_metric,
+    load_sentence_encoder,
+    read_sentence_model,
+    recall_at_k,
+)
+from autocompress.errors import InputError
+from autocompress.measure import thread_count
+from autocompress.plugins.embedding_task import EmbeddingTask, split_texts
+from autocompress.study.layout import RunLayout
+from autocompress.task import TaskOptions, load_task
+from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_sentence_model
+from autocompress.training import encode, task_loss
+
+TEXTS = ["the film was good", "a dull boring plot", "superb warm story", "cold grim ending and music"]
+
+
+def _texts_file(path, n: int = 120, seed: int = 2):
+    texts, _ = synthetic_sentiment(n, seed=seed)
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def _st_embeddings(directory, texts) -> torch.Tensor:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(directory), device="cpu").encode(texts, convert_to_tensor=True).cpu()
+
+
+@pytest.mark.parametrize(("pooling", "normalize"), [("mean", True), ("cls", False)])
+def test_a_sentence_encoder_embeds_as_sentence_transformers_does(tmp_path, pooling, normalize):
+    write_tiny_sentence_model(tmp_path, pooling=pooling, normalize=normalize)
+    found = read_sentence_model(tmp_path)
+    assert (found.pooling, found.normalize) == (pooling, normalize)
+    model, tokenizer = load_sentence_encoder(found)
+    assert isinstance(model, SentenceEncoder) and model.base_model_prefix == "bert"
+    assert model.bert.config is model.config  # techniques change one config for both
+    with torch.inference_mode():
+        ours = model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).embeddings
+    torch.testing.assert_close(ours, _st_embeddings(tmp_path, TEXTS), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(ours.norm(dim=-1), torch.ones(len(TEXTS))) == normalize
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: (d / "modules.json").unlink(), "no modules.json"),
+    (lambda d: (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "max"})),
+     r"1_Pooling/config.json: pooling max is not supported \(supported: mean, cls"),
+    (lambda d: (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
+                                                                         "pooling_mode_mean_tokens": True})),
+     "pooling cls\\+mean is not supported"),
+    (lambda d: (d / "modules.json").write_text(json.dumps(
+        json.loads((d / "modules.json").read_text()) + [{"name": "3", "path": "3_Dense",
+                                                         "type": "sentence_transformers.models.Dense"}])),
+     "module '3' of type sentence_transformers.models.Dense is not supported"),
+])
+def test_a_folder_that_is_not_a_supported_sentence_model_is_refused_naming_the_part(tmp_path, change, message):
+    write_tiny_sentence_model(tmp_path)
+    change(tmp_path)
+    with pytest.raises(InputError, match=message):
+        read_sentence_model(tmp_path)
+
+
+def test_recall_at_10_counts_the_teachers_neighbours_the_student_recovers():
+    torch.manual_seed(0)
+    teacher = torch.randn(30, 8)
+    assert recall_at_k(teacher, teacher) == 1.0
+    assert recall_at_k(teacher * 3.0, teacher) == 1.0  # cosine neighbours: the scale does not matter
+    # Two points swapped: their neighbour lists are exchanged, and the others see the swap too.
+    swapped = teacher.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    by_hand = 0
+    for i in range(30):
+        def top(e, i=i):
+            sims = torch.nn.functional.normalize(e, dim=-1) @ torch.nn.functional.normalize(e[i], dim=-1)
+            sims[i] = -2
+            return set(sims.topk(10).indices.tolist())
+        by_hand += len(top(swapped) & top(teacher))
+    assert recall_at_k(swapped, teacher) == pytest.approx(by_hand / 300) and by_hand < 300
+    assert recall_at_k(torch.randn(30, 8), teacher) < 0.6
+    assert recall_at_k(teacher[:4], teacher[:4]) == 1.0  # k shrinks to the 3 other texts
+    with pytest.raises(ValueError, match="at least 2 texts"):
+        recall_at_k(teacher[:1], teacher[:1])
+
+
+def test_the_metrics_compare_with_the_teachers_embeddings_in_the_labels(tmp_path):
+    write_tiny_sentence_model(tmp_path)
+    model, tokenizer = load_sentence_encoder(read_sentence_model(tmp_path))
+    texts, _ = synthetic_sentiment(40, seed=4)
+    with torch.inference_mode():
+        labels = model(**tokenizer(texts, return_tensors="pt", padding=True)).embeddings
+    data = encode(tokenizer, TextDataset(texts, labels.tolist()), 64)
+    assert data.labels.shape == labels.shape and data.labels.dtype == torch.float32
+    assert RecallAt10().score(model, data) == 1.0 and Cosine().score(model, data) == pytest.approx(1.0, abs=1e-5)
+    other = load_sentence_encoder(read_sentence_model(write_tiny_sentence_model(tmp_path / "other", seed=1)))[0]
+    assert RecallAt10().score(other, data) < 0.9 and Cosine().score(other, data) < 0.99
+    assert embedding_metric(None) == RecallAt10() and embedding_metric("Cosine") == Cosine()
+    with pytest.raises(InputError, match="--metric 'accuracy': not a metric of the embedding task"):
+        embedding_metric("accuracy")
+
+
+def test_the_task_loss_of_embeddings_is_the_embedding_loss_and_has_a_gradient_at_the_teacher():
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    student = teacher.clone().requires_grad_(True)
+    loss = task_loss(student, teacher, reduction="sum")
+    assert torch.equal(loss, embedding_loss(student, teacher, reduction="sum"))
+    loss.backward()
+    assert student.grad.abs().sum() > 0  # the in-batch contrastive term: head scoring has a signal
+    far = embedding_loss(-teacher, teacher)
+    assert far > embedding_loss(teacher, teacher) + 1.9  # cosine distance 2 for opposite embeddings
+
+
+def test_texts_are_split_seeded_and_too_few_are_refused():
+    texts = [f"t{i}" for i in range(200)]
+    train, validation, test = split_texts(texts, 3, "x.txt")
+    assert (len(train), len(validation), len(test)) == (160, 20, 20)
+    assert sorted(train + validation + test) == sorted(texts) and split_texts(texts, 3, "x.txt")[1] == validation
+    assert len(split_texts(texts[:30], 0, "x.txt")[1]) == 11  # each held-out split has 10 neighbours per text
+    with pytest.raises(InputError, match="x.txt: 22 texts; the embedding task needs at least 23"):
+        split_texts(texts[:22], 0, "x.txt")
+
+
+def test_a_loaded_task_labels_every_text_with_the_teachers_embedding(tmp_path):
+    write_tiny_sentence_model(tmp_path / "model")
+    table = pd.DataFrame({"sentence": synthetic_sentiment(60, seed=5)[0]})
+    table.to_csv(tmp_path / "texts.csv", index=False)
+    options = TaskOptions(model=tmp_path / "model", data=tmp_path / "texts.csv", text_column="sentence",
+                          metric="cosine")
+    task = load_task(EmbeddingTask(options))
+    assert task.metric == Cosine() and task.info.pipeline_tag == "feature-extraction"
+    assert (len(task.data.train), len(task.data.validation), len(task.data.test)) == (38, 11, 11)
+    expected = _st_embeddings(tmp_path / "model", task.data.test.texts)
+    torch.testing.assert_close(torch.tensor(task.data.test.labels), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "EMPTY"], "the file is empty"),
+    (["--data", "TEXTS", "--model", "PLAIN"], "no modules.json"),
+    (["--data", "FEW"], "5 texts; the embedding task needs at least 23"),
+    (["--data", "TEXTS", "--metric", "accuracy"], "not a metric of the embedding task"),
+    (["--data", "TEXTS", "--text-pair-column", "b"], "the embedding task embeds single texts"),
+    ([], "--task embedding needs --data FILE"),
+])
+def test_bad_input_stops_the_search_with_exit_2_before_loading(tmp_path, capsys, args, message):
+    write_tiny_sentence_model(tmp_path / "model")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "empty.txt").write_text("")
+    _texts_file(tmp_path / "texts.txt")
+    _texts_file(tmp_path / "few.txt", n=5)
+    paths = {"EMPTY": tmp_path / "empty.txt", "TEXTS": tmp_path / "texts.txt", "FEW": tmp_path / "few.txt",
+             "PLAIN": tmp_path / "plain"}
+    args = [str(paths.get(a, a)) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tmp_path / "model")]
+    assert main(["search", "--task", "embedding", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
+EMBED = ("import sys, json, torch, autocompress\n"
+         "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+         "texts = json.loads(sys.argv[2])\n"
+         "with torch.inference_mode():\n"
+         "    out = model(**tok(texts, return_tensors='pt', padding=True, truncation=True, max_length=64))\n"
+         "print(json.dumps([[round(x, 6) for x in row] for row in out.embeddings.tolist()]))\n")
+
+
+def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fresh_process(tmp_path):
+    import autocompress
+
+    write_tiny_sentence_model(tmp_path / "model")
+    _texts_file(tmp_path / "texts.txt", n=200)
+    plans = tmp_path / "plans.yaml"  # fixed plans: the built-in ones depend on what the probe times here
+    plans.write_text("- quantization: {dtype: int8}\n"
+                     "- layer_drop: {keep_layers: 2}\n  ffn_pruning: {keep_fraction: 0.5}\n"
+                     "  distillation: {epochs: 1.5, learning_rate: 0.0001}\n")
+    out = tmp_path / "run"
+    with thread_count(1):
+        assert main(["search", "--task", "embedding", "--model", str(tmp_path / "model"), "--data",
+                     str(tmp_path / "texts.txt"), "--out", str(out), "--trials", "3", "--techniques",
+                     "layer_drop,ffn_pruning,distillation,quantization", "--repeats", "3", "--warmup", "1",
+                     "--no-progress", "--max-accuracy-drop", "0.5", "--free-floor", "none", "--seed", "1",
+                     "--starting-points", str(plans)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["quality_metric"] == "recall@10" and run["task_info"]["pipeline_tag"] == "feature-extraction"
+    assert run["baseline"]["val_accuracy"] == run["baseline"]["test_accuracy"] == 1.0  # the teacher, by construction
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all(), trials[["plan", "reason"]].to_string()
+    distilled = trials[trials["plan"].str.contains("distillation")].iloc[0]
+    assert "layer_drop" in distilled["plan"] and "ffn_pruning" in distilled["plan"]
+
+    # The recorded recall@10 of a candidate, computed independently: the teacher's embeddings from
+    # sentence-transformers, the candidate's from its saved folder, neighbours by hand.
+    number = int(distilled["number"])
+    saved = RunLayout(out).candidate(number)
+    texts = (tmp_path / "texts.txt").read_text().splitlines()
+    test_texts = split_texts(texts, 1, "texts")[2]
+    teacher = _st_embeddings(tmp_path / "model", test_texts)
+    model, tokenizer = autocompress.load_pretrained(saved)
+    with torch.inference_mode():
+        student = model(**tokenizer(test_texts, return_tensors="pt", padding=True, truncation=True,
+                                    max_length=64)).embeddings
+
+    def neighbours(e):
+        unit = torch.nn.functional.normalize(e, dim=-1)
+        sims = unit @ unit.T
+        return [set(sorted(range(len(e)), key=lambda j, i=i: -float(sims[i, j]) if j != i else 2.0)[:10])
+                for i in range(len(e))]
+
+    by_hand = sum(len(a & b) for a, b in zip(neighbours(student), neighbours(teacher), strict=True))
+    assert distilled["test_accuracy"] == pytest.approx(by_hand / (10 * len(test_texts)), abs=1e-9)
+
+    fresh = fresh_process_outputs(EMBED, out / "best", json.dumps(TEXTS))
+    best, tokenizer = autocompress.load_pretrained(out / "best")
+    with torch.inference_mode():
+        here = best(**tokenizer(TEXTS, return_tensors="pt", padding=True)).embeddings
+    assert fresh[0] == fresh[1] and json.loads(fresh[0]) == [[round(x, 6) for x in row] for row in here.tolist()]
