@@ -99,7 +99,8 @@ class EmbeddingTaskBase(TaskProvider):
 
         o = self.options
         model = read_sentence_model(directory)
-        splits = split_texts(texts, o.seed, source)
+        train, validation, test = split_texts(texts, o.seed, source)
+        splits = (train[:o.train_limit] if o.train_limit is not None else train, validation, test)
         try:
             with transformers_progress(o.progress):
                 teacher, tokenizer = load_sentence_encoder(model, use_safetensors=_has_safetensors(model.encoder_dir),
@@ -108,7 +109,7 @@ class EmbeddingTaskBase(TaskProvider):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"--model {directory}: cannot load the encoder or its tokenizer from "
                              f"{model.encoder_dir} ({type(exc).__name__}: {first_line})") from None
-        data = embedded_task_data(teacher, tokenizer, splits, o.max_length).limit_train(o.train_limit)
+        data = embedded_task_data(teacher, tokenizer, splits, o.max_length)
         check_teacher_agrees(teacher, tokenizer, data, o.max_length)
         fingerprint = (f"{directory_sha256(model.encoder_dir)[:12]}-{texts_fingerprint(splits)[:12]}-"
                        f"{model.pooling}{'-normalized' if model.normalize else ''}-{o.max_length}")

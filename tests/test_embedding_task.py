@@ -20,6 +20,7 @@ from autocompress.embedding import (
     recall_at_k,
 )
 from autocompress.errors import InputError
+from autocompress.export import read_front_matter
 from autocompress.measure import thread_count
 from autocompress.plugins.embedding_task import EmbeddingTask, split_texts
 from autocompress.study.layout import RunLayout
@@ -180,9 +181,11 @@ EMBED = ("import sys, json, torch, autocompress\n"
          "print(json.dumps([[round(x, 6) for x in row] for row in out.embeddings.tolist()]))\n")
 
 
-def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fresh_process(tmp_path):
-    import autocompress
-
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 2-trial search of a tiny sentence model (both plans fixed): int8 alone, and 2 of 4 layers + half
+    the FFN + distillation."""
+    tmp_path = tmp_path_factory.mktemp("embedding-search")
     write_tiny_sentence_model(tmp_path / "model")
     _texts_file(tmp_path / "texts.txt", n=200)
     plans = tmp_path / "plans.yaml"  # fixed plans: the built-in ones depend on what the probe times here
@@ -192,15 +195,22 @@ def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fr
     out = tmp_path / "run"
     with thread_count(1):
         assert main(["search", "--task", "embedding", "--model", str(tmp_path / "model"), "--data",
-                     str(tmp_path / "texts.txt"), "--out", str(out), "--trials", "3", "--techniques",
+                     str(tmp_path / "texts.txt"), "--out", str(out), "--trials", "2", "--techniques",
                      "layer_drop,ffn_pruning,distillation,quantization", "--repeats", "3", "--warmup", "1",
                      "--no-progress", "--max-accuracy-drop", "0.5", "--free-floor", "none", "--seed", "1",
                      "--starting-points", str(plans)]) == 0
+    return tmp_path, out
+
+
+def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fresh_process(searched):
+    import autocompress
+
+    tmp_path, out = searched
     run = json.loads((out / "run.json").read_text())
     assert run["quality_metric"] == "recall@10" and run["task_info"]["pipeline_tag"] == "feature-extraction"
     assert run["baseline"]["val_accuracy"] == run["baseline"]["test_accuracy"] == 1.0  # the teacher, by construction
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all(), trials[["plan", "reason"]].to_string()
+    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all(), trials[["plan", "reason"]].to_string()
     distilled = trials[trials["plan"].str.contains("distillation")].iloc[0]
     assert "layer_drop" in distilled["plan"] and "ffn_pruning" in distilled["plan"]
 
@@ -230,3 +240,57 @@ def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fr
     with torch.inference_mode():
         here = best(**tokenizer(TEXTS, return_tensors="pt", padding=True)).embeddings
     assert fresh[0] == fresh[1] and json.loads(fresh[0]) == [[round(x, 6) for x in row] for row in here.tolist()]
+
+
+ST_LOAD = """
+import json, sys, torch, autocompress
+from sentence_transformers import SentenceTransformer
+from transformers import pipeline
+directory, texts, trust = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "trust"
+try:
+    st = SentenceTransformer(directory, device="cpu", trust_remote_code=trust)
+except ValueError as exc:
+    print(json.dumps({"refused": str(exc)}))
+    raise SystemExit(0)
+theirs = st.encode(texts, convert_to_tensor=True)
+model, tokenizer = autocompress.load_pretrained(directory)
+with torch.inference_mode():
+    ours = model(**tokenizer(texts, return_tensors="pt", padding=True)).embeddings
+features = pipeline("feature-extraction", model=directory, trust_remote_code=trust)(texts[0])
+print(json.dumps({"module": type(st[0]).__name__, "difference": float((theirs - ours).abs().max()),
+                  "features": list(torch.tensor(features).shape)}))
+"""
+
+
+def _st_load(directory, home, trust: bool) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", ST_LOAD, str(directory), json.dumps(TEXTS),
+                           "trust" if trust else "plain"], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_export_loads_with_sentence_transformers(searched, tmp_path):
+    """A plain candidate as sentence-transformers saves a model (Transformer + Pooling + Normalize); an int8
+    one through autocompress's own module, with trust_remote_code and refused without it."""
+    _, out = searched
+    trials = pd.read_csv(out / "trials.csv")
+    int8 = int(trials[trials["plan"].str.startswith("quantization")]["number"].iloc[0])
+    distilled = int(trials[trials["plan"].str.contains("distillation")]["number"].iloc[0])
+    assert main(["export", str(out), "--trial", str(distilled), "--to", str(tmp_path / "plain")]) == 0
+    assert main(["export", str(out), "--trial", str(int8), "--to", str(tmp_path / "int8")]) == 0
+    modules = json.loads((tmp_path / "plain" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert read_sentence_model(tmp_path / "plain").pooling == "mean"
+    assert read_front_matter(tmp_path / "plain" / "README.md")["pipeline_tag"] == "feature-extraction"
+
+    plain = _st_load(tmp_path / "plain", tmp_path / "home", trust=False)
+    assert plain["module"] == "Transformer" and plain["difference"] < 1e-5
+    assert plain["features"][-1] == 64  # the pipeline's token features: plain transformers' AutoModel
+    quantized = _st_load(tmp_path / "int8", tmp_path / "home", trust=True)
+    assert quantized["module"] == "AutocompressSentenceEncoder" and quantized["difference"] == 0.0
+    refused = _st_load(tmp_path / "int8", tmp_path / "home", trust=False)
+    assert "trust_remote_code=True" in refused["refused"]

@@ -144,4 +144,5 @@ def test_every_registered_task_type_exports_to_a_pipeline_tested_here():
     """A task provider's pipeline_tag needs an export entry; a new entry needs its pipeline test in this file."""
     tags = {entry.cls.pipeline_tag for entry in build_host(autoload=False).tasks}
     assert tags <= set(TASK_TYPES)
-    assert set(TASK_TYPES) == {"text-classification"}, "add a pipeline test for the new task type"
+    # feature-extraction (sentence embeddings): test_embedding_task.py::test_an_export_loads_with_sentence_transformers
+    assert set(TASK_TYPES) == {"text-classification", "feature-extraction"}, "add a pipeline test for the new task type"
