@@ -294,3 +294,18 @@ def test_an_export_loads_with_sentence_transformers(searched, tmp_path):
     assert quantized["module"] == "AutocompressSentenceEncoder" and quantized["difference"] == 0.0
     refused = _st_load(tmp_path / "int8", tmp_path / "home", trust=False)
     assert "trust_remote_code=True" in refused["refused"]
+
+
+def test_a_sentence_encoder_exports_to_onnx_with_the_same_embeddings(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from autocompress.onnx_export import OnnxRuntimeModule, export_onnx, onnx_session
+    from autocompress.plugins.quantization import quantize_int8_dynamic
+
+    model, tokenizer = load_sentence_encoder(read_sentence_model(write_tiny_sentence_model(tmp_path / "model")))
+    inputs = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    for name, candidate, tolerance in (("float", model, 1e-5), ("int8", quantize_int8_dynamic(model), 5e-3)):
+        runtime = OnnxRuntimeModule(onnx_session(export_onnx(candidate, tmp_path / f"{name}.onnx", 64)))
+        with torch.inference_mode():
+            expected, found = candidate(**inputs).embeddings, runtime(**inputs).logits
+        assert found.shape == (len(TEXTS), 64)
+        torch.testing.assert_close(torch.as_tensor(found), expected, atol=tolerance, rtol=0)
