@@ -309,3 +309,25 @@ def test_a_sentence_encoder_exports_to_onnx_with_the_same_embeddings(tmp_path):
             expected, found = candidate(**inputs).embeddings, runtime(**inputs).logits
         assert found.shape == (len(TEXTS), 64)
         torch.testing.assert_close(torch.as_tensor(found), expected, atol=tolerance, rtol=0)
+
+
+def test_the_demo_embedding_task_takes_no_model_or_data(tmp_path, capsys):
+    assert main(["search", "--task", "demo-embedding", "--data", str(_texts_file(tmp_path / "t.txt")),
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "the demo-embedding task takes no --model/--data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_demo_embedding_search_compresses_all_minilm_for_semantic_search(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "start.yaml").write_text("- quantization: {dtype: int8}\n")
+    code = main(["search", "--task", "demo-embedding", "--trials", "1", "--train-limit", "200", "--eval-limit",
+                 "300", "--starting-points", str(tmp_path / "start.yaml"), "--techniques", "quantization",
+                 "--repeats", "5", "--no-progress", "--max-accuracy-drop", "0.2", "--out", str(out)])
+    assert code in (0, 5)
+    run = json.loads((out / "run.json").read_text())
+    assert run["quality_metric"] == "recall@10" and run["task_info"]["base_model"].endswith("all-MiniLM-L6-v2")
+    assert run["baseline"]["test_accuracy"] == 1.0 and run["baseline"]["parameters"] > 22_000_000
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"]
+    assert 0.8 < trials["test_accuracy"].iloc[0] < 1.0  # int8 moves some neighbours, not most
