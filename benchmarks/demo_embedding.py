@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from autocompress.arch import adapter_for
-from autocompress.embedding import Cosine, RecallAt10
+from autocompress.embedding import embed, mean_cosine, recall_at_k
 from autocompress.measure import model_bytes, time_calls
 from autocompress.onnx_export import OnnxRuntimeModule, example_inputs, export_onnx, onnx_session, session_feed
 from autocompress.plugin_manager import build_host
@@ -95,9 +95,9 @@ def main() -> None:
     rows = []
     for label in runs:
         latency = statistics.median(timings[label])
-        model = models[label]
+        embeddings = embed(models[label], test)
         rows.append({"name": label, "size_mb": sizes[label] / 2**20, "latency_ms": latency, "speedup": base / latency,
-                     "cosine": Cosine().score(model, test), "recall@10": RecallAt10().score(model, test)})
+                     "cosine": mean_cosine(embeddings, test.labels), "recall@10": recall_at_k(embeddings, test.labels)})
         row = rows[-1]
         print(f"| {label} | {row['size_mb']:.1f} | {latency:.2f} | {row['speedup']:.2f}x | {row['cosine']:.4f} "
               f"| {row['recall@10']:.4f} |")

@@ -35,8 +35,11 @@ from autocompress.task import LoadedTask, TaskInfo, TaskProvider, transformers_p
 HELD_OUT_FRACTION = 0.1
 #: Texts each held-out split needs at least (a text and its 10 neighbours: ``recall@10``).
 MIN_HELD_OUT = 11
-#: How far (absolute) the teacher's own scores may be from 1.0 (float noise between batches).
+#: How far (absolute) the teacher's own scores may be from 1.0 (float noise).
 TEACHER_TOLERANCE = 1e-4
+#: Validation texts the teacher is checked on when the task loads.
+CHECK_TEXTS = 64
+SPLITS = ("train", "validation", "test")
 
 
 def split_texts(texts: list[str], seed: int, source: str) -> tuple[list[str], list[str], list[str]]:
@@ -51,30 +54,46 @@ def split_texts(texts: list[str], seed: int, source: str) -> tuple[list[str], li
     return picked[2 * held:], picked[:held], picked[held:2 * held]
 
 
-def embedded_task_data(teacher, tokenizer, splits: tuple[list[str], list[str], list[str]],
-                       max_length: int) -> TaskData:
-    """The three splits, each text labelled with the teacher's embedding of it (computed here, once)."""
+def embedded_task_data(teacher, tokenizer, splits: tuple[list[str], list[str], list[str]], max_length: int,
+                       cache: Path | None = None) -> TaskData:
+    """The three splits, each text labelled with the teacher's embedding of it: computed here once
+    and kept in ``cache`` (a safetensors file named by the teacher's and the texts' content) when
+    given, so a resumed search or an isolated trial's process reads them back."""
+    from safetensors.torch import load_file, save_file
+
     from autocompress.embedding import embed
     from autocompress.training import encode
 
-    parts = []
-    for texts in splits:
-        encoded = encode(tokenizer, TextDataset(texts, [0] * len(texts)), max_length)
-        parts.append(TextDataset(texts, embed(teacher, encoded).tolist()))
+    if cache is not None and cache.is_file():
+        saved = load_file(str(cache))
+        embeddings = [saved[name] for name in SPLITS]
+    else:
+        embeddings = [embed(teacher, encode(tokenizer, TextDataset(texts, [0] * len(texts)), max_length))
+                      for texts in splits]
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".partial")
+            save_file(dict(zip(SPLITS, embeddings, strict=True)), str(partial))
+            partial.replace(cache)
+    parts = [TextDataset(texts, vectors.tolist()) for texts, vectors in zip(splits, embeddings, strict=True)]
     return TaskData(*parts, label_names=[])
 
 
 def check_teacher_agrees(teacher, tokenizer, data: TaskData, max_length: int) -> None:
-    """The teacher scores 1.0 on both embedding metrics against itself (on validation); anything
-    else means the labels are not its embeddings."""
-    from autocompress.embedding import EMBEDDING_METRICS
+    """The teacher scores 1.0 on both embedding metrics against itself (on the first ``CHECK_TEXTS``
+    validation texts, one batch as when they were labelled); anything else means the labels are not
+    its embeddings."""
+    import torch
+
+    from autocompress.embedding import embed, mean_cosine, recall_at_k
     from autocompress.training import encode
 
-    validation = encode(tokenizer, data.validation, max_length)
-    for cls in EMBEDDING_METRICS.values():
-        value = cls().score(teacher, validation)
-        if abs(value - 1.0) > TEACHER_TOLERANCE:
-            raise RuntimeError(f"the teacher's {cls.name} against its own embeddings is {value}, not 1.0")
+    validation = encode(tokenizer, data.validation.head(CHECK_TEXTS), max_length)
+    embeddings = embed(teacher, validation)
+    for name, value in (("cosine", mean_cosine(embeddings, validation.labels)),
+                        ("recall@10", recall_at_k(embeddings, validation.labels))):
+        if abs(value - 1.0) > TEACHER_TOLERANCE or not torch.isfinite(torch.tensor(value)):
+            raise RuntimeError(f"the teacher's {name} against its own embeddings is {value}, not 1.0")
 
 
 def texts_fingerprint(splits: tuple[list[str], ...]) -> str:
@@ -93,6 +112,7 @@ class EmbeddingTaskBase(TaskProvider):
         return embedding_metric(self.options.metric)
 
     def _load(self, directory: Path, texts: list[str], source: str, info: TaskInfo) -> LoadedTask:
+        from autocompress.demo_data import default_cache_dir
         from autocompress.embedding import load_sentence_encoder, read_sentence_model
         from autocompress.hashing import directory_sha256
         from autocompress.plugins.local_task import _has_safetensors
@@ -109,10 +129,11 @@ class EmbeddingTaskBase(TaskProvider):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"--model {directory}: cannot load the encoder or its tokenizer from "
                              f"{model.encoder_dir} ({type(exc).__name__}: {first_line})") from None
-        data = embedded_task_data(teacher, tokenizer, splits, o.max_length)
-        check_teacher_agrees(teacher, tokenizer, data, o.max_length)
         fingerprint = (f"{directory_sha256(model.encoder_dir)[:12]}-{texts_fingerprint(splits)[:12]}-"
                        f"{model.pooling}{'-normalized' if model.normalize else ''}-{o.max_length}")
+        cache = (o.cache_dir or default_cache_dir()) / "embedding-teacher" / f"{fingerprint}.safetensors"
+        data = embedded_task_data(teacher, tokenizer, splits, o.max_length, cache)
+        check_teacher_agrees(teacher, tokenizer, data, o.max_length)
         description = (f"{info.model_source} ({model.pooling} pooling{', normalized' if model.normalize else ''}) "
                        f"embedding {len(texts)} texts of {source}; quality: agreement with its own embeddings")
         return LoadedTask(teacher=teacher, tokenizer=tokenizer, data=data, fingerprint=fingerprint,

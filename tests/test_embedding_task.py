@@ -141,12 +141,25 @@ def test_a_loaded_task_labels_every_text_with_the_teachers_embedding(tmp_path):
     table = pd.DataFrame({"sentence": synthetic_sentiment(60, seed=5)[0]})
     table.to_csv(tmp_path / "texts.csv", index=False)
     options = TaskOptions(model=tmp_path / "model", data=tmp_path / "texts.csv", text_column="sentence",
-                          metric="cosine")
+                          metric="cosine", cache_dir=tmp_path / "cache")
     task = load_task(EmbeddingTask(options))
     assert task.metric == Cosine() and task.info.pipeline_tag == "feature-extraction"
     assert (len(task.data.train), len(task.data.validation), len(task.data.test)) == (38, 11, 11)
     expected = _st_embeddings(tmp_path / "model", task.data.test.texts)
     torch.testing.assert_close(torch.tensor(task.data.test.labels), expected, atol=1e-5, rtol=1e-5)
+
+    # The teacher's embeddings are kept by content: loading again reads them back ...
+    (cached,) = (tmp_path / "cache" / "embedding-teacher").iterdir()
+    assert cached.name.endswith("-mean-normalized-64.safetensors")
+    again = load_task(EmbeddingTask(options))
+    assert again.data.test.labels == task.data.test.labels and again.fingerprint == task.fingerprint
+    # ... and the teacher is checked against them: labels that are not its embeddings are refused.
+    from safetensors.torch import load_file, save_file
+
+    saved = load_file(str(cached))
+    save_file({name: tensor.flip(0) for name, tensor in saved.items()}, str(cached))
+    with pytest.raises(RuntimeError, match="against its own embeddings is .*, not 1.0"):
+        load_task(EmbeddingTask(options))
 
 
 @pytest.mark.parametrize(("args", "message"), [
