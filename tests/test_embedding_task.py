@@ -334,7 +334,7 @@ def test_the_demo_embedding_task_takes_no_model_or_data(tmp_path, capsys):
 def test_the_demo_embedding_search_compresses_all_minilm_for_semantic_search(tmp_path):
     out = tmp_path / "run"
     (tmp_path / "start.yaml").write_text("- quantization: {dtype: int8}\n")
-    code = main(["search", "--task", "demo-embedding", "--trials", "1", "--train-limit", "200", "--eval-limit",
+    code = main(["search", "--task", "demo-embedding", "--trials", "1", "--train-limit", "300", "--eval-limit",
                  "300", "--starting-points", str(tmp_path / "start.yaml"), "--techniques", "quantization",
                  "--repeats", "5", "--no-progress", "--max-accuracy-drop", "0.2", "--out", str(out)])
     assert code in (0, 5)
@@ -344,3 +344,43 @@ def test_the_demo_embedding_search_compresses_all_minilm_for_semantic_search(tmp
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"]
     assert 0.8 < trials["test_accuracy"].iloc[0] < 1.0  # int8 moves some neighbours, not most
+
+
+def test_a_manifest_names_autocompress_model_classes_by_path_and_nothing_else_is_imported():
+    from autocompress.model_io import model_class
+
+    assert model_class({"model_class": "autocompress.embedding.SentenceEncoder"}, "x") is SentenceEncoder
+    for name in ("autocompress.embedding.NoSuchModel", "autocompress.embedding.POOLINGS", "autocompress.nope.Model"):
+        with pytest.raises(InputError, match=f"x: autocompress.json names model class '{name}', which this"):
+            model_class({"model_class": name}, "x")
+    with pytest.raises(InputError, match="not a transformers model class"):
+        model_class({"model_class": "os.path"}, "x")
+
+
+def test_distillation_trains_toward_the_teachers_embeddings_on_unlabeled_texts_too(tmp_path):
+    import copy
+
+    from autocompress.arch import adapter_for
+    from autocompress.data import UNLABELED, TaskData
+    from autocompress.distill import RecoverySettings, train_student, training_set
+    from autocompress.plugin_manager import build_host
+    from autocompress.technique import ApplyContext
+
+    teacher, tokenizer = load_sentence_encoder(read_sentence_model(write_tiny_sentence_model(tmp_path)))
+    texts, _ = synthetic_sentiment(80, seed=7)
+    with torch.inference_mode():
+        labels = teacher(**tokenizer(texts, return_tensors="pt", padding=True)).embeddings.tolist()
+    data = TaskData(TextDataset(texts[:40], labels[:40]), TextDataset(texts[40:60], labels[40:60]),
+                    TextDataset(texts[60:], labels[60:]), label_names=[],
+                    unlabeled=TextDataset(synthetic_sentiment(30, seed=8)[0], [UNLABELED] * 30))
+    student = copy.deepcopy(teacher)
+    torch.nn.init.normal_(student.bert.encoder.layer[-1].output.dense.weight, std=0.5)  # away from the teacher
+    validation = encode(tokenizer, data.validation, 64)
+    before = Cosine().score(student, validation)
+    context = ApplyContext(adapter=adapter_for(student, build_host(autoload=False).architectures),
+                           tokenizer=tokenizer, data=data, teacher=teacher, seed=0)
+    settings = RecoverySettings(learning_rate=1e-3, epochs=3.0, batch_size=16, unlabeled=True, hidden_weight=0.5)
+    trained_on = training_set(context, settings)
+    assert len(trained_on) == 70 and all(all(x != x for x in label) for label in trained_on.labels[40:])  # NaN
+    train_student(student, context, settings)
+    assert Cosine().score(student, validation) > before + 0.01
