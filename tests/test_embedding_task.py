@@ -386,3 +386,18 @@ def test_distillation_trains_toward_the_teachers_embeddings_on_unlabeled_texts_t
     assert len(trained_on) == 70 and all(all(x != x for x in label) for label in trained_on.labels[40:])  # NaN
     train_student(student, context, settings)
     assert Cosine().score(student, validation) > before + 0.01
+
+
+def test_int8_sensitivity_of_a_sentence_encoder_is_the_cosine_distance_of_its_embeddings(tmp_path):
+    from autocompress.int8_sensitivity import _divergence, layer_sensitivity
+
+    reference = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    moved = torch.tensor([[1.0, 1.0], [0.0, 5.0]])
+    distance = _divergence(moved, reference, embeddings=True)
+    torch.testing.assert_close(distance, torch.tensor([1 - 2**-0.5, 0.0]))
+    model, tokenizer = load_sentence_encoder(read_sentence_model(write_tiny_sentence_model(tmp_path)))
+    with torch.no_grad():  # one outlier weight: int8's per-tensor scale crushes the rest of layer 2's FFN
+        model.bert.encoder.layer[2].intermediate.dense.weight[0, 0] = 100.0
+    batches = [dict(tokenizer(TEXTS, return_tensors="pt", padding=True))]
+    scores = layer_sensitivity(model, [f"bert.encoder.layer.{i}" for i in range(4)], batches)
+    assert max(range(4), key=scores.__getitem__) == 2 and all(-1e-6 < score < 2 for score in scores), scores
