@@ -121,5 +121,28 @@ def write_sentence_transformers_files(directory: Path, plain: bool) -> dict[str,
         (directory / f"{ST_MODULE}.py").write_text(ST_SHIM.format(st_class=ST_CLASS, max_seq_length=max_seq_length,
                                                                   dimension=dimension))
     (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    card = directory / "README.md"
+    if card.is_file():
+        with card.open("a", encoding="utf-8") as out:
+            out.write(usage_section(pooling, normalize, plain))
     return {"modules": [module["type"] for module in modules], "trust_remote_code": not plain,
             "pooling": pooling, "normalize": normalize}
+
+
+def usage_section(pooling: str, normalize: bool, plain: bool) -> str:
+    """The model card's section on loading the folder with sentence-transformers."""
+    trust = "" if plain else ", trust_remote_code=True"
+    how = ("sentence-transformers' own modules load it: the encoder (Transformer), then the pooling"
+           if plain else
+           f"`{ST_MODULE}.py` (named in modules.json) loads it through `autocompress.load_pretrained`, because "
+           "its layer shapes or post-training steps are beyond sentence-transformers' Transformer module; "
+           "without `trust_remote_code=True` sentence-transformers refuses the folder")
+    return "\n".join([
+        "", "## Use it with sentence-transformers", "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer  # pip install \"autocompress[embedding]\"",
+        f"model = SentenceTransformer(\"path/to/this/directory\"{trust})",
+        "embeddings = model.encode([\"a gorgeous, witty film\"])",
+        "```", "",
+        f"Pooling: {pooling}{', then L2-normalised' if normalize else ''}. {how}.", "",
+    ])
