@@ -263,6 +263,9 @@ class Cosine(QualityMetric):
     def score(self, model, data, batch_size: int = 64) -> float:
         return mean_cosine(embed(model, data, batch_size), data.labels)
 
+    def also_recorded(self) -> tuple[QualityMetric, ...]:
+        return (RecallAt10(),)
+
 
 class RecallAt10(QualityMetric):
     name = "recall@10"
@@ -270,6 +273,9 @@ class RecallAt10(QualityMetric):
 
     def score(self, model, data, batch_size: int = 64) -> float:
         return recall_at_k(embed(model, data, batch_size), data.labels)
+
+    def also_recorded(self) -> tuple[QualityMetric, ...]:
+        return (Cosine(),)
 
 
 #: The metrics ``--metric`` names for an embedding task (the first is the default).

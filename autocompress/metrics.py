@@ -43,6 +43,11 @@ class QualityMetric(ABC):
     def score(self, model: nn.Module, data: Encoded, batch_size: int = 64) -> float:
         """The metric of ``model``'s predictions on ``data`` (its labels are the truth)."""
 
+    def also_recorded(self) -> tuple[QualityMetric, ...]:
+        """Other metrics of the task scored beside this one on each complete trial's test split and
+        recorded with it (``TrialRecorder.also_scored``), not optimised; cheap ones only. None by default."""
+        return ()
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
 

@@ -247,6 +247,12 @@ def test_a_search_compresses_a_sentence_model_and_its_best_model_reloads_in_a_fr
 
     by_hand = sum(len(a & b) for a, b in zip(neighbours(student), neighbours(teacher), strict=True))
     assert distilled["test_accuracy"] == pytest.approx(by_hand / (10 * len(test_texts)), abs=1e-9)
+    # The other metric (cosine) is recorded beside the optimised one.
+    import optuna
+
+    study = optuna.load_study(study_name=run["study"], storage=f"sqlite:///{out / 'study.db'}")
+    cosine = float(torch.nn.functional.cosine_similarity(student, teacher, dim=-1).mean())
+    assert study.trials[number].user_attrs["test_cosine"] == pytest.approx(cosine, abs=1e-5)
 
     fresh = fresh_process_outputs(EMBED, out / "best", json.dumps(TEXTS))
     best, tokenizer = autocompress.load_pretrained(out / "best")
