@@ -117,7 +117,7 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
 
     Embeddings (a label vector per example: an embedding task): ``embedding_loss`` between the
     student's and the teacher's embeddings (labels, temperature and alpha play no part)."""
-    if labels.dim() == 2:
+    if labels.dim() == 2 and labels.is_floating_point():  # (token tags would be 2-D integers)
         from autocompress.embedding import embedding_loss
 
         return embedding_loss(student_logits, teacher_logits)

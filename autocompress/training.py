@@ -80,7 +80,7 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean
     """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
     of the one output for scores (float labels: a regression task), ``embedding_loss`` for the
     teacher's embeddings (a label vector per example: an embedding task)."""
-    if labels.dim() == 2:
+    if labels.dim() == 2 and labels.is_floating_point():  # (token tags would be 2-D integers)
         from autocompress.embedding import embedding_loss
 
         return embedding_loss(logits, labels, reduction=reduction)
