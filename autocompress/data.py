@@ -54,7 +54,8 @@ class TextDataset:
     def vectors(self) -> bool:
         """True when each label is a vector of floats (a sentence-embedding task: the teacher's
         embedding of the text, ``autocompress.embedding``), not a class index or a score."""
-        return bool(self.labels) and isinstance(self.labels[0], list | tuple)
+        first = self.labels[0] if self.labels else None
+        return isinstance(first, list | tuple) and bool(first) and isinstance(first[0], float)
 
     def subset(self, indices: Sequence[int]) -> TextDataset:
         """The examples at ``indices``, in that order (second texts included)."""

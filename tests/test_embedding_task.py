@@ -423,3 +423,10 @@ def test_layer_importance_of_a_sentence_encoder_is_measured_on_its_embeddings(tm
         torch.testing.assert_close(_summary_states(model, adapter, batches), model(**batches[0]).embeddings)
     kept = importance_layers(model, adapter, 2, batches)
     assert len(kept) == 2 and len(model.bert.encoder.layer) == 4  # the model itself is left whole
+
+
+def test_only_float_vectors_are_embedding_labels():
+    assert TextDataset(["a", "b"], [[0.5, 1.0], [0.0, 2.0]]).vectors
+    assert TextDataset(["a", "b"], [[0.5, 1.0], [0.0, 2.0]]).subset([1]).labels == [[0.0, 2.0]]
+    assert not TextDataset(["a"], [[1, 2]]).vectors  # integer sequences (e.g. token tags) are not embeddings
+    assert not TextDataset(["a"], [1]).vectors and not TextDataset([], []).vectors
