@@ -50,10 +50,17 @@ class TextDataset:
         """True when the labels are scores (floats: a regression task), not class indices."""
         return any(isinstance(label, float) for label in self.labels)
 
+    @property
+    def vectors(self) -> bool:
+        """True when each label is a vector of floats (a sentence-embedding task: the teacher's
+        embedding of the text, ``autocompress.embedding``), not a class index or a score."""
+        first = self.labels[0] if self.labels else None
+        return isinstance(first, list | tuple) and bool(first) and isinstance(first[0], float)
+
     def subset(self, indices: Sequence[int]) -> TextDataset:
         """The examples at ``indices``, in that order (second texts included), as a split of the same kind."""
         indices = [int(i) for i in indices]
-        kind = float if self.scores else int
+        kind = list if self.vectors else float if self.scores else int
         return type(self)([self.texts[i] for i in indices], [kind(self.labels[i]) for i in indices],
                            None if self.pairs is None else [self.pairs[i] for i in indices])
 

@@ -120,8 +120,15 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     score stands for the soft-label loss and the squared error to the label for cross-entropy; an
     unlabeled example's label is NaN (``temperature`` plays no part).
 
+    Embeddings (a float label vector per example: an embedding task): ``embedding_loss`` between the
+    student's and the teacher's embeddings (labels, temperature and alpha play no part).
+
     Per-token labels (token classification: logits of shape batch x tokens x tags): both losses
     per token, averaged over the tokens whose label is not ``IGNORED`` (each word's first sub-token)."""
+    if labels.dim() == 2 and labels.is_floating_point():
+        from autocompress.embedding import embedding_loss
+
+        return embedding_loss(student_logits, teacher_logits)
     if labels.dim() == 2:
         counted = labels != IGNORED
         soft = soft_label_losses(student_logits, teacher_logits, temperature)
@@ -355,6 +362,9 @@ def training_set(context: ApplyContext, settings: RecoverySettings) -> TextDatas
                                       seed=context.seed))
     if data.regression:  # a score task marks an unlabeled example with NaN (-1 is a score)
         extra = [replace(part, labels=[math.nan] * len(part)) for part in extra]
+    if data.train.vectors:  # an embedding task: the teacher embeds the extra texts during training
+        width = len(data.train.labels[0])
+        extra = [replace(part, labels=[[math.nan] * width] * len(part)) for part in extra]
     return data.train.concat(*extra)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from autocompress.metrics import metric_named
 from autocompress.model_io import MANIFEST, loads_with_plain_transformers
 from autocompress.report.facts import measurement_note, provenance_rows, trial_plan
 from autocompress.report.run import RunData
+from autocompress.sentence_export import write_sentence_transformers_files
 from autocompress.study.layout import RunLayout
 from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY, quality_name
 
@@ -45,6 +47,9 @@ class TaskType:
     title: str  #: the model-index task name (its metric is the run's: run.json ``quality_metric``)
     example: str  #: a sample input for the card's usage snippet
     noun: str = "classifier"  #: what the card's title calls the model
+    #: What an export of this type writes besides the model (``(directory, plain) -> what was written``,
+    #: recorded under ``extra``): the sentence-transformers files of an embedding model. None: nothing.
+    extra_files: Callable[[Path, bool], dict[str, Any]] | None = None
 
 
 #: Every task type a task provider may declare. A new task type adds its entry here; a meta-test
@@ -56,6 +61,8 @@ TASK_TYPES = {
                                      "Token Classification", "Anna Smith visited Paris"),
     "text-generation": TaskType("text-generation", "AutoModelForCausalLM", "Text Generation", "The film was",
                                 "language model"),
+    "feature-extraction": TaskType("feature-extraction", "AutoModel", "Feature Extraction", "a gorgeous, witty film",
+                                   extra_files=write_sentence_transformers_files),
 }
 
 
@@ -114,6 +121,8 @@ def export(run_dir: Path, run: RunData, to: Path, trial: int | None = None, onnx
         (staging / "README.md").write_text(model_card(run, row, plain, front, kind), encoding="utf-8")
         written: dict[str, Any] = {"trial": trial, "directory": str(to), "plain_transformers": plain,
                                    "front_matter": front}
+        if kind.extra_files is not None:
+            written["extra"] = kind.extra_files(staging, plain)
         if onnx:
             written["onnx"] = _export_onnx(staging, run, host)
     except BaseException:

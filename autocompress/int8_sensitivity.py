@@ -91,19 +91,22 @@ def _outputs(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> li
 
 
 def _divergences(quantized: Sequence[torch.Tensor], reference: Sequence[torch.Tensor],
-                 batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+                 batches: Sequence[dict[str, torch.Tensor]], embeddings: bool = False) -> torch.Tensor:
     """``_divergence`` of every example, batch by batch; of every real (unpadded) token when the
     model has a prediction per token (token classification)."""
     parts = []
     for q, r, batch in zip(quantized, reference, batches, strict=True):
-        divergence = _divergence(q, r)
+        divergence = _divergence(q, r, embeddings)
         parts.append(divergence[batch["attention_mask"].bool()] if divergence.dim() == 2 else divergence)
     return torch.cat(parts)
 
 
-def _divergence(quantized: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per example: KL(float || quantized) of the predicted class distributions, or the squared
-    error of a one-output (regression) model's score."""
+def _divergence(quantized: torch.Tensor, reference: torch.Tensor, embeddings: bool = False) -> torch.Tensor:
+    """Per example: KL(float || quantized) of the predicted class distributions, the squared error
+    of a one-output (regression) model's score, or with ``embeddings`` (a sentence encoder) the
+    cosine distance between the two embeddings."""
+    if embeddings:
+        return 1.0 - torch.nn.functional.cosine_similarity(quantized, reference, dim=-1)
     if reference.shape[-1] == 1:
         return (quantized - reference).pow(2).sum(-1)
     log_q, log_r = torch.log_softmax(quantized, dim=-1), torch.log_softmax(reference, dim=-1)
@@ -113,12 +116,16 @@ def _divergence(quantized: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
 def layer_sensitivity(model: nn.Module, layer_scopes: Sequence[str], validation: Sequence[dict[str, torch.Tensor]],
                       calibration: Iterable[dict[str, torch.Tensor]] | None = None) -> list[float]:
     """Per layer: mean KL(float || layer i alone in int8) of the predictions on ``validation`` batches
-    (for a regression model, the squared error of its score; for a token classifier, over the tokens).
+    (for a regression model, the squared error of its score; for a token classifier, over the tokens;
+    for a sentence encoder, the cosine distance of its embeddings).
 
     With ``calibration`` batches, activations use static ranges observed on them (static int8);
     without, each batch's own range (dynamic int8).
     """
+    from autocompress.embedding import SentenceEncoder
+
     model.eval()
+    embeddings = isinstance(model, SentenceEncoder)
     reference = _outputs(model, validation)
     every = [pair for scope in layer_scopes for pair in linears_under(model, scope)]
     ranges = activation_ranges(model, every, calibration) if calibration is not None else None
@@ -126,7 +133,7 @@ def layer_sensitivity(model: nn.Module, layer_scopes: Sequence[str], validation:
     for scope in layer_scopes:
         with simulated_int8(linears_under(model, scope), ranges):
             quantized = _outputs(model, validation)
-        scores.append(float(_divergences(quantized, reference, validation).mean()))
+        scores.append(float(_divergences(quantized, reference, validation, embeddings).mean()))
     return scores
 
 

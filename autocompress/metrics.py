@@ -54,6 +54,11 @@ class QualityMetric(ABC):
         """``value`` (as stored: higher is better) as a person reads it; the value itself by default."""
         return f"{value:.4f}"
 
+    def also_recorded(self) -> tuple[QualityMetric, ...]:
+        """Other metrics of the task scored beside this one on each complete trial's test split and
+        recorded with it (``TrialRecorder.also_scored``), not optimised; cheap ones only. None by default."""
+        return ()
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
 

@@ -66,7 +66,7 @@ def save_candidate(
     manifest = {
         "format": FORMAT_VERSION,
         "autocompress_version": __version__,
-        "model_class": type(float_model).__name__,
+        "model_class": model_class_name(float_model),
         "structure": record.to_manifest(),
         "ties": ties,
         "post_steps": post_steps,
@@ -94,14 +94,35 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def model_class_name(model: nn.Module) -> str:
+    """What a manifest's ``model_class`` records: a transformers class's own name, or the dotted path
+    of a model class autocompress defines (``autocompress.embedding.SentenceEncoder``)."""
+    cls = type(model)
+    own = cls.__module__ == "autocompress" or cls.__module__.startswith("autocompress.")
+    return f"{cls.__module__}.{cls.__qualname__}" if own else cls.__name__
+
+
 def model_class(manifest: dict[str, Any], where: str) -> type[nn.Module]:
     """The transformers model class a manifest's ``model_class`` names (the task's own class: a sequence
-    classifier, a causal LM, a token classifier, a bare encoder). Manifests written before the field
-    existed held sequence classifiers."""
+    classifier, a causal LM, a token classifier, a bare encoder), or a model class of autocompress's
+    own named by its dotted path (``model_class_name``; nothing outside autocompress is imported).
+    Manifests written before the field existed held sequence classifiers."""
+    import importlib
+
     import transformers
     from transformers import PreTrainedModel
 
     name = manifest.get("model_class") or "AutoModelForSequenceClassification"
+    module_name, _, class_name = name.rpartition(".")
+    if module_name.startswith("autocompress.") and class_name.isidentifier():
+        try:
+            found = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            found = None
+        if isinstance(found, type) and issubclass(found, PreTrainedModel):
+            return found
+        raise InputError(f"{where}: {MANIFEST} names model class '{name}', which this autocompress {__version__} "
+                         "does not have")
     found = getattr(transformers, name, None) if name.isidentifier() else None
     if name.startswith("AutoModel") and found is not None:
         return found

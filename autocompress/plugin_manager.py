@@ -43,6 +43,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.local_task",
     "autocompress.plugins.demo_llm_task",
     "autocompress.plugins.lm_task",
+    "autocompress.plugins.embedding_task",
     "autocompress.plugins.ffn_pruning",
     "autocompress.plugins.quantization",
     "autocompress.plugins.head_pruning",

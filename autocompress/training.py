@@ -90,8 +90,8 @@ def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
         encoded = tokenizer(list(dataset.texts), list(dataset.pairs), truncation=True, max_length=max_length)
         types = encoded.get("token_type_ids")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # Scores (a regression task) stay floats; class indices become a LongTensor.
-    dtype = torch.float32 if dataset.scores else torch.long
+    # Scores (a regression task) and embeddings (an embedding task) stay floats; class indices become a LongTensor.
+    dtype = torch.float32 if dataset.scores or dataset.vectors else torch.long
     return Encoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=dtype), pad, types)
 
 
@@ -105,9 +105,14 @@ def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_l
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
-    of the one output for scores (float labels: a regression task); per-token labels (token
+    of the one output for scores (float labels: a regression task), ``embedding_loss`` for the
+    teacher's embeddings (a float label vector per example: an embedding task); per-token labels (token
     classification): cross-entropy over the tokens whose label is not ``IGNORED`` (``reduction``
     "none" gives one loss per token, flattened)."""
+    if labels.dim() == 2 and labels.is_floating_point():
+        from autocompress.embedding import embedding_loss
+
+        return embedding_loss(logits, labels, reduction=reduction)
     if labels.dim() == 2:
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED,
                                            reduction=reduction)

@@ -7,8 +7,8 @@ weights (DistilBERT initialises its student from every other teacher layer). Whi
 - ``top`` / ``bottom``: the last / first ``k``;
 - ``importance``: greedily removes, one at a time, the layer whose removal changes the final
   summary state (the adapter's ``sequence_summary``: [CLS] for encoders, the last real token for
-  decoders) the least on a sample of the training texts (relative squared change, measured
-  against the full model's output).
+  decoders; a sentence encoder's embedding) the least on a sample of the training texts (relative
+  squared change, measured against the full model's output).
 
 Layers the adapter pins (``pinned_layers``: ModernBERT's first layer, built without an attention norm)
 are always kept and the strategy chooses among the others.
@@ -116,8 +116,15 @@ def _sample_inputs(context: ApplyContext) -> list[dict[str, torch.Tensor]]:
 
 def _summary_states(model: nn.Module, adapter: ArchitectureAdapter,
                     batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    outputs = [adapter.sequence_summary(model(**inputs, output_hidden_states=True).hidden_states[-1],
-                                        inputs["attention_mask"]) for inputs in batches]
+    """The state that sums up each sequence: a sentence encoder's embedding (what it serves), else
+    the adapter's ``sequence_summary`` of the last hidden states."""
+    from autocompress.embedding import SentenceEmbeddingOutput
+
+    outputs = []
+    for inputs in batches:
+        out = model(**inputs, output_hidden_states=True)
+        outputs.append(out.embeddings if isinstance(out, SentenceEmbeddingOutput) else
+                       adapter.sequence_summary(out.hidden_states[-1], inputs["attention_mask"]))
     return torch.cat(outputs).float()
 
 

@@ -21,8 +21,8 @@ ROOT = Path(__file__).parent.parent
 #: How many --quick scripts run at once (CI has 2 cores; AUTOCOMPRESS_QUICK_CONCURRENCY overrides).
 QUICK_CONCURRENCY = int(os.environ.get("AUTOCOMPRESS_QUICK_CONCURRENCY", "2"))
 #: Longest first (their CI times), so the last to start is a short one.
-LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "runtimes.py", "techniques.py", "onnx_int8.py",
-                 "small_data.py"]
+LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "demo_embedding.py", "runtimes.py", "techniques.py",
+                 "onnx_int8.py", "small_data.py"]
 
 
 class QuickRuns:
@@ -194,3 +194,20 @@ def test_small_data_quick_recovers_each_student_on_each_data_variant(quick_runs)
     # The sets really differ: the quarter alone, plus the other 150 texts, copies up to 200, both to 400, all 200.
     assert [row["texts"] for row in rows.values()] == [50, 200, 200, 400, 200]
     assert all(0 < row["accuracy"] <= 1 for row in rows.values())
+
+
+@pytest.mark.slow
+@pytest.mark.quick_script("demo_embedding.py")
+def test_demo_embedding_quick_compares_compressed_embedding_models_with_the_teacher(quick_runs):
+    result, out = quick_runs.result("demo_embedding.py")
+    report = json.loads((out / "demo_embedding.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ["teacher", "int8 dynamic alone", "half depth + distillation",
+                          "half depth + distillation + int8", "ONNX Runtime int8 (teacher)"]
+    assert report["train_sentences"] == 300 and report["test_sentences"] == 200
+    assert rows["teacher"]["cosine"] == pytest.approx(1.0, abs=1e-5) and rows["teacher"]["recall@10"] == 1.0
+    for row in rows.values():
+        assert row["latency_ms"] > 0 and row["size_mb"] > 0 and 0 < row["recall@10"] <= 1
+    assert rows["int8 dynamic alone"]["cosine"] > 0.9  # int8 barely moves a sentence's embedding
+    assert rows["half depth + distillation"]["size_mb"] < 0.9 * rows["teacher"]["size_mb"]
+    assert "| model | size MB | latency b1 ms | speed-up | cosine | recall@10 |" in result.stdout

@@ -145,6 +145,7 @@ def test_every_registered_task_type_exports_to_a_pipeline_tested_here():
     tags = {entry.cls.pipeline_tag for entry in build_host(autoload=False).tasks}
     assert tags <= set(TASK_TYPES)
     # token-classification's pipeline test: tests/test_token_classification.py (it needs a NER search);
-    # text-generation: tests/test_lm_task.py exports a language model and loads it with AutoModelForCausalLM.
-    assert set(TASK_TYPES) == {"text-classification", "token-classification", "text-generation"}, \
-        "add a pipeline test for the new task type"
+    # text-generation: tests/test_lm_task.py exports a language model and loads it with AutoModelForCausalLM;
+    # feature-extraction (sentence embeddings): test_embedding_task.py::test_an_export_loads_with_sentence_transformers
+    assert set(TASK_TYPES) == {"text-classification", "token-classification", "text-generation",
+                               "feature-extraction"}, "add a pipeline test for the new task type"

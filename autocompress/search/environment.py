@@ -200,6 +200,15 @@ class TrialEnvironment:
         scored = self.target.runtime(candidate.deployed)
         return self.task.metric.score(scored, validation), self.task.metric.score(scored, test)
 
+    def also_scored(self, candidate: Candidate) -> dict[str, float]:
+        """The task's other metrics (``QualityMetric.also_recorded``) on the test split, by name."""
+        others = self.task.metric.also_recorded()
+        if not others:
+            return {}
+        test = self.evaluation_sets(candidate.context.tokenizer)[1]
+        scored = self.target.runtime(candidate.deployed)
+        return {metric.name: metric.score(scored, test) for metric in others}
+
 
 def resolve_techniques(host: Any, names: tuple[str, ...] | None) -> list[type]:
     """The technique classes ``--techniques`` names (all registered ones when None)."""

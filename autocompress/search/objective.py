@@ -133,6 +133,7 @@ def evaluate_plan(env: TrialEnvironment, trial: Any, plan: Plan) -> TrialOutcome
             except optuna.TrialPruned as exc:
                 raise PrunedTrial(str(exc) or "pruned", _pruned_gaps(env, trial, measurement)) from None
             val_accuracy, test_accuracy = env.score(candidate)
+            record.also_scored(env.also_scored(candidate))
         gaps = env.limits.gaps(measurement.latency_ms, measurement.memory_mb,
                                env.baseline.val_accuracy - val_accuracy)
         reason = describe_gaps(gaps)

@@ -236,6 +236,12 @@ class TrialRecorder:
         if outcome.reason:
             self.trial.set_user_attr(REASON, outcome.reason)
 
+    def also_scored(self, scores: Mapping[str, float]) -> None:
+        """Test-split figures of metrics recorded beside the optimised one (``QualityMetric.also_recorded``),
+        by metric name: trial attribute ``test_<name>``."""
+        for name, value in scores.items():
+            self.trial.set_user_attr(f"test_{name}", value)
+
     def stopped(self, ended: Ended, reason: str, constraints: Mapping[str, float] | None = None) -> None:
         """A trial stopped before its end (pruned, failed, interrupted) and why."""
         for key, value in (constraints or {}).items():

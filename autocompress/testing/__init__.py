@@ -34,10 +34,12 @@ from autocompress.testing.tiny import (
     varied_inputs,
     write_tiny_causal_lm,
     write_tiny_checkpoint,
+    write_tiny_sentence_model,
     write_tiny_task,
 )
 
 __all__ = ["DECODER_FAMILIES", "FAMILIES", "TargetContract", "TechniqueContract", "fresh_process_outputs",
            "populate_hub_cache",
            "synthetic_sentiment", "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer",
-           "trained_tiny_model", "varied_inputs", "write_tiny_causal_lm", "write_tiny_checkpoint", "write_tiny_task"]
+           "trained_tiny_model", "varied_inputs", "write_tiny_causal_lm", "write_tiny_checkpoint", "write_tiny_task",
+           "write_tiny_sentence_model"]

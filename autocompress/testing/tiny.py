@@ -261,3 +261,32 @@ def write_tiny_task(root: Path, examples: int, seed: int = 0, text_column: str =
     texts, labels = synthetic_sentiment(examples, seed=seed)
     pd.DataFrame({text_column: texts, label_column: labels}).to_csv(root / filename, index=False)
     return root
+
+
+def write_tiny_sentence_model(directory: Path, pooling: str = "mean", normalize: bool = True, layers: int = 4,
+                              seed: int = 0) -> Path:
+    """A randomly initialised tiny sentence-transformers folder (a ``BertModel`` with ``tiny_tokenizer``,
+    ``modules.json`` listing Transformer, Pooling with ``pooling`` and, when ``normalize``, Normalize),
+    as a user's ``--model DIR`` for ``--task embedding`` would be; no sentence-transformers needed."""
+    import json
+
+    import transformers as tf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = tf.BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                           intermediate_size=128, max_position_embeddings=128, pad_token_id=PAD_ID)
+    tf.BertModel(config).save_pretrained(directory, safe_serialization=True)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2))
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 64, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    return directory
