@@ -52,7 +52,7 @@ from autocompress.language_model import TokenEncoded, token_distillation_loss
 from autocompress.prompted import prompt_of
 from autocompress.technique import ApplyContext, no_report
 from autocompress.token_data import TaggedDataset
-from autocompress.training import IGNORED, Encoded, accuracy, encode, fine_tune
+from autocompress.training import IGNORED, Encoded, TaggedEncoded, VectorEncoded, accuracy, encode, fine_tune
 
 #: Validation examples scored for intermediate reports (a fixed, seeded subset).
 EVAL_SUBSET = 512
@@ -120,21 +120,7 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     score stands for the soft-label loss and the squared error to the label for cross-entropy; an
     unlabeled example's label is NaN (``temperature`` plays no part).
 
-    Embeddings (a float label vector per example: an embedding task): ``embedding_loss`` between the
-    student's and the teacher's embeddings (labels, temperature and alpha play no part).
-
-    Per-token labels (token classification: logits of shape batch x tokens x tags): both losses
-    per token, averaged over the tokens whose label is not ``IGNORED`` (each word's first sub-token)."""
-    if labels.dim() == 2 and labels.is_floating_point():
-        from autocompress.embedding import embedding_loss
-
-        return embedding_loss(student_logits, teacher_logits)
-    if labels.dim() == 2:
-        counted = labels != IGNORED
-        soft = soft_label_losses(student_logits, teacher_logits, temperature)
-        hard = nn.functional.cross_entropy(student_logits.transpose(1, 2), labels, ignore_index=IGNORED,
-                                           reduction="none")
-        return ((1.0 - alpha) * soft + alpha * hard)[counted].mean()
+    Other task kinds' batches have their own form (``logit_loss_for``)."""
     if labels.is_floating_point():
         labelled = ~torch.isnan(labels)
         soft = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
@@ -144,6 +130,40 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     labelled = labels != UNLABELED
     hard = nn.functional.cross_entropy(student_logits, labels.clamp_min(0), reduction="none")
     return torch.where(labelled, (1.0 - alpha) * soft + alpha * hard, soft).mean()
+
+
+def tagged_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                             temperature: float, alpha: float) -> torch.Tensor:
+    """Token classification (logits batch x tokens x tags, ``TaggedEncoded`` labels): the soft-label loss
+    and cross-entropy mixed per token, averaged over the tokens whose label is not ``IGNORED`` (each
+    word's first sub-token)."""
+    counted = labels != IGNORED
+    soft = soft_label_losses(student_logits, teacher_logits, temperature)
+    hard = nn.functional.cross_entropy(student_logits.transpose(1, 2), labels, ignore_index=IGNORED,
+                                       reduction="none")
+    return ((1.0 - alpha) * soft + alpha * hard)[counted].mean()
+
+
+def embedding_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                                temperature: float, alpha: float) -> torch.Tensor:
+    """Sentence embeddings (``VectorEncoded``): ``embedding_loss`` between the student's and the teacher's
+    embeddings (labels, temperature and alpha play no part: the teacher's embedding is the label)."""
+    from autocompress.embedding import embedding_loss
+
+    return embedding_loss(student_logits, teacher_logits)
+
+
+def logit_loss_for(train: Encoded):
+    """The distillation loss on the outputs for ``train``'s kind of batches, by its type: per predicted
+    token for a language model's documents, per word for tagged words, between embeddings for vector
+    labels, ``logit_distillation_loss`` for one label per text."""
+    if isinstance(train, TokenEncoded):
+        return token_distillation_loss
+    if isinstance(train, TaggedEncoded):
+        return tagged_distillation_loss
+    if isinstance(train, VectorEncoded):
+        return embedding_distillation_loss
+    return logit_distillation_loss
 
 
 def attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -401,10 +421,9 @@ def train_student(student: nn.Module, context: ApplyContext, settings: RecoveryS
                                         for _ in mapping)
         wrapper = StudentWithOutputs(student, hidden, attention, projections)
 
-        # A language model's documents distil per predicted token (the next one); every other task's
-        # batches through logit_distillation_loss. The data's type decides: a token classifier's batches
-        # have the same shapes as a language model's.
-        logit_loss = token_distillation_loss if isinstance(train, TokenEncoded) else logit_distillation_loss
+        # The data's type decides the loss: a token classifier's batches have the same shapes as a
+        # language model's, and an embedding's label vectors the same as per-token labels.
+        logit_loss = logit_loss_for(train)
 
         def loss_fn(inputs: dict, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             teacher_inputs = signals.teacher_inputs(inputs)

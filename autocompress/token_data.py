@@ -279,7 +279,7 @@ def encode_tagged(tokenizer, dataset: TaggedDataset, max_length: int):
     special tokens, padding), so the labels stay aligned however the words split or are cut."""
     import torch
 
-    from autocompress.training import IGNORED, Encoded
+    from autocompress.training import IGNORED, TaggedEncoded
 
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"token classification needs a fast (Rust) tokenizer to align tags with word pieces; "
@@ -295,5 +295,5 @@ def encode_tagged(tokenizer, dataset: TaggedDataset, max_length: int):
                 labels[i, position] = tags[word]
             previous = word
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(rows, labels, pad, None)
+    return TaggedEncoded(rows, labels, pad, None)
 

@@ -25,8 +25,11 @@ class Encoded:
     """A tokenised dataset: unpadded id lists (padded per batch) and labels; for sentence pairs, the
     segment of each token too (``token_type_ids``, when the tokenizer gives them: BERT's does).
 
-    Labels are one per example, or for token classification one per token (``labels`` of shape
-    examples x longest row, ``IGNORED`` where no word starts and beyond each row's end)."""
+    Labels are one per example (a class, or a score). Other kinds of task data are subclasses that
+    own their labels' meaning, how a batch's labels are cut and their loss (``task_loss``):
+    ``TaggedEncoded`` (a tag per token), ``VectorEncoded`` (an embedding per text) and
+    ``language_model.TokenEncoded`` (next-token prediction). Code that needs the supervised loss asks
+    the data (``Encoded.task_loss``), never the tensors' shapes."""
 
     input_ids: list[list[int]]
     labels: torch.Tensor
@@ -39,7 +42,7 @@ class Encoded:
     def subset(self, indices: list[int]) -> Encoded:
         """The examples at ``indices``, in that order (segments included)."""
         types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
-        return Encoded([self.input_ids[i] for i in indices], self.labels[indices], self.pad_id, types)
+        return type(self)([self.input_ids[i] for i in indices], self.labels[indices], self.pad_id, types)
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """The supervised loss of one of this data's batches (``labels`` as ``batches`` gives them): the
@@ -66,8 +69,33 @@ class Encoded:
                     row = self.token_type_ids[position]
                     types[i, : len(row)] = torch.tensor(row, dtype=torch.long)
                 inputs["token_type_ids"] = types
-            labels = self.labels[index]
-            yield inputs, labels[:, :width] if labels.dim() == 2 else labels
+            yield inputs, self.labels[index]
+
+
+@dataclass(frozen=True)
+class TaggedEncoded(Encoded):
+    """Encoded tagged words (token classification): ``labels`` is examples x longest row, each word's
+    tag on its first sub-token and ``IGNORED`` everywhere else; a batch's labels are cut to its width,
+    and its loss is per token (``tagged_loss``)."""
+
+    def batches(self, batch_size: int, order: list[int] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
+        for inputs, labels in super().batches(batch_size, order):
+            yield inputs, labels[:, : inputs["input_ids"].shape[1]]
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return tagged_loss(logits, labels, reduction)
+
+
+@dataclass(frozen=True)
+class VectorEncoded(Encoded):
+    """Encoded texts whose labels are vectors, one per text (the teacher's embeddings of them: an
+    embedding task; NaN rows for texts the teacher embeds during training); the loss compares
+    embeddings (``autocompress.embedding.embedding_loss``)."""
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        from autocompress.embedding import embedding_loss
+
+        return embedding_loss(logits, labels, reduction=reduction)
 
 
 def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
@@ -91,7 +119,9 @@ def encode(tokenizer, dataset: TextDataset, max_length: int) -> Encoded:
         types = encoded.get("token_type_ids")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Scores (a regression task) and embeddings (an embedding task) stay floats; class indices become a LongTensor.
-    dtype = torch.float32 if dataset.scores or dataset.vectors else torch.long
+    if dataset.vectors:
+        return VectorEncoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=torch.float32), pad, types)
+    dtype = torch.float32 if dataset.scores else torch.long
     return Encoded(encoded["input_ids"], torch.tensor(dataset.labels, dtype=dtype), pad, types)
 
 
@@ -104,21 +134,20 @@ def sample_batches(tokenizer, dataset: TextDataset, count: int, seed: int, max_l
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The supervised loss of a batch: cross-entropy over classes for class labels, squared error
-    of the one output for scores (float labels: a regression task), ``embedding_loss`` for the
-    teacher's embeddings (a float label vector per example: an embedding task); per-token labels (token
-    classification): cross-entropy over the tokens whose label is not ``IGNORED`` (``reduction``
-    "none" gives one loss per token, flattened)."""
-    if labels.dim() == 2 and labels.is_floating_point():
-        from autocompress.embedding import embedding_loss
-
-        return embedding_loss(logits, labels, reduction=reduction)
-    if labels.dim() == 2:
-        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED,
-                                           reduction=reduction)
+    """The supervised loss of a batch of texts with one label each: cross-entropy over classes for
+    class labels, squared error of the one output for scores (float labels: a regression task). Other
+    task kinds' batches have their own (``Encoded.task_loss``: ``TaggedEncoded``, ``VectorEncoded``,
+    ``language_model.TokenEncoded``); a technique that needs the loss asks the data for it."""
     if labels.is_floating_point():
         return nn.functional.mse_loss(logits[:, 0].float(), labels, reduction=reduction)
     return nn.functional.cross_entropy(logits, labels, reduction=reduction)
+
+
+def tagged_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Token classification: cross-entropy over the tokens whose label is not ``IGNORED`` (``reduction``
+    "none" gives one loss per token, flattened)."""
+    return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED,
+                                       reduction=reduction)
 
 
 def seed_everything(seed: int) -> None:

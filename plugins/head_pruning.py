@@ -49,7 +49,7 @@ from torch import nn
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, LayerPaths, get_module, keep_heads, projection_weight
 from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
-from autocompress.training import task_loss
+from autocompress.training import Encoded
 
 SCORINGS = ("gradient", "l1")
 #: Examples per forward/backward pass during gradient scoring.
@@ -104,9 +104,11 @@ def l1_head_scores(model: nn.Module, adapter: ArchitectureAdapter) -> torch.Tens
     return _stack_layers(scores)
 
 
-def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches, loss=task_loss) -> torch.Tensor:
-    """``[layers, heads]``: ``sum_x |dL(x)/dxi_h|`` (Michel et al. 2019) over ``(inputs, labels)`` batches,
-    ``L`` being ``loss(logits, labels, reduction)`` (the data's own: ``Encoded.task_loss``).
+def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, data: Encoded,
+                         batch_size: int = 16) -> torch.Tensor:
+    """``[layers, heads]``: ``sum_x |dL(x)/dxi_h|`` (Michel et al. 2019) over ``data``'s batches of
+    ``batch_size``, ``L`` being the data's own supervised loss (``Encoded.task_loss``: per class, per
+    tag, per next token or between embeddings, by the data's type).
 
     ``xi`` multiplies each head's context vector just before the attention output linear; it has
     one row per example so a single backward pass yields every example's gradient.
@@ -132,13 +134,13 @@ def gradient_head_scores(model: nn.Module, adapter: ArchitectureAdapter, batches
     model.eval()  # no dropout: the scores must be deterministic
     try:
         with torch.enable_grad():
-            for inputs, labels in batches:
+            for inputs, labels in data.batches(batch_size):
                 batch = labels.shape[0]
                 masks[:] = [torch.ones(batch, h, requires_grad=True) for h in heads]
                 out = model(**inputs)
                 logits = out.logits if hasattr(out, "logits") else out[0]
                 # Summed (not averaged) loss: d loss / d mask[b] is example b's own gradient.
-                summed = loss(logits.float(), labels, reduction="sum")
+                summed = data.task_loss(logits.float(), labels, reduction="sum")
                 grads = torch.autograd.grad(summed, masks)
                 for layer, grad in enumerate(grads):
                     scores[layer] += grad.detach().abs().sum(dim=0).double()
@@ -247,8 +249,7 @@ class HeadPruning(Technique):
             raise ValueError("head_pruning: scoring='gradient' needs the task's training data, and none was given; "
                              "use scoring='l1' to prune heads from the weights alone")
         sample = _scoring_data(context, config.samples)
-        return normalise_per_layer(gradient_head_scores(model, context.adapter, sample.batches(SCORING_BATCH),
-                                                        sample.task_loss))
+        return normalise_per_layer(gradient_head_scores(model, context.adapter, sample, SCORING_BATCH))
 
     def apply(self, model, config: HeadPruningConfig, context: ApplyContext):
         if config.fraction == 0:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from autocompress import distill
 from autocompress.cli import main
 from autocompress.data import TextDataset
 from autocompress.embedding import (
@@ -26,7 +27,7 @@ from autocompress.plugins.embedding_task import EmbeddingTask, split_texts
 from autocompress.study.layout import RunLayout
 from autocompress.task import TaskOptions, load_task
 from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_sentence_model
-from autocompress.training import encode, task_loss
+from autocompress.training import VectorEncoded, encode
 
 TEXTS = ["the film was good", "a dull boring plot", "superb warm story", "cold grim ending and music"]
 
@@ -118,8 +119,10 @@ def test_the_task_loss_of_embeddings_is_the_embedding_loss_and_has_a_gradient_at
     torch.manual_seed(0)
     teacher = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     student = teacher.clone().requires_grad_(True)
-    loss = task_loss(student, teacher, reduction="sum")
+    vectors = VectorEncoded([[1, 2]] * 6, teacher, 0)  # the data's type owns its loss
+    loss = vectors.task_loss(student, teacher, reduction="sum")
     assert torch.equal(loss, embedding_loss(student, teacher, reduction="sum"))
+    assert distill.logit_loss_for(vectors) is distill.embedding_distillation_loss
     loss.backward()
     assert student.grad.abs().sum() > 0  # the in-batch contrastive term: head scoring has a signal
     far = embedding_loss(-teacher, teacher)
@@ -430,3 +433,16 @@ def test_only_float_vectors_are_embedding_labels():
     assert TextDataset(["a", "b"], [[0.5, 1.0], [0.0, 2.0]]).subset([1]).labels == [[0.0, 2.0]]
     assert not TextDataset(["a"], [[1, 2]]).vectors  # integer sequences (e.g. token tags) are not embeddings
     assert not TextDataset(["a"], [1]).vectors and not TextDataset([], []).vectors
+
+
+def test_a_batch_keeps_each_texts_whole_embedding_however_short_the_texts():
+    """Label vectors are never cut to a batch's width (only per-token tags are): a 48-wide embedding of
+    texts of a few tokens stays 48 wide, so the loss compares whole embeddings."""
+    from autocompress.testing import tiny_tokenizer
+
+    vectors = torch.randn(3, 48).tolist()
+    encoded = encode(tiny_tokenizer(), TextDataset(["good film", "bad", "fine plot"], vectors), 64)
+    assert isinstance(encoded, VectorEncoded) and isinstance(encoded.subset([2, 0]), VectorEncoded)
+    (inputs, labels), = list(encoded.batches(8))
+    assert inputs["input_ids"].shape[1] < 48 and labels.shape == (3, 48)
+    assert torch.equal(labels, torch.tensor(vectors))

@@ -144,8 +144,8 @@ def test_gradient_scores_are_per_example_absolute_gradients(contract, tmp_path):
     context = contract.context(model, tmp_path)
     encoded = encode(context.tokenizer, context.data.train, 32)
     adapter = context.adapter
-    batched = gradient_head_scores(model, adapter, encoded.batches(8))
-    one_by_one = gradient_head_scores(model, adapter, encoded.batches(1))
+    batched = gradient_head_scores(model, adapter, encoded, 8)
+    one_by_one = gradient_head_scores(model, adapter, encoded, 1)
     assert torch.allclose(batched, one_by_one, rtol=1e-4, atol=1e-7)
     assert all(p.grad is None for p in model.parameters())  # only the mask was differentiated
 
