@@ -17,13 +17,12 @@ validation and reports test. No torch here: the search reads the corpus before i
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autocompress.data import UNLABELED, TaskData, TextDataset
+from autocompress.data import UNLABELED, TaskData, TextDataset, json_records
 from autocompress.errors import DataError
 
 TEXT_SUFFIXES = (".txt",)
@@ -78,18 +77,7 @@ def _messages(value: Any, path: Path, number: int) -> list[dict[str, Any]]:
 
 
 def _read_jsonl(path: Path, text: str, text_column: str) -> Corpus:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); JSON lines need one object "
-                            "per line") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object")
-        records.append((number, record))
+    records = json_records(path, text)
     if not records:
         raise DataError(f"{path}: no text in the file")
     if "messages" in records[0][1]:

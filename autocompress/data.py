@@ -123,10 +123,11 @@ class TaskData:
         return digest.hexdigest()
 
 
-def _read_jsonl(path: Path, text: str):
-    import pandas as pd
-
-    records, line_numbers = [], []
+def json_records(path: Path, text: str) -> list[tuple[int, dict]]:
+    """The objects of a JSON-lines file's ``text``, each with its line number (blank lines skipped); a
+    DataError naming the file and line for a line that is not a JSON object. Every JSON-lines reader
+    (tables, corpora, tagged sentences) reads through this."""
+    records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -138,9 +139,15 @@ def _read_jsonl(path: Path, text: str):
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object; "
                             "JSON lines need one object per line") from None
-        records.append(record)
-        line_numbers.append(number)
-    return pd.DataFrame(records, index=line_numbers)
+        records.append((number, record))
+    return records
+
+
+def _read_jsonl(path: Path, text: str):
+    import pandas as pd
+
+    records = json_records(path, text)
+    return pd.DataFrame([record for _, record in records], index=[number for number, _ in records])
 
 
 def _read_frame(path: Path):

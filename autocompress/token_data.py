@@ -23,14 +23,13 @@ A file's sentences are split at random with a seed: 80% train, 10% validation, 1
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from autocompress.data import TaskData, TextDataset
+from autocompress.data import TaskData, TextDataset, json_records
 from autocompress.entities import is_bio_tag
 from autocompress.errors import DataError
 
@@ -120,17 +119,7 @@ def _read_conll(path: Path) -> list[_Sentence]:
 
 def _read_jsonl(path: Path, tokens_key: str, tags_key: str) -> list[_Sentence]:
     sentences = []
-    for number, line in enumerate(_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); JSON lines need one object "
-                            "per line") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object with "
-                            f"'{tokens_key}' and '{tags_key}' lists")
+    for number, record in json_records(path, _text(path)):
         for key, option in ((tokens_key, "--text-column"), (tags_key, "--label-column")):
             if key not in record:
                 raise DataError(f"{path}: line {number} has no '{key}' (keys: {', '.join(record) or 'none'}); "

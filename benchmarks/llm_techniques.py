@@ -95,27 +95,33 @@ def kv_cache_bytes(model, adapter, context: int, element_bytes: int) -> int:
 
 
 def perplexity(model, tokenizer, texts: list[str]) -> float:
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for text in texts:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :PROMPT_TOKENS]
-            if ids.shape[1] < 2:
-                continue
-            logits = model(input_ids=ids).logits.float()
-            loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
-            total, count = total + float(loss), count + ids.shape[1] - 1
-    return float(torch.exp(torch.tensor(total / count)))
+    """Perplexity on ``texts`` as the search's ``--task lm`` scores it (``autocompress.language_model``):
+    each text tokenised whole, windows of ``PROMPT_TOKENS``, token-weighted, in batches of 16."""
+    from autocompress.corpus import Documents
+    from autocompress.language_model import encode_documents, token_scores
+    from autocompress.metrics import perplexity as as_perplexity
+
+    windows = encode_documents(tokenizer, Documents.of(texts), PROMPT_TOKENS)
+    return as_perplexity(token_scores(model, windows, batch_size=16).mean_log_likelihood)
 
 
-def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], words) -> float:
+def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], words, batch_size: int = 16) -> float:
+    """The share of ``texts`` whose label word's first token scores higher than the other's at the
+    prompt's last token (batches padded on the right; the vocabulary projection only at that token)."""
     prompt = Prompt(DEFAULT_TEMPLATE, words)
     ids = torch.tensor(label_token_ids(tokenizer, prompt.words(["neg", "pos"])))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     right = 0
     with torch.inference_mode():
-        for text, label in zip(texts, labels, strict=True):
-            encoded = tokenizer(prompt.render(text), return_tensors="pt", truncation=True, max_length=128)
-            logits = model(**encoded).logits[0, -1, ids]
-            right += int(int(logits.argmax()) == label)
+        for start in range(0, len(texts), batch_size):
+            batch = [prompt.render(text) for text in texts[start:start + batch_size]]
+            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=128)
+            hidden = model.base_model(**encoded).last_hidden_state
+            last = hidden[torch.arange(len(batch)), encoded["attention_mask"].sum(1) - 1]
+            predicted = model.get_output_embeddings()(last)[:, ids].argmax(-1)
+            right += int((predicted == torch.tensor(labels[start:start + batch_size])).sum())
     return right / len(texts)
 
 

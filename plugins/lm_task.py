@@ -20,9 +20,9 @@ from autocompress import hookimpl
 from autocompress.corpus import Corpus, read_corpus, split_documents
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
-from autocompress.hub import ResolvedModel, card_license, resolve_model
+from autocompress.hub import card_license, resolve_model
 from autocompress.metrics import LogLikelihood, QualityMetric
-from autocompress.plugins.local_task import SAFE_WEIGHTS, check_model_dir, is_causal_lm
+from autocompress.plugins.local_task import check_model_dir, is_causal_lm, load_causal_lm
 from autocompress.task import LoadedTask, TaskInfo, TaskProvider
 
 
@@ -71,7 +71,7 @@ class LanguageModelTask(TaskProvider):
         if getattr(self, "_validated", None) is None:
             self.validate()
         model, corpus = self._validated
-        teacher, tokenizer = self._causal_lm(model)
+        teacher, tokenizer = load_causal_lm(model, self.options)
         data = split_documents(corpus.rendered(tokenizer), self.options.seed).limit_train(self.options.train_limit)
         return LoadedTask(
             teacher=teacher, tokenizer=tokenizer, data=data,
@@ -81,30 +81,6 @@ class LanguageModelTask(TaskProvider):
             info=TaskInfo(pipeline_tag=self.pipeline_tag, base_model=model.hub_id, model_source=model.describe(),
                           license=card_license(model.directory), dataset=str(self.options.data)),
         )
-
-    def _causal_lm(self, model: ResolvedModel):
-        """The checkpoint as the teacher and its tokenizer (given a padding token, its end-of-sequence
-        token, when it has none: batches are padded, and padding is never predicted)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from autocompress.task import transformers_progress
-
-        o = self.options
-        try:
-            with transformers_progress(o.progress):
-                teacher = AutoModelForCausalLM.from_pretrained(
-                    model.directory, local_files_only=True,
-                    use_safetensors=any((model.directory / name).is_file() for name in SAFE_WEIGHTS),
-                    trust_remote_code=o.trust_remote_code).eval()
-            tokenizer = AutoTokenizer.from_pretrained(model.directory, local_files_only=True,
-                                                      trust_remote_code=o.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise InputError(f"--model {model.directory}: cannot load the causal LM or its tokenizer "
-                             f"({type(exc).__name__}: {first_line})") from None
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return teacher, tokenizer
 
 
 def _has_chat_template(directory: Path) -> bool:

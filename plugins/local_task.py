@@ -131,6 +131,23 @@ def _has_safetensors(model_dir: Path) -> bool:
     return any((model_dir / name).is_file() for name in SAFE_WEIGHTS)
 
 
+def load_causal_lm(model: ResolvedModel, options) -> tuple:
+    """The checkpoint as a causal LM (eval mode) and its tokenizer, given a padding token (its
+    end-of-sequence token, when it has none: batches are padded); an InputError naming ``--model``
+    when either does not load. ``options``: the task's (``progress``, ``trust_remote_code``)."""
+    try:
+        causal_lm, tokenizer = load_classifier(
+            model.directory, use_safetensors=_has_safetensors(model.directory),
+            trust_remote_code=options.trust_remote_code, progress=options.progress, auto_class="AutoModelForCausalLM")
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"--model {model.directory}: cannot load the causal LM or its tokenizer "
+                         f"({type(exc).__name__}: {first_line})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return causal_lm, tokenizer
+
+
 class LocalTask(TaskProvider):
     name = "local"
     description = ("your own data (--data: a file or a saved datasets directory) and model (--model: a classifier, "
@@ -283,23 +300,10 @@ class LocalTask(TaskProvider):
 
     def _prompted(self, model: ResolvedModel, data: TaskData, info: TaskInfo) -> LoadedTask:
         """A causal LM as a zero-shot prompted classifier of ``data`` (texts rendered through the prompt)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from autocompress.prompted import zero_shot_teacher
-        from autocompress.task import transformers_progress
 
         o = self.options
-        try:
-            with transformers_progress(o.progress):
-                causal_lm = AutoModelForCausalLM.from_pretrained(
-                    model.directory, local_files_only=True, use_safetensors=_has_safetensors(model.directory),
-                    trust_remote_code=o.trust_remote_code).eval()
-            tokenizer = AutoTokenizer.from_pretrained(model.directory, local_files_only=True,
-                                                      trust_remote_code=o.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise InputError(f"--model {model.directory}: cannot load the causal LM or its tokenizer "
-                             f"({type(exc).__name__}: {first_line})") from None
+        causal_lm, tokenizer = load_causal_lm(model, o)
         teacher, rendered, training = zero_shot_teacher(causal_lm, tokenizer, data, self._prompt(), o.max_length)
         training["base_model_name"] = model.hub_id or str(model.directory)
         return LoadedTask(

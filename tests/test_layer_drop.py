@@ -119,3 +119,29 @@ def test_importance_without_data_falls_back_to_every_other_with_a_warning():
         student = LayerDrop().apply(student, config, context)
     kept = student.bert.encoder.layer[0].output.dense.weight
     assert torch.equal(kept, teacher.bert.encoder.layer[2].output.dense.weight)  # every_other(6, 2) = [2, 5]
+
+
+def test_importance_on_a_causal_lm_finds_the_layers_that_leave_their_input_as_it_was_and_never_runs_the_head(tmp_path):
+    """A decoder layer whose attention and MLP write nothing to the residual stream is the identity:
+    importance removes those first. Each removal is one forward pass per batch, stopped after the last
+    layer: the vocabulary projection (most of a small LLM's cost per token) never runs."""
+    from transformers import AutoModelForCausalLM
+
+    from autocompress.plugins.layer_drop import importance_layers
+    from autocompress.testing import varied_inputs, write_tiny_causal_lm
+
+    model = AutoModelForCausalLM.from_pretrained(write_tiny_causal_lm(tmp_path / 'lm', layers=6)).eval()
+    adapter = adapter_for(model, build_host().architectures)
+    for index in (1, 2, 4):
+        paths = adapter.layer_paths(index)
+        with torch.no_grad():
+            for path in (paths.attention_output, paths.ffn_out):
+                adapter.linear(path).weight.zero_()
+    calls = {"head": 0, "layer 0": 0}
+    model.lm_head.register_forward_hook(lambda *_: calls.__setitem__("head", calls["head"] + 1))
+    model.model.layers[0].register_forward_hook(lambda *_: calls.__setitem__("layer 0", calls["layer 0"] + 1))
+    batches = [varied_inputs(model.config.vocab_size, seed=seed) for seed in (0, 1)]
+    assert importance_layers(model, adapter, 3, batches) == [0, 3, 5]
+    assert calls == {"head": 0, "layer 0": 3 * 2}  # three removals, two batches each
+    assert len(model.model.layers) == 6  # left whole
+
