@@ -132,6 +132,40 @@ def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], 
     return classifier.eval()
 
 
+def causal_lm_of(classifier: Any) -> Any:
+    """The causal LM a prompted classifier came from, as compressed: the family's ``*ForCausalLM``
+    around the classifier's own decoder (its modules, shared, not copied), whose output head is the
+    decoder's input embeddings, as it was in the original when that tied them (SmolLM2, Llama 3.2,
+    Qwen2.5 small). So a model the search found as a classifier generates text again, and its time
+    per generated token and perplexity can be measured as an LLM's (the head projects onto the whole
+    vocabulary again). A ValueError when the original's output head was its own matrix: the
+    classifier kept only the label words' rows of it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = classifier.config
+    if not getattr(config, "tie_word_embeddings", False):
+        raise ValueError(f"{type(classifier).__name__}: the causal LM's output head was not tied to its input "
+                         "embeddings, and the classifier kept only the label words' rows of it")
+    config = config.__class__.from_dict(config.to_dict())
+    if hasattr(config, CONFIG_ATTRIBUTE):
+        delattr(config, CONFIG_ATTRIBUTE)
+    config.use_cache = True
+    config.architectures = None
+    with torch.device("meta"):
+        causal_lm = AutoModelForCausalLM.from_config(config)
+    decoder = getattr(classifier, classifier.base_model_prefix)
+    setattr(causal_lm, causal_lm.base_model_prefix, decoder)
+    embeddings = decoder.get_input_embeddings()
+    head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False)
+    head.weight = embeddings.weight
+    causal_lm.set_output_embeddings(head)
+    left = [name for name, tensor in [*causal_lm.named_parameters(), *causal_lm.named_buffers()] if tensor.is_meta]
+    if left:
+        raise ValueError(f"{type(causal_lm).__name__} has parts the classifier does not: {', '.join(left[:5])}")
+    return causal_lm.eval()
+
+
 def zero_shot_teacher(causal_lm: Any, tokenizer: Any, data: TaskData, prompt: Prompt,
                       max_length: int) -> tuple[Any, TaskData, dict[str, Any]]:
     """The teacher a task makes of a causal LM: ``prompted_classifier`` over ``data``'s labels, ``data``

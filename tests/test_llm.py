@@ -46,6 +46,34 @@ def test_prompted_classifier_logits_are_the_next_token_logits_of_the_label_words
     assert classifier.config.autocompress_prompt == {"template": prompt.template, "label_words": [" bad", " good"]}
 
 
+def test_a_prompted_classifier_becomes_again_the_causal_lm_it_came_from_as_compressed(causal_task):
+    from autocompress.arch import adapter_for
+    from autocompress.plugin_manager import build_host
+    from autocompress.plugins.layer_drop import keep_layers
+    from autocompress.prompted import causal_lm_of
+
+    lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    prompt = Prompt("Review: {text}\nSentiment:", (" bad", " good"))
+    classifier = prompted_classifier(lm, tokenizer, ["neg", "pos"], prompt)
+    batch = tokenizer([prompt.render("the film was good")], return_tensors="pt")
+    ids = label_token_ids(tokenizer, [" bad", " good"])
+    with torch.no_grad():
+        torch.testing.assert_close(causal_lm_of(classifier)(**batch).logits, lm(**batch).logits)
+        keep_layers(classifier, adapter_for(classifier, build_host().architectures), [0, 2])  # compressed
+        again = causal_lm_of(classifier)
+        assert len(again.model.layers) == 2 and again.model is classifier.model  # the classifier's own decoder
+        assert again.get_output_embeddings().weight is classifier.model.embed_tokens.weight
+        logits = again(**batch).logits
+        torch.testing.assert_close(logits[0, -1, ids], classifier(**batch).logits[0])
+        assert not torch.allclose(logits, lm(**batch).logits)
+        generated = again.generate(**batch, min_new_tokens=4, max_new_tokens=4, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id)
+        assert generated.shape[1] == batch["input_ids"].shape[1] + 4
+    classifier.config.tie_word_embeddings = False  # an LM with its own output matrix: only 2 rows of it are left
+    with pytest.raises(ValueError, match="not tied"):
+        causal_lm_of(classifier)
+
+
 def test_prompt_options_are_checked(causal_task):
     _, tokenizer = _lm_and_tokenizer(causal_task / "model")
     with pytest.raises(InputError, match="exactly once"):
