@@ -101,6 +101,12 @@ def test_a_run_directory_of_another_study_is_refused(tiny_task, tmp_path, capsys
     assert main(_command(tiny_task, out, 1, "--repeats", "3")) == 0
     assert main(_command(tiny_task, out, 1, "--repeats", "3", "--study", "other")) == 2
     assert "holds study 'local-search', not 'other'" in capsys.readouterr().err
+    # Its trials' latencies were measured at sequence length 64, batch 1: resuming at another is mixing.
+    assert main(_command(tiny_task, out, 2, "--repeats", "3", "--seq-len", "32", "--batch-size", "4")) == 2
+    err = capsys.readouterr().err
+    assert "measured with --batch-size 1 (now 4), --seq-len 64 (now 32)" in err and "pass the same options" in err
+    assert main(_command(tiny_task, out, 2, "--repeats", "5")) == 0  # more repeats measure the same thing
+    assert len(pd.read_csv(out / "trials.csv")) == 2
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
@@ -191,3 +197,19 @@ def test_a_second_signal_exits_at_once_and_the_study_resumes(tiny_task, tmp_path
     assert {n: study.get_trials()[n].values for n in (0, 1)} == {t.number: t.values for t in trials[:2]}
     table = pd.read_csv(out / "trials.csv")
     assert (table["ended"] != "interrupted").sum() == 5 and (out / "pareto.json").is_file()
+
+
+def test_a_search_measured_per_prompt_is_not_resumed_per_generated_token(tmp_path):
+    from autocompress.errors import InputError
+    from autocompress.measure import MeasureSettings
+    from autocompress.search.resume import check_run_dir
+    from autocompress.study.layout import RunLayout
+
+    layout = RunLayout(tmp_path)
+    # A run recorded before latency modes existed timed prompts.
+    layout.run_json.write_text(json.dumps({"study": "s", "measure": {"batch_size": 1, "seq_len": 64, "threads": 2}}))
+    check_run_dir(layout, "s", None, MeasureSettings(latency="prompt", repeats=99))
+    with pytest.raises(InputError, match=r"--latency prompt \(now token\)"):
+        check_run_dir(layout, "s", None, MeasureSettings(latency="token"))
+    with pytest.raises(InputError, match=r"--threads 2 \(now 1\)"):
+        check_run_dir(layout, "s", None, MeasureSettings(latency="prompt", threads=1))

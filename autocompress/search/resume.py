@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import fcntl
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from autocompress.errors import InputError
 from autocompress.study.layout import RunLayout
 from autocompress.study.record import COUNTED, ENDED, RETRY_OF, Ended, TrialRecorder
+
+if TYPE_CHECKING:
+    from autocompress.measure import MeasureSettings
 
 
 class RunLock:
@@ -72,8 +75,14 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ENDED) in COUNTED)
 
 
-def check_run_dir(layout: RunLayout, study_name: str, fingerprint: str | None) -> None:
-    """Refuse a run directory that holds a different study (never mix two searches)."""
+#: What a latency and a memory figure mean: a resumed search must measure them as the trials it continues did.
+MEASURED_AS = ("batch_size", "seq_len", "threads", "latency")
+
+
+def check_run_dir(layout: RunLayout, study_name: str, fingerprint: str | None,
+                  measure: MeasureSettings | None = None) -> None:
+    """Refuse a run directory that holds a different study (never mix two searches), or one whose
+    trials were measured otherwise than ``measure`` says (batch, sequence length, threads, latency mode)."""
     if not layout.run_json.is_file():
         return
     previous = json.loads(layout.run_json.read_text())
@@ -83,3 +92,11 @@ def check_run_dir(layout: RunLayout, study_name: str, fingerprint: str | None) -
     if fingerprint is not None and previous.get("task_fingerprint") not in (None, fingerprint):
         raise InputError(f"{layout.root} holds a search of a different model/data (or metric) "
                          f"({previous.get('task_fingerprint')} vs {fingerprint}); choose another --out")
+    recorded = previous.get("measure") or {}
+    if measure is not None and recorded:
+        recorded = {"latency": "prompt", **{k: v for k, v in recorded.items() if v is not None}}
+        differ = [f"--{name.replace('_', '-')} {recorded[name]} (now {getattr(measure, name)})"
+                  for name in MEASURED_AS if name in recorded and recorded[name] != getattr(measure, name)]
+        if differ:
+            raise InputError(f"{layout.root}: its trials were measured with {', '.join(differ)}; a resumed search "
+                             "measures as they were, so pass the same options or choose another --out")

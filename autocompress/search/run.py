@@ -93,7 +93,7 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
     if provider.model_type() is not None:  # an unsupported family is refused before the model loads
         adapter_class_for(provider.model_type(), host.architectures)
     layout = settings.layout
-    check_run_dir(layout, settings.study_name, None)
+    check_run_dir(layout, settings.study_name, None, settings.measure)
     if not settings.owns_storage:  # a bad database URL leaves no empty run directory behind
         storage = open_storage(settings.storage_url, settings.heartbeat_s)
     layout.root.mkdir(parents=True, exist_ok=True)
