@@ -62,7 +62,7 @@ TASK_TYPES = {
     "text-generation": TaskType("text-generation", "AutoModelForCausalLM", "Text Generation", "The film was",
                                 "language model"),
     "feature-extraction": TaskType("feature-extraction", "AutoModel", "Feature Extraction", "a gorgeous, witty film",
-                                   extra_files=write_sentence_transformers_files),
+                                   "sentence embedding model", extra_files=write_sentence_transformers_files),
 }
 
 

@@ -308,7 +308,8 @@ def test_an_export_loads_with_sentence_transformers(searched, tmp_path):
     assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     assert read_sentence_model(tmp_path / "plain").pooling == "mean"
     assert read_front_matter(tmp_path / "plain" / "README.md")["pipeline_tag"] == "feature-extraction"
-    assert 'SentenceTransformer("path/to/this/directory")' in (tmp_path / "plain" / "README.md").read_text()
+    card = (tmp_path / "plain" / "README.md").read_text()
+    assert 'SentenceTransformer("path/to/this/directory")' in card and "# Compressed sentence embedding model" in card
     assert "trust_remote_code=True)" in (tmp_path / "int8" / "README.md").read_text()
 
     plain = _st_load(tmp_path / "plain", tmp_path / "home", trust=False)
