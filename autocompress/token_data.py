@@ -263,9 +263,16 @@ def _load_saved(path: Path, tag_names: Sequence[str], seed: int, tokens_key: str
 
 
 def encode_tagged(tokenizer, dataset: TaggedDataset, max_length: int):
-    """``dataset``'s words tokenised as pre-split words, truncated to ``max_length`` tokens; each
-    word's tag labels its first sub-token, and ``IGNORED`` every other position (later sub-tokens,
-    special tokens, padding), so the labels stay aligned however the words split or are cut."""
+    """``dataset``'s sentences tokenised as running text (the words joined by single spaces, as the
+    model read text in pre-training), truncated to ``max_length`` tokens; each word's tag labels its
+    first sub-token, and ``IGNORED`` every other position (later sub-tokens, special tokens, a
+    sentencepiece word-start token on its own, padding), so the labels stay aligned however the
+    words split or are cut.
+
+    Words are found back from the tokens' character offsets, not from ``is_split_into_words``: a
+    byte-level BPE tokenizer (RoBERTa, GPT-2) tokenises pre-split words without the space before
+    them unless it was built with ``add_prefix_space``, so it would see " Paris" in running text but
+    "Paris" here."""
     import torch
 
     from autocompress.training import IGNORED, TaggedEncoded
@@ -273,16 +280,23 @@ def encode_tagged(tokenizer, dataset: TaggedDataset, max_length: int):
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"token classification needs a fast (Rust) tokenizer to align tags with word pieces; "
                          f"{type(tokenizer).__name__} is not one")
-    encoded = tokenizer([list(words) for words in dataset.words], is_split_into_words=True, truncation=True,
-                        max_length=max_length)
+    texts, owners = [], []
+    for words in dataset.words:
+        owner: list[int | None] = []  # the word each character belongs to (None: the spaces between)
+        for index, word in enumerate(words):
+            owner += ([None] if index else []) + [index] * len(word)
+        texts.append(" ".join(words))
+        owners.append(owner)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True)
     rows = encoded["input_ids"]
     labels = torch.full((len(rows), max((len(r) for r in rows), default=0)), IGNORED, dtype=torch.long)
-    for i, tags in enumerate(dataset.labels):
+    for i, (tags, owner) in enumerate(zip(dataset.labels, owners, strict=True)):
         previous = None
-        for position, word in enumerate(encoded.word_ids(i)):
+        for position, (begin, end) in enumerate(encoded["offset_mapping"][i]):
+            word = next((owner[c] for c in range(begin, min(end, len(owner))) if owner[c] is not None), None)
             if word is not None and word != previous:
                 labels[i, position] = tags[word]
-            previous = word
+                previous = word
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return TaggedEncoded(rows, labels, pad, None)
 

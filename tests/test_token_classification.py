@@ -229,6 +229,22 @@ def test_each_word_is_labelled_on_its_first_word_piece_and_truncation_keeps_the_
     assert labels.tolist() == [[IGNORED, 3, IGNORED]]
 
 
+def test_a_byte_level_bpe_tokenizer_sees_the_words_as_running_text_with_their_spaces(tmp_path):
+    """RoBERTa's and GPT-2's tokenizers mark a word after a space (" film" -> "Ġfilm"); pre-split words
+    lose that space unless the tokenizer was built with add_prefix_space, and the model would read
+    words it never saw in pre-training. The encoding is the running text's, tags on each word's first piece."""
+    from autocompress.testing.tiny import tiny_bpe_tokenizer
+
+    tokenizer = tiny_bpe_tokenizer(tmp_path / "bpe")
+    words = ["the", "film", "was", "good"]
+    encoded = encode(tokenizer, TaggedDataset.of([words], [[1, 2, 3, 4]]), 64)
+    assert encoded.input_ids[0] == tokenizer(" ".join(words))["input_ids"]
+    assert "Ġfilm" in tokenizer.convert_ids_to_tokens(encoded.input_ids[0])
+    pieces = tokenizer.convert_ids_to_tokens(encoded.input_ids[0])
+    tagged = [(piece, tag) for piece, tag in zip(pieces, encoded.labels[0].tolist(), strict=True) if tag != IGNORED]
+    assert [tag for _, tag in tagged] == [1, 2, 3, 4] and tagged[:2] == [("the", 1), ("Ġfilm", 2)]
+
+
 def test_the_task_loss_counts_only_labelled_tokens():
     logits = torch.randn(2, 4, 5)
     labels = torch.tensor([[IGNORED, 1, 0, IGNORED], [IGNORED, 3, IGNORED, IGNORED]])
