@@ -67,6 +67,35 @@ def prompt_of(model: Any) -> Prompt | None:
     return Prompt(recorded["template"], tuple(recorded.get("label_words") or ()) or None)
 
 
+def causal_lm_of(model: Any) -> Any:
+    """The causal LM a prompted classifier generates with (any other model is returned as it is): the
+    classifier's own decoder modules (pruned, quantized or not, shared, not copied) under its family's
+    ``*ForCausalLM``, with the output head tied to the input embeddings. That head is the LM head itself
+    when the checkpoint tied them (SmolLM2, the tiny test Llama); otherwise it has the LM head's shape,
+    hence its cost, but not its weights. Per-token latency (``--latency token``) and perplexity of a
+    prompted classifier are measured on it: generating costs a vocabulary-wide head per token, which the
+    classifier's two-row score head would hide."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if prompt_of(model) is None:
+        return model
+    embeddings = model.get_input_embeddings()
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise InputError(f"{type(model).__name__}: its word embeddings are {type(embeddings).__name__}, not a float "
+                         "table, so no output head can be tied to them (store them in float to generate)")
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    config.vocab_size = embeddings.num_embeddings
+    config.use_cache = True
+    with torch.device("meta"):  # every module below is replaced by the classifier's own
+        causal_lm = AutoModelForCausalLM.from_config(config)
+    setattr(causal_lm, causal_lm.base_model_prefix, getattr(model, model.base_model_prefix))
+    head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False, device="meta")
+    head.weight = embeddings.weight
+    causal_lm.set_output_embeddings(head)
+    return causal_lm.eval()
+
+
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
     """The first token of each label word; InputError when two words start with the same token
     (the model could not tell those classes apart)."""

@@ -8,7 +8,7 @@ import torch
 
 from autocompress.cli import main
 from autocompress.errors import InputError
-from autocompress.prompted import Prompt, label_token_ids, prompted_classifier, render_data
+from autocompress.prompted import Prompt, causal_lm_of, label_token_ids, prompted_classifier, render_data
 from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_causal_lm
 
 LABEL_WORDS = " bad, good"  # neg, pos (sorted label names), as the tiny tokenizer spells them
@@ -44,6 +44,23 @@ def test_prompted_classifier_logits_are_the_next_token_logits_of_the_label_words
             torch.testing.assert_close(got[row], expected, rtol=1e-4, atol=1e-5)
     assert classifier.score.weight.shape == (2, lm.config.hidden_size)  # 2 rows, not the vocabulary
     assert classifier.config.autocompress_prompt == {"template": prompt.template, "label_words": [" bad", " good"]}
+
+
+def test_a_prompted_classifier_generates_through_its_own_decoder_and_a_vocabulary_wide_head(causal_task):
+    from autocompress.measure import MeasureSettings, measure_eager
+
+    lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    classifier = prompted_classifier(lm, tokenizer, ["neg", "pos"], Prompt(label_words=(" bad", " good")))
+    generator = causal_lm_of(classifier)
+    ids = torch.randint(10, len(tokenizer), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the tiny Llama ties its head to the embeddings: the very same LM
+        torch.testing.assert_close(generator(input_ids=ids).logits, lm(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+    assert generator.model is classifier.model  # shared, so a compressed classifier generates as compressed
+    assert generator.lm_head.weight is classifier.model.embed_tokens.weight
+    assert causal_lm_of(lm) is lm
+    # Per-token latency of a prompted classifier (the search's --latency token) is that of generating.
+    measured = measure_eager(classifier, MeasureSettings(latency="token", repeats=2, warmup=1))
+    assert measured.latency_ms > 0 and measured.parameters == sum(p.numel() for p in lm.parameters())
 
 
 def test_prompt_options_are_checked(causal_task):
