@@ -15,6 +15,7 @@ and in run.json, because a caller must render texts through the same template.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,9 +71,10 @@ def prompt_of(model: Any) -> Prompt | None:
 def causal_lm_of(model: Any) -> Any:
     """The causal LM a prompted classifier generates with (any other model is returned as it is): the
     classifier's own decoder modules (pruned, quantized or not, shared, not copied) under its family's
-    ``*ForCausalLM``, with the output head tied to the input embeddings. That head is the LM head itself
-    when the checkpoint tied them (SmolLM2, the tiny test Llama); otherwise it has the LM head's shape,
-    hence its cost, but not its weights. Per-token latency (``--latency token``) and perplexity of a
+    ``*ForCausalLM``, with the output head tied to the input embeddings (an int8 head of their values
+    when they are stored in int8). That head is the LM head itself when the checkpoint tied them
+    (SmolLM2, the tiny test Llama); otherwise it has the LM head's shape, hence its cost, but not its
+    weights. Per-token latency (``--latency token``) and perplexity of a
     prompted classifier are measured on it: generating costs a vocabulary-wide head per token, which the
     classifier's two-row score head would hide."""
     import torch
@@ -81,19 +83,40 @@ def causal_lm_of(model: Any) -> Any:
     if prompt_of(model) is None:
         return model
     embeddings = model.get_input_embeddings()
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise InputError(f"{type(model).__name__}: its word embeddings are {type(embeddings).__name__}, not a float "
-                         "table, so no output head can be tied to them (store them in float to generate)")
     config = model.config.__class__.from_dict(model.config.to_dict())
     config.vocab_size = embeddings.num_embeddings
     config.use_cache = True
     with torch.device("meta"):  # every module below is replaced by the classifier's own
         causal_lm = AutoModelForCausalLM.from_config(config)
     setattr(causal_lm, causal_lm.base_model_prefix, getattr(model, model.base_model_prefix))
-    head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False, device="meta")
-    head.weight = embeddings.weight
-    causal_lm.set_output_embeddings(head)
+    causal_lm.set_output_embeddings(_head_of(embeddings))
     return causal_lm.eval()
+
+
+def _head_of(embeddings: Any) -> Any:
+    """An output head over ``embeddings``' table: tied to it when it is a float table; an int8 table
+    (``quantization`` with ``embeddings: true``) gets an int8 dynamic head of the same values."""
+    import torch
+
+    if isinstance(embeddings, torch.nn.Embedding):
+        head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False, device="meta",
+                               dtype=embeddings.weight.dtype)
+        head.weight = embeddings.weight
+        return head
+    weight = getattr(embeddings, "weight", None)
+    if not callable(weight):
+        raise InputError(f"{type(embeddings).__module__}.{type(embeddings).__name__}: no weight table to build an "
+                         "output head from, so this prompted classifier cannot generate")
+    table = weight().dequantize()
+    head = torch.nn.Linear(table.shape[1], table.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(table)
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated; plugins/quantization.py uses it too
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(torch.nn.Sequential(head), {torch.nn.Linear}, dtype=torch.qint8)[0]
 
 
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:

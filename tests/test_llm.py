@@ -58,6 +58,14 @@ def test_a_prompted_classifier_generates_through_its_own_decoder_and_a_vocabular
     assert generator.model is classifier.model  # shared, so a compressed classifier generates as compressed
     assert generator.lm_head.weight is classifier.model.embed_tokens.weight
     assert causal_lm_of(lm) is lm
+    # An int8 word-embedding table (quantization with embeddings: true) gets an int8 head of its values.
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+
+    int8 = quantize_dynamic(classifier, {torch.nn.Linear: default_dynamic_qconfig,
+                                         "model.embed_tokens": float_qparams_weight_only_qconfig}, dtype=torch.qint8)
+    with torch.no_grad():
+        top = causal_lm_of(int8)(input_ids=ids).logits.argmax(-1)
+    assert (top == lm(input_ids=ids).logits.argmax(-1)).float().mean() > 0.8
     # Per-token latency of a prompted classifier (the search's --latency token) is that of generating.
     measured = measure_eager(classifier, MeasureSettings(latency="token", repeats=2, warmup=1))
     assert measured.latency_ms > 0 and measured.parameters == sum(p.numel() for p in lm.parameters())
