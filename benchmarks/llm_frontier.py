@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -147,44 +148,44 @@ def _measure_one(request: dict[str, Any], host: Any) -> dict[str, Any]:
                                generator=torch.Generator().manual_seed(0))
     if "gguf" in request:
         try:
-            import llama_cpp  # noqa: F401
+            from llama_cpp import Llama
         except ImportError:
             return {"missing": "not installed (pip install llama-cpp-python)"}
         adapter = adapter_for(generator, host.architectures)
         kv_per_token = kv_cache_bytes(generator, adapter, 1, 2)  # llama.cpp keeps keys and values in f16
-        return measure_llama_cpp(Path(request["gguf"]), prompt_ids[0].tolist(), tokenizer, evaluation,
-                                 label_token_ids(tokenizer, evaluation["label_words"]), kv_per_token,
-                                 request["rounds"], request["max_length"])
+        labels = label_token_ids(tokenizer, evaluation["label_words"])
+        measured = measure_llama_cpp(Llama, Path(request["gguf"]), prompt_ids[0].tolist(), tokenizer, evaluation,
+                                     labels, kv_per_token, request["rounds"], request["max_length"])
+        return {"pid": os.getpid(), **measured}
     with thread_count(2):
         prefill_and_decode(generator, prompt_ids, NEW_TOKENS)  # untimed: a fresh process's first calls are slow
         rounds = [prefill_and_decode(generator, prompt_ids, NEW_TOKENS) for _ in range(request["rounds"])]
         element = 2 if any(p.dtype == torch.bfloat16 for p in generator.parameters()) else 4
         kv = kv_cache_bytes(generator, adapter_for(generator, host.architectures), PROMPT_TOKENS + NEW_TOKENS, element)
         test = TextDataset(evaluation["texts"], evaluation["labels"])
-        return {"ttft_ms": statistics.median(r[0] for r in rounds),
+        return {"pid": os.getpid(), "ttft_ms": statistics.median(r[0] for r in rounds),
                 "ms_per_token": statistics.median(r[1] for r in rounds),
                 "memory_mb": (model_bytes(generator) + kv) / 2**20, "parameters": parameter_count(generator),
                 "perplexity": perplexity(generator, tokenizer, evaluation["raw"]),
                 "accuracy": accuracy(classifier, encode(tokenizer, test, request["max_length"]))}
 
 
-def measure_llama_cpp(gguf: Path, prompt_ids: list[int], tokenizer: Any, evaluation: dict[str, Any],
+def measure_llama_cpp(llama: Any, gguf: Path, prompt_ids: list[int], tokenizer: Any, evaluation: dict[str, Any],
                       label_ids: list[int], kv_bytes_per_token: int, rounds: int, max_length: int) -> dict[str, Any]:
-    """The teacher under llama.cpp, measured like the PyTorch rows: prefill of ``prompt_ids``, ms per
-    greedy token after it, memory (the GGUF file + an f16 KV cache at the same 96-token context as
-    the other rows), perplexity on the raw test sentences and prompted accuracy (the label words'
-    next-token logits after each rendered prompt). Token ids come from the teacher's tokenizer, so
-    both runtimes see the same inputs. (llama-cpp-python >= 0.3: ``Llama.eval`` feeds tokens to the
-    KV cache; with ``logits_all`` every position's logits land in ``Llama.scores``; without it,
-    ``Llama.sample(temp=0)`` picks the greedy token.)"""
+    """The teacher under llama.cpp (``llama`` is ``llama_cpp.Llama``), measured like the PyTorch rows:
+    prefill of ``prompt_ids``, ms per greedy token after it, memory (the GGUF file + an f16 KV cache
+    at the same 96-token context as the other rows), perplexity on the raw test sentences and
+    prompted accuracy (the label words' next-token logits after each rendered prompt). Token ids come
+    from the teacher's tokenizer, so both runtimes see the same inputs. (llama-cpp-python >= 0.3:
+    ``Llama.eval`` feeds tokens to the KV cache; with ``logits_all`` every position's logits land in
+    ``Llama.scores``; without it, ``Llama.sample(temp=0)`` picks the greedy token.)"""
     import numpy as np
-    from llama_cpp import Llama
     from llm_techniques import NEW_TOKENS, PROMPT_TOKENS
 
-    timings = _llama_cpp_timings(Llama(model_path=str(gguf), n_ctx=PROMPT_TOKENS + NEW_TOKENS, n_threads=2,
+    timings = _llama_cpp_timings(llama(model_path=str(gguf), n_ctx=PROMPT_TOKENS + NEW_TOKENS, n_threads=2,
                                        n_threads_batch=2, verbose=False), prompt_ids, rounds)
     # Scoring needs every position's logits (logits_all) and room for a whole rendered prompt.
-    scorer = Llama(model_path=str(gguf), n_ctx=2 * max(max_length, PROMPT_TOKENS), n_threads=2, n_threads_batch=2,
+    scorer = llama(model_path=str(gguf), n_ctx=2 * max(max_length, PROMPT_TOKENS), n_threads=2, n_threads_batch=2,
                    logits_all=True, verbose=False)
     total, count = 0.0, 0
     for text in evaluation["raw"]:
@@ -317,7 +318,7 @@ def summarise(models: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]
         f"{MIN_ACCURACY_SHARE:.0%} of the teacher's prompted accuracy):", *checks,
     ])
     return {"rows": rows, "markdown": markdown, "search": {k: v for k, v in search.items() if k != "pareto"},
-            "total_s": total_s, "quick": args.quick}
+            "total_s": total_s, "quick": args.quick, "pid": os.getpid()}
 
 
 def target_checks(found: list[dict[str, Any]]) -> list[str]:
