@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def run_search(out: Path, flags: list[str], trials: int | None, target: str, fre
                        check=True, stdout=subprocess.DEVNULL)
         found[f"{prefix} #{row['trial']}"] = {"dir": str(exported), "plan": row["plan"], "search": row,
                                              "target": target}
-    return {"wall_s": wall, "command": " ".join(command), "found": found, "pareto": pareto, "target": target,
+    return {"wall_s": wall, "command": shlex.join(command), "found": found, "pareto": pareto, "target": target,
             "best_free": best_free_option(run, pareto), "run_dir": str(run)}
 
 
