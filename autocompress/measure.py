@@ -346,6 +346,10 @@ def percentile(values: list[float], q: float) -> float:
 def measure_eager(model: nn.Module, settings: MeasureSettings) -> Measurement:
     """Measure a PyTorch eager-mode model in this process (the CPU target's method)."""
     model.eval()
+    if settings.latency == "token":  # a prompted classifier generates through its decoder and a full LM head
+        from autocompress.prompted import causal_lm_of
+
+        model = causal_lm_of(model, timing_only=True)
     steady_allocator()  # a forward pass reuses memory in any process, fresh or after training
     inputs = dummy_inputs(settings.batch_size, settings.seq_len, vocab_size_of(model))
     with thread_count(settings.threads):

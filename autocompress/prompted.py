@@ -15,6 +15,7 @@ and in run.json, because a caller must render texts through the same template.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,6 +66,68 @@ def prompt_of(model: Any) -> Prompt | None:
     if not isinstance(recorded, dict):
         return None
     return Prompt(recorded["template"], tuple(recorded.get("label_words") or ()) or None)
+
+
+def causal_lm_of(model: Any, *, timing_only: bool = False) -> Any:
+    """The causal LM a prompted classifier came from, as compressed (any other model is returned as it
+    is): the classifier's own decoder modules (pruned, quantized or not; shared, not copied) under its
+    family's ``*ForCausalLM``, with the output head tied to the input embeddings again (an int8 head
+    of their values when they are stored in int8). So a model the search found as a classifier
+    generates text again, and its time per generated token and its perplexity are an LLM's: the head
+    projects onto the whole vocabulary, which the classifier's two-row score head would hide.
+
+    That head is the original LM head when the checkpoint tied the two (SmolLM2, Llama 3.2, GPT-2,
+    the tiny test Llama). When it did not, the classifier kept only the label words' rows of it: a
+    ValueError, unless ``timing_only`` (``--latency token``'s measurement), which needs a head of the
+    LM head's shape and cost, not its weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if prompt_of(model) is None:
+        return model
+    if not timing_only and not getattr(model.config, "tie_word_embeddings", False):
+        raise ValueError(f"{type(model).__name__}: the causal LM's output head was not tied to its input "
+                         "embeddings, and the classifier kept only the label words' rows of it")
+    embeddings = model.get_input_embeddings()
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    delattr(config, CONFIG_ATTRIBUTE)
+    config.vocab_size = embeddings.num_embeddings
+    config.use_cache = True
+    config.architectures = None
+    with torch.device("meta"):  # every module below is replaced by the classifier's own
+        causal_lm = AutoModelForCausalLM.from_config(config)
+    setattr(causal_lm, causal_lm.base_model_prefix, getattr(model, model.base_model_prefix))
+    causal_lm.set_output_embeddings(_head_of(embeddings))
+    left = [name for name, tensor in [*causal_lm.named_parameters(), *causal_lm.named_buffers()] if tensor.is_meta]
+    if left:
+        raise ValueError(f"{type(causal_lm).__name__} has parts the classifier does not: {', '.join(left[:5])}")
+    return causal_lm.eval()
+
+
+def _head_of(embeddings: Any) -> Any:
+    """An output head over ``embeddings``' table: tied to it when it is a float table; an int8 table
+    (``quantization`` with ``embeddings: true``) gets an int8 dynamic head of the same values."""
+    import torch
+
+    if isinstance(embeddings, torch.nn.Embedding):
+        head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False, device="meta",
+                               dtype=embeddings.weight.dtype)
+        head.weight = embeddings.weight
+        return head
+    weight = getattr(embeddings, "weight", None)
+    if not callable(weight):
+        raise InputError(f"{type(embeddings).__module__}.{type(embeddings).__name__}: no weight table to build an "
+                         "output head from, so this prompted classifier cannot generate")
+    table = weight().dequantize()
+    head = torch.nn.Linear(table.shape[1], table.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(table)
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated; plugins/quantization.py uses it too
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(torch.nn.Sequential(head), {torch.nn.Linear}, dtype=torch.qint8)[0]
 
 
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
@@ -130,40 +193,6 @@ def prompted_classifier(causal_lm: Any, tokenizer: Any, label_names: list[str], 
         if head.bias is not None:
             head.bias.zero_()
     return classifier.eval()
-
-
-def causal_lm_of(classifier: Any) -> Any:
-    """The causal LM a prompted classifier came from, as compressed: the family's ``*ForCausalLM``
-    around the classifier's own decoder (its modules, shared, not copied), whose output head is the
-    decoder's input embeddings, as it was in the original when that tied them (SmolLM2, Llama 3.2,
-    Qwen2.5 small). So a model the search found as a classifier generates text again, and its time
-    per generated token and perplexity can be measured as an LLM's (the head projects onto the whole
-    vocabulary again). A ValueError when the original's output head was its own matrix: the
-    classifier kept only the label words' rows of it."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    config = classifier.config
-    if not getattr(config, "tie_word_embeddings", False):
-        raise ValueError(f"{type(classifier).__name__}: the causal LM's output head was not tied to its input "
-                         "embeddings, and the classifier kept only the label words' rows of it")
-    config = config.__class__.from_dict(config.to_dict())
-    if hasattr(config, CONFIG_ATTRIBUTE):
-        delattr(config, CONFIG_ATTRIBUTE)
-    config.use_cache = True
-    config.architectures = None
-    with torch.device("meta"):
-        causal_lm = AutoModelForCausalLM.from_config(config)
-    decoder = getattr(classifier, classifier.base_model_prefix)
-    setattr(causal_lm, causal_lm.base_model_prefix, decoder)
-    embeddings = decoder.get_input_embeddings()
-    head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False)
-    head.weight = embeddings.weight
-    causal_lm.set_output_embeddings(head)
-    left = [name for name, tensor in [*causal_lm.named_parameters(), *causal_lm.named_buffers()] if tensor.is_meta]
-    if left:
-        raise ValueError(f"{type(causal_lm).__name__} has parts the classifier does not: {', '.join(left[:5])}")
-    return causal_lm.eval()
 
 
 def zero_shot_teacher(causal_lm: Any, tokenizer: Any, data: TaskData, prompt: Prompt,

@@ -23,14 +23,20 @@ Quick mode re-measures every model in one fresh process (the published run: one 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from frontier import (
+    build_baselines,
+    import_model_code,
+    in_forked_child,
+    measure_fresh,
+    options_from_flags,
+    quick_search_flags,
+    run_search,
+)
 
 #: A by-hand recipe: DistilBERT-style half depth, initialised from every other teacher layer, then
 #: one epoch of distillation (soft labels + hidden states) with the defaults of our plugin.
@@ -59,143 +65,14 @@ def task_flags(quick: bool) -> list[str]:
 #: Quick mode trains every recovery step this long (a few optimiser steps): the smoke run checks
 #: that each number is there and sane, and training is nearly all of a search's time.
 QUICK_RECOVERY_EPOCHS = 0.1
-#: Quick mode's search budget: its two starting points.
+#: Quick mode's search budget: its two starting points (a post step alone; a structure step, recovery
+#: and a post step), with the short recovery.
 QUICK_TRIALS = 2
-
-
-def quick_search_flags(out: Path) -> list[str]:
-    """Quick mode's search: the first two built-in starting points' plans (a post step alone; a
-    structure step, recovery and a post step) with the short recovery, and a search space whose
-    recovery epochs are that short too (written into ``out``)."""
-    import yaml
-
-    short = {"type": "float", "low": QUICK_RECOVERY_EPOCHS, "high": 2 * QUICK_RECOVERY_EPOCHS,
-             "step": QUICK_RECOVERY_EPOCHS}
-    space, starting = out / "quick-space.yaml", out / "quick-starting-points.yaml"
-    space.write_text(yaml.safe_dump({"distillation": {"epochs": short}, "lora": {"epochs": short}}))
-    starting.write_text(yaml.safe_dump([
-        {"quantization": {"dtype": "int8"}},
-        {"ffn_pruning": {"keep_fraction": 0.7}, "distillation": {"epochs": QUICK_RECOVERY_EPOCHS},
-         "quantization": {"dtype": "int8"}},
-    ]))
-    return ["--search-space", str(space), "--starting-points", str(starting)]
-
-
-def _options(flags: list[str]) -> dict[str, Any]:
-    from autocompress.cli import build_parser
-    from autocompress.config import OPTIONS, merge_options
-
-    args = build_parser().parse_args(["search", *flags])
-    return merge_options(None, {name: getattr(args, name) for name in OPTIONS})
-
-
-def load_task(flags: list[str]):
-    from autocompress.config import settings_from_options
-    from autocompress.plugin_manager import build_host
-
-    settings = settings_from_options(_options(flags))
-    host = build_host()
-    return host, settings, host.tasks["demo"](settings.task_options).load()
-
-
-def build_baselines(out: Path, flags: list[str], quick: bool) -> dict[str, dict[str, Any]]:
-    """Teacher and by-hand baselines, each saved like a search candidate; returns their records."""
-    from autocompress.arch import adapter_for
-    from autocompress.candidate import apply_steps
-    from autocompress.model_io import save_candidate
-    from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
-
-    host, settings, task = load_task(flags)
-    saved, trained = {}, {}  # trained: float model per structure+recovery recipe (the + int8 variant reuses it)
-    directory = save_candidate(out / "teacher", task.teacher, task.tokenizer, post_steps=[])
-    saved["teacher"] = {"dir": str(directory), "wall_s": None, "plan": "the fine-tuned teacher"}
-    for name, steps in BASELINES.items():
-        plan_steps = []
-        for technique, values in steps:
-            cls = host.techniques[technique]
-            if quick and "epochs" in values:
-                values = {**values, "epochs": QUICK_RECOVERY_EPOCHS}
-            plan_steps.append(PlanStep(cls, cls.make_config(values)))
-        plan = Plan.build(plan_steps)
-        recipe = json.dumps([s for s in plan.to_manifest() if s["technique"] != "quantization"])
-        started = time.perf_counter()
-        model = copy.deepcopy(task.teacher)
-        context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=task.tokenizer,
-                               data=task.data, teacher=task.teacher, max_length=settings.task_options.max_length,
-                               seed=settings.seed)
-        if recipe in trained:
-            model, context.tokenizer, wall = trained[recipe]
-        else:
-            model = apply_steps(model, plan.at(Stage.STRUCTURE), context)
-            context.adapter = adapter_for(model, host.architectures)
-            model = apply_steps(model, plan.at(Stage.RECOVER), context)
-            wall = time.perf_counter() - started
-            trained[recipe] = (model, context.tokenizer, wall)
-        slug = name.replace(" ", "-").replace("+", "plus")
-        directory = save_candidate(out / slug, model, context.tokenizer, post_steps=plan.to_manifest(Stage.POST),
-                                   info={"plan": plan.to_manifest()})
-        saved[name] = {"dir": str(directory), "wall_s": wall, "plan": plan.describe()}
-        print(f"built {name} in {wall:.0f} s", flush=True)
-    return saved
-
-
-def run_search(out: Path, flags: list[str], trials: int | None, target: str, free_floor: str | None
-               ) -> dict[str, Any]:
-    """``autocompress search --target TARGET`` as a user runs it; every front member exported."""
-    run = out / ("search" if target == "cpu" else f"search-{target}")
-    command = ["autocompress", "search", "--out", str(run), "--no-progress", "--max-accuracy-drop", "0.03",
-               "--target", target, *flags]
-    if trials is not None:
-        command += ["--trials", str(trials)]
-    if free_floor is not None:
-        command += ["--free-floor", free_floor]
-    started = time.perf_counter()
-    code = subprocess.run(command).returncode
-    wall = time.perf_counter() - started
-    if code not in (0, 5):
-        raise SystemExit(f"the search on {target} failed with exit code {code}")
-    pareto = json.loads((run / "pareto.json").read_text())
-    found = {}
-    prefix = "search" if target == "cpu" else f"search[{target}]"
-    for row in pareto["front"]:
-        exported = out / f"{prefix.replace('[', '-').replace(']', '')}-trial-{row['trial']}"
-        shutil.rmtree(exported, ignore_errors=True)
-        subprocess.run(["autocompress", "export", str(run), "--trial", str(row["trial"]), "--to", str(exported)],
-                       check=True, stdout=subprocess.DEVNULL)
-        found[f"{prefix} #{row['trial']}"] = {"dir": str(exported), "plan": row["plan"], "search": row,
-                                             "target": target}
-    return {"wall_s": wall, "command": " ".join(command), "found": found, "pareto": pareto, "target": target,
-            "best_free": _best_free(run, pareto), "run_dir": str(run)}
-
-
-def _best_free(run: Path, pareto: dict[str, Any]) -> dict[str, Any] | None:
-    """The search's best free option (search/floor.py) within its accuracy limit, or None."""
-    import optuna
-
-    from autocompress.study.floor import best_free, stored_rows
-
-    study = optuna.load_study(study_name=json.loads((run / "run.json").read_text())["study"],
-                              storage=f"sqlite:///{(run / 'study.db').resolve()}")
-    best = best_free(stored_rows(study), pareto["baseline"]["val_accuracy"], pareto["limits"].get("max_accuracy_drop"))
-    return None if best is None else dict(best)
-
-
-def measure_fresh(requests: dict[str, dict[str, Any]], flags: list[str], one_process: bool = False
-                  ) -> dict[str, dict[str, Any]]:
-    """Reload each request's model in a new Python process and measure it: latency, memory,
-    parameters, test accuracy. A request is {"dir": saved model, "target": target name, "post":
-    {technique: config} or None (a by-hand post step on the reloaded model)}. The published run
-    starts a process per request; ``one_process`` (quick mode) starts one that imports and loads
-    the data once, then forks a child per request (forked before torch ran anything, so each
-    child's memory and threads start as a fresh process's would)."""
-    batches = [list(requests)] if one_process else [[name] for name in requests]
-    fresh = {}
-    for names in batches:
-        command = [sys.executable, __file__, "--measure", json.dumps([requests[name] for name in names]),
-                   "--flags", json.dumps(flags)]
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
-        fresh.update(zip(names, json.loads(result.stdout.strip().splitlines()[-1]), strict=True))
-    return fresh
+QUICK_STARTING_POINTS = [
+    {"quantization": {"dtype": "int8"}},
+    {"ffn_pruning": {"keep_fraction": 0.7}, "distillation": {"epochs": QUICK_RECOVERY_EPOCHS},
+     "quantization": {"dtype": "int8"}},
+]
 
 
 def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
@@ -205,7 +82,7 @@ def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
     from autocompress.measure import long_lived_objects
     from autocompress.plugin_manager import build_host
 
-    options = _options(flags)
+    options = options_from_flags(flags)
     host = build_host()
     data = load_demo_task_data(seed=0, cache_dir=options.get("cache_dir") or default_cache_dir())
     # Each measurement's garbage collection skips what was loaded up to here (modules, host, data).
@@ -213,51 +90,10 @@ def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
         if len(requests) == 1:
             records = [_measure_one(requests[0], options, host, data)]
         else:
-            _import_model_code(requests)
-            records = [_in_forked_child(lambda request=request: _measure_one(request, options, host, data))
+            import_model_code([request["dir"] for request in requests])
+            records = [in_forked_child(lambda request=request: _measure_one(request, options, host, data))
                        for request in requests]
     print(json.dumps(records))
-
-
-def _import_model_code(requests: list[dict[str, Any]]) -> None:
-    """Import the saved models' transformers modules (seconds each) once, before forking; nothing
-    runs on torch here, so no thread pool exists yet that a fork would break."""
-    import importlib
-
-    from transformers import AutoConfig, AutoTokenizer  # noqa: F401  (imported for the children)
-
-    for model_type in {AutoConfig.from_pretrained(request["dir"]).model_type for request in requests}:
-        try:
-            importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-        except ImportError:  # another layout: each child imports what it needs
-            pass
-
-
-def _in_forked_child(work: Any) -> Any:
-    """``work()`` run in a forked child of this process; its JSON result."""
-    import os
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: measure, hand the record over, leave without running the parent's cleanup
-        os.close(read)
-        code = 0
-        try:
-            with os.fdopen(write, "w") as out:
-                out.write(json.dumps(work()))
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as result:
-        text = result.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"measuring in a forked child failed (exit status {os.waitstatus_to_exitcode(status)})")
-    return json.loads(text)
 
 
 def _measure_one(request: dict[str, Any], options: dict[str, Any], host: Any, data: Any) -> dict[str, Any]:
@@ -311,10 +147,12 @@ def main() -> None:
     # The free floor of the quick run: the searched targets only (each other runtime costs minutes).
     free_floor = ",".join(targets) if args.quick else None
     args.out.mkdir(parents=True, exist_ok=True)
+    search_flags = (quick_search_flags(args.out, QUICK_STARTING_POINTS, QUICK_RECOVERY_EPOCHS) if args.quick
+                    else [])
     started = time.perf_counter()
-    models = build_baselines(args.out, flags, args.quick)
-    searches = [run_search(args.out, [*flags, *(quick_search_flags(args.out) if args.quick else [])], trials, target,
-                           free_floor) for target in targets]
+    models = build_baselines(args.out, flags, BASELINES, QUICK_RECOVERY_EPOCHS if args.quick else None)
+    searches = [run_search(args.out, ["--max-accuracy-drop", "0.03", *flags, *search_flags], trials,
+                           target, free_floor) for target in targets]
     for search in searches:
         models.update(search["found"])
     requests = {name: {"dir": info["dir"], "target": info.get("target", "cpu")} for name, info in models.items()}
@@ -326,7 +164,7 @@ def main() -> None:
                                                   "post": post}
     # The teacher once more at the end: the machine's drift over the run, stated with the table.
     requests[TEACHER_AGAIN] = {"dir": models["teacher"]["dir"], "target": "cpu"}
-    fresh = measure_fresh(requests, flags, one_process=args.quick)
+    fresh = measure_fresh(__file__, requests, flags, one_process=args.quick)
     floors = {search["target"]: {**search["best_free"], "fresh": fresh.pop(FLOOR + search["target"])}
               for search in searches if search["best_free"] is not None}
     teacher_again = fresh.pop(TEACHER_AGAIN)

@@ -27,8 +27,8 @@ QUICK_CONCURRENCY = int(os.environ.get("AUTOCOMPRESS_QUICK_CONCURRENCY", "2"))
 #: (a passive wait policy) leave each script about half the machine instead.
 QUICK_ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 #: Longest first (their CI times), so the last to start is a short one.
-LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "demo_embedding.py", "runtimes.py", "techniques.py",
-                 "onnx_int8.py", "small_data.py"]
+LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "llm_frontier.py", "demo_embedding.py", "runtimes.py",
+                 "techniques.py", "onnx_int8.py", "small_data.py"]
 
 
 class QuickRuns:
@@ -107,6 +107,39 @@ def test_demo_frontier_quick_measures_every_model_again_in_a_fresh_process(quick
     assert int8["memory_mb"] < 0.75 * teacher["memory_mb"]  # int8 linears really are smaller (embeddings stay float)
     for needle in ("| model | target | test acc |", "Targets:", "dominate each baseline",
                    "fresh-process vs search-time"):
+        assert needle in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.quick_script("llm_frontier.py")
+def test_llm_frontier_quick_measures_every_causal_lm_again_in_a_fresh_process(quick_runs):
+    result, out = quick_runs.result("llm_frontier.py")
+    report = json.loads((out / "frontier.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    names = list(rows)
+    assert names[:4] == ["teacher", "int8 dynamic alone", "half the layers + distillation",
+                         "half the layers + distillation + int8"]
+    assert names[-1] == "teacher under llama.cpp (Q4_1 GGUF)" and "no GGUF" in rows[names[-1]]["missing"]
+    found = [rows[name] for name in names[4:-1]]
+    assert found and all(row["name"].startswith("search #") for row in found), names
+    measured = [rows[name] for name in names[:-1]]
+    for row in measured:
+        assert row["ttft_ms"] > 0 and row["ms_per_token"] > 0 and row["memory_mb"] > 0, row["name"]
+        assert row["perplexity"] > 1 and 0 <= row["accuracy"] <= 1, row["name"]
+        assert f"| {row['name']} | " in result.stdout
+    # Measured in other processes than the benchmark's, one each (quick mode: a forked child per model).
+    pids = [row["pid"] for row in measured]
+    assert report["pid"] not in pids and len(set(pids)) == len(pids)
+    assert rows["teacher"]["memory_x"] == 1 and rows["int8 dynamic alone"]["memory_x"] > 1.3
+    half, half_int8 = rows["half the layers + distillation"], rows["half the layers + distillation + int8"]
+    assert half["memory_x"] > 1.3 and half_int8["memory_x"] > half["memory_x"]  # fewer layers, then int8 weights
+    assert half["parameters"] < rows["teacher"]["parameters"]
+    test_size = len(json.loads((out / "evaluation.json").read_text())["labels"])
+    for row in found:  # the search-time figures beside the fresh ones; the reloaded model scores as it did
+        assert row["search_ms_per_token"] > 0 and row["difference_pct"] is not None
+        assert abs(row["accuracy"] - row["search_test_accuracy"]) <= 1 / test_size
+    for needle in ("| model | time to first token ms | x | ms per token |", "Targets (found models",
+                   "faster generation (ms per token): ", "less memory: ", "fresh-process vs search-time"):
         assert needle in result.stdout
 
 

@@ -77,6 +77,33 @@ def test_the_check_rejects_undeclared_transitive_and_unguarded_optional_imports(
     assert hypothesis.startswith("hypothesis") and "tests/test_pkg.py:2" in hypothesis and "'dev' extra" in hypothesis
 
 
+def test_a_test_side_import_of_an_extra_outside_dev_must_be_guarded(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "pkg"
+        dependencies = []
+        [project.optional-dependencies]
+        llamacpp = ["llama-cpp-python>=0.3"]
+        dev = ["pytest>=8"]
+        [tool.setuptools]
+        package-dir = {"pkg" = "pkg"}
+    """))
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "row.py").write_text(textwrap.dedent("""
+        try:
+            import llama_cpp  # an optional runtime CI does not build: the row says what to install
+        except ImportError:
+            llama_cpp = None
+    """))
+    assert _checker().check(tmp_path) == []
+    (tmp_path / "benchmarks" / "other.py").write_text("from llama_cpp import Llama\n")
+    problems = _checker().check(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("llama_cpp (distribution llama-cpp-python)"), problems
+    assert "benchmarks/other.py:1" in problems[0] and "'dev' extra" in problems[0]
+
+
 def test_the_contract_kit_without_pytest_says_what_to_install():
     result = import_without(["pytest"], "autocompress.testing")
     assert result.returncode != 0

@@ -8,7 +8,7 @@ import torch
 
 from autocompress.cli import main
 from autocompress.errors import InputError
-from autocompress.prompted import Prompt, label_token_ids, prompted_classifier, render_data
+from autocompress.prompted import Prompt, causal_lm_of, label_token_ids, prompted_classifier, render_data
 from autocompress.testing import fresh_process_outputs, synthetic_sentiment, write_tiny_causal_lm
 
 LABEL_WORDS = " bad, good"  # neg, pos (sorted label names), as the tiny tokenizer spells them
@@ -50,7 +50,6 @@ def test_a_prompted_classifier_becomes_again_the_causal_lm_it_came_from_as_compr
     from autocompress.arch import adapter_for
     from autocompress.plugin_manager import build_host
     from autocompress.plugins.layer_drop import keep_layers
-    from autocompress.prompted import causal_lm_of
 
     lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
     prompt = Prompt("Review: {text}\nSentiment:", (" bad", " good"))
@@ -72,6 +71,33 @@ def test_a_prompted_classifier_becomes_again_the_causal_lm_it_came_from_as_compr
     classifier.config.tie_word_embeddings = False  # an LM with its own output matrix: only 2 rows of it are left
     with pytest.raises(ValueError, match="not tied"):
         causal_lm_of(classifier)
+    timed = causal_lm_of(classifier, timing_only=True)  # per-token latency needs the head's shape, not its rows
+    assert timed.lm_head.weight.shape == (lm.config.vocab_size, lm.config.hidden_size)
+
+
+def test_a_prompted_classifier_generates_through_its_own_decoder_and_a_vocabulary_wide_head(causal_task):
+    from autocompress.measure import MeasureSettings, measure_eager
+
+    lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    classifier = prompted_classifier(lm, tokenizer, ["neg", "pos"], Prompt(label_words=(" bad", " good")))
+    generator = causal_lm_of(classifier)
+    ids = torch.randint(10, len(tokenizer), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the tiny Llama ties its head to the embeddings: the very same LM
+        torch.testing.assert_close(generator(input_ids=ids).logits, lm(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+    assert generator.model is classifier.model  # shared, so a compressed classifier generates as compressed
+    assert generator.lm_head.weight is classifier.model.embed_tokens.weight
+    assert causal_lm_of(lm) is lm
+    # An int8 word-embedding table (quantization with embeddings: true) gets an int8 head of its values.
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+
+    int8 = quantize_dynamic(classifier, {torch.nn.Linear: default_dynamic_qconfig,
+                                         "model.embed_tokens": float_qparams_weight_only_qconfig}, dtype=torch.qint8)
+    with torch.no_grad():
+        top = causal_lm_of(int8)(input_ids=ids).logits.argmax(-1)
+    assert (top == lm(input_ids=ids).logits.argmax(-1)).float().mean() > 0.8
+    # Per-token latency of a prompted classifier (the search's --latency token) is that of generating.
+    measured = measure_eager(classifier, MeasureSettings(latency="token", repeats=2, warmup=1))
+    assert measured.latency_ms > 0 and measured.parameters == sum(p.numel() for p in lm.parameters())
 
 
 def test_prompt_options_are_checked(causal_task):
