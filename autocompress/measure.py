@@ -162,7 +162,12 @@ class Target(ABC):
 
 
 def _tensor_bytes(value: Any) -> int:
+    """Bytes a state value holds. A tensor subclass that packs its data (torchao's int4 weights,
+    say) holds the tensors it flattens to (``__tensor_flatten__``), not its logical shape x dtype."""
     if isinstance(value, torch.Tensor):
+        if hasattr(value, "__tensor_flatten__"):
+            names, _ = value.__tensor_flatten__()
+            return sum(_tensor_bytes(getattr(value, name)) for name in names)
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
         return sum(_tensor_bytes(v) for v in value)
