@@ -182,16 +182,17 @@ def measure_llama_cpp(llama: Any, gguf: Path, prompt_ids: list[int], tokenizer: 
     import numpy as np
     from llm_techniques import NEW_TOKENS, PROMPT_TOKENS
 
+    from autocompress.corpus import Documents
+    from autocompress.language_model import encode_documents
+
     timings = _llama_cpp_timings(llama(model_path=str(gguf), n_ctx=PROMPT_TOKENS + NEW_TOKENS, n_threads=2,
                                        n_threads_batch=2, verbose=False), prompt_ids, rounds)
     # Scoring needs every position's logits (logits_all) and room for a whole rendered prompt.
     scorer = llama(model_path=str(gguf), n_ctx=2 * max(max_length, PROMPT_TOKENS), n_threads=2, n_threads_batch=2,
                    logits_all=True, verbose=False)
     total, count = 0.0, 0
-    for text in evaluation["raw"]:
-        ids = tokenizer(text)["input_ids"][:PROMPT_TOKENS]
-        if len(ids) < 2:
-            continue
+    # The windows the PyTorch rows' perplexity scores (llm_techniques.perplexity: the search's own encoding).
+    for ids in encode_documents(tokenizer, Documents.of(evaluation["raw"]), PROMPT_TOKENS).input_ids:
         scorer.reset()
         scorer.eval(ids)
         logits = np.asarray(scorer.scores[:len(ids) - 1], dtype=np.float64)
