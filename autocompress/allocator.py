@@ -18,8 +18,14 @@ not blur them):
 thresholds, which also turns glibc's adjustment off: blocks below 32 MB come from the heap and up
 to 256 MB of free heap is kept, so after warm-up a forward pass reuses memory in any process, as
 in a long-running server. ``release_free_memory()`` (``malloc_trim``) returns free heap memory
-before memory is sampled, so the growth measured is the pass's working memory whatever ran
-before. Neither does anything off glibc (macOS, musl).
+before memory is sampled.
+
+Working memory is then read from the allocator itself (``heap_in_use()``: glibc's ``mallinfo2``,
+bytes handed out and not yet freed), not from the resident set: which freed pages a pass touches
+again depends on where earlier frees left holes in the heap, so the resident-memory growth of the
+same pass on the same 2-layer model read 24-35 MB in a fresh process and 24-39 MB after training
+(four runs each), while the bytes in use peaked at 16.5 MB in both. Off glibc (macOS, musl)
+nothing here does anything and memory falls back to the resident set.
 """
 
 from __future__ import annotations
@@ -46,6 +52,32 @@ def _glibc() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return libc
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+@functools.lru_cache(maxsize=1)
+def _mallinfo2():
+    libc = _glibc()
+    function = getattr(libc, "mallinfo2", None) if libc is not None else None  # glibc >= 2.33
+    if function is not None:
+        function.restype = _MallInfo2
+        function.argtypes = []
+    return function
+
+
+def heap_in_use() -> int | None:
+    """Bytes malloc has handed out and not yet freed, in every arena (mmapped blocks included); None
+    off glibc. About 2 microseconds a call."""
+    function = _mallinfo2()
+    if function is None:
+        return None
+    info = function()
+    return info.uordblks + info.hblkhd
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,9 +7,10 @@ task's default) times instead each greedy decoding step with the KV cache after 
 ``seq_len`` tokens: milliseconds per generated token, and the memory growth includes the cache. Memory: bytes of the
 deployed model's parameters and buffers (int8 packed weights included; a tensor shared by several
 modules counted once, ``autocompress.shared_weights``), plus the peak growth of
-the process's resident memory during a few more forward passes after warm-up (activations and
-scratch space), sampled by a background thread from a trimmed heap. glibc's malloc thresholds
-are fixed first, so neither figure depends on what the process did before (autocompress/allocator.py).
+the memory the process's allocator has handed out during a few more forward passes after warm-up
+(activations and scratch space; the resident set where the allocator cannot say), sampled by a
+background thread. glibc's malloc thresholds are fixed first, so neither figure depends on what the
+process did before (autocompress/allocator.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import psutil
 import torch
 from torch import nn
 
-from autocompress.allocator import release_free_memory, steady_allocator
+from autocompress.allocator import heap_in_use, release_free_memory, steady_allocator
 from autocompress.shared_weights import distinct_state
 
 MB = 2**20
@@ -209,25 +210,29 @@ def thread_count(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _RssSampler(threading.Thread):
-    def __init__(self, interval_s: float = 0.002):
+class _PeakSampler(threading.Thread):
+    """Samples the memory in use in the background: the allocator's bytes in use where it can say
+    (glibc), else the resident set; ``stop()`` returns the peak growth."""
+
+    def __init__(self, interval_s: float = 0.0005):
         super().__init__(daemon=True)
-        self._process = psutil.Process()
+        process = psutil.Process()
+        self._read = heap_in_use if heap_in_use() is not None else (lambda: process.memory_info().rss)
         self._stop_event = threading.Event()
         self.interval_s = interval_s
-        self.start_rss = self._process.memory_info().rss
-        self.peak_rss = self.start_rss
+        self.start_bytes = self._read()
+        self.peak_bytes = self.start_bytes
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+            self.peak_bytes = max(self.peak_bytes, self._read())
             self._stop_event.wait(self.interval_s)
 
     def stop(self) -> int:
         self._stop_event.set()
         self.join()
-        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-        return self.peak_rss - self.start_rss
+        self.peak_bytes = max(self.peak_bytes, self._read())
+        return self.peak_bytes - self.start_bytes
 
 
 def vocab_size_of(model: nn.Module) -> int:
@@ -271,11 +276,11 @@ def long_lived_objects() -> Iterator[None]:
 
 
 def memory_growth(run: Callable[[], object], runs: int = 3) -> int:
-    """Peak growth of resident memory over a few calls of ``run``, after warm-up (separately from
+    """Peak growth of the memory in use over a few calls of ``run``, after warm-up (separately from
     the timed runs, so the sampling thread does not disturb the latency figures)."""
     gc.collect()
     release_free_memory()  # the same floor whatever ran before (autocompress/allocator.py)
-    sampler = _RssSampler()
+    sampler = _PeakSampler()
     sampler.start()
     try:
         for _ in range(runs):
@@ -325,7 +330,7 @@ def time_decoding(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int
 
 
 def generation_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 8) -> int:
-    """Peak growth of resident memory over a prompt and ``steps`` generated tokens: the KV cache at the
+    """Peak growth of the memory in use over a prompt and ``steps`` generated tokens: the KV cache at the
     prompt's length and the working memory."""
     def generate() -> None:
         for step in decoding(model, inputs, steps):
@@ -337,7 +342,7 @@ def generation_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], 
 
 
 def inference_memory_growth(model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 3) -> int:
-    """Peak growth of resident memory over a few forward passes, after warm-up."""
+    """Peak growth of the memory in use over a few forward passes, after warm-up."""
     with torch.inference_mode():
         return memory_growth(lambda: model(**inputs), runs)
 

@@ -228,12 +228,12 @@ def measurement_note(run: RunData) -> str:
         timed = (f"Latency: milliseconds per generated token, median and p90 of {measure.get('repeats')} greedy "
                  f"decoding steps with the KV cache after {measure.get('warmup')} warm-up steps and a prompt of "
                  f"{measure.get('seq_len')} tokens, batch {measure.get('batch_size')}")
-        working = "the resident-memory growth of a prompt and generation (the KV cache included)"
+        working = "the growth of memory in use over a prompt and generation (the KV cache included)"
     else:
         timed = (f"Latency: median and p90 of {measure.get('repeats')} timed forward passes after "
                  f"{measure.get('warmup')} warm-up passes, batch {measure.get('batch_size')}, sequence length "
                  f"{measure.get('seq_len')}")
-        working = "the resident-memory growth of inference"
+        working = "the growth of memory in use during inference"
     return (f"{timed}, {measure.get('threads')} threads, on the target '{run.record.get('target', '?')}'. Each "
             "candidate's speed-up is against the teacher re-measured right before it on the same machine. Memory: "
             f"the bytes of the weights as the target holds them plus {working}. "
