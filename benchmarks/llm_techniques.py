@@ -54,6 +54,9 @@ VARIANTS = {
     # weight-only if it is measurably faster or smaller on this CPU").
     # Group 64: SmolLM2's hidden width, 576, is no multiple of 128 (torchao leaves such layers unquantized).
     "int4 weight-only (torchao, group 64, bf16 activations)": [(TORCHAO_INT4, {"group_size": 64})],
+    # Group 32: the teacher's weights went through the GGUF's Q4_1 (blocks of 32 input columns, a scale
+    # and a minimum each), so asymmetric int4 on the same blocks finds nearly the grid they already lie on.
+    "int4 weight-only (torchao, group 32, bf16 activations)": [(TORCHAO_INT4, {"group_size": 32})],
 }
 PROMPT_TOKENS, NEW_TOKENS = 64, 32
 

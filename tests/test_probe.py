@@ -10,7 +10,14 @@ from autocompress.errors import ExportError
 from autocompress.measure import Measurement, Target, parameter_count
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.quantization import Quantization
-from autocompress.search.probe import Probe, ProbeRow, adapt_starting_points, restrict_spaces, run_probe
+from autocompress.search.probe import (
+    Probe,
+    ProbeRow,
+    adapt_starting_points,
+    quality_keeper,
+    restrict_spaces,
+    run_probe,
+)
 from autocompress.search.starting_points import default_file, load_starting_points
 from autocompress.technique import ApplyContext
 from autocompress.testing import tiny_model
@@ -108,6 +115,37 @@ def test_no_post_step_when_none_pays_off_and_none_outside_the_space():
     int8_only = {"quantization": {**_spaces()["quantization"], "dtype": CategoricalDistribution(["int8"])}}
     # the user's space has no bf16: the fastest step inside it is chosen
     assert adapt_starting_points(plans, fast_bf16, int8_only)[0] == {"quantization": {"dtype": "int8"}}
+
+
+def _references(int8_val: float | None, bf16_val: float, error: str | None = None) -> list[dict]:
+    """The by-hand references as the search stores them (study.record.reference_record)."""
+    from autocompress.study.record import reference_record
+
+    def manifest(dtype):
+        return [{"technique": "quantization", "version": "1", "config": {"dtype": dtype}}]
+
+    return [reference_record("int8 dynamic only", manifest("int8"), int8_val, int8_val, error=error),
+            reference_record("bf16 only", manifest("bf16"), bf16_val, bf16_val)]
+
+
+def test_the_fastest_post_step_that_breaks_quality_on_its_own_does_not_start_the_plans():
+    """A decoder LLM: int8 dynamic is the fastest step and leaves the teacher's accuracy at chance
+    (SmolLM2: 0.7467 -> 0.5333); the plans end in bf16, which keeps it, instead."""
+    probe = _probe(CannedTimings(int8_ms=3.0, bf16_ms=5.0))
+    plans = load_starting_points(default_file(), set(HOST.techniques.names()))
+    broken = quality_keeper(_references(int8_val=0.53, bf16_val=0.745), teacher_val=0.75, max_drop=0.01)
+    adapted = adapt_starting_points(plans, probe, _spaces(), keeps_quality=broken)
+    assert [plan["quantization"]["dtype"] for plan in adapted] == ["bf16"] * len(plans)
+    # int8 within the limit (an encoder), or no accuracy limit at all: the fastest step, as before
+    for keeper in (quality_keeper(_references(int8_val=0.745, bf16_val=0.75), 0.75, 0.01),
+                   quality_keeper(_references(int8_val=0.53, bf16_val=0.745), 0.75, None),
+                   quality_keeper(_references(None, 0.745, error="RuntimeError: x"), 0.75, 0.01)):
+        assert adapt_starting_points(plans, probe, _spaces(), keeps_quality=keeper)[0] == {
+            "quantization": {"dtype": "int8"}}
+    # neither keeps quality: no post step ends the plans, and quantization alone is dropped
+    neither = quality_keeper(_references(int8_val=0.53, bf16_val=0.70), teacher_val=0.75, max_drop=0.01)
+    adapted = adapt_starting_points(plans, probe, _spaces(), keeps_quality=neither)
+    assert len(adapted) == len(plans) - 1 and all("quantization" not in plan for plan in adapted)
 
 
 def test_a_choice_the_target_refuses_leaves_the_search_space():

@@ -10,8 +10,12 @@ shared machine cancels. A step the target cannot run is recorded with the target
 
 The probe then decides:
 
-- ``adapt_starting_points``: the warm-start plans end in the step that was fastest here (or
-  in none, when no step gains at least ``MIN_GAIN``), instead of always in int8;
+- ``adapt_starting_points``: the warm-start plans end in the step that was fastest here among
+  those that keep the quality limit on their own (or in none, when no such step gains at least
+  ``MIN_GAIN``), instead of always in int8. Whether a step keeps quality is read from its by-hand
+  reference, which the search scores on validation before the probe (``quality_keeper``): int8
+  dynamic was SmolLM2's fastest step (3.28x per token) and left its prompted accuracy at chance;
+  starting every plan there made every trial of the LLM demo infeasible;
 - ``restrict_spaces``: a categorical choice the target refuses (static int8 on the cpu target,
   bf16 on onnxruntime) is dropped from the search space, so no trial is spent failing on it.
 
@@ -72,12 +76,14 @@ class Probe:
     threads: int
     rows: tuple[ProbeRow, ...] = field(default_factory=tuple)
 
-    def best(self, technique: str, min_gain: float = MIN_GAIN,
-             spaces: Mapping[str, SearchSpace] | None = None) -> ProbeRow | None:
+    def best(self, technique: str, min_gain: float = MIN_GAIN, spaces: Mapping[str, SearchSpace] | None = None,
+             keeps_quality: Callable[[ProbeRow], bool] | None = None) -> ProbeRow | None:
         """The fastest measured step of ``technique`` that beats the teacher by ``min_gain`` (and, with
-        ``spaces``, whose values lie in the technique's search space), or None."""
+        ``spaces``, whose values lie in the technique's search space; with ``keeps_quality``, that it
+        accepts), or None."""
         measured = [r for r in self.rows if r.technique == technique and r.speedup is not None
-                    and r.speedup >= min_gain and (spaces is None or _inside(r.config, spaces.get(technique, {})))]
+                    and r.speedup >= min_gain and (spaces is None or _inside(r.config, spaces.get(technique, {})))
+                    and (keeps_quality is None or keeps_quality(r))]
         return max(measured, key=lambda r: r.speedup) if measured else None
 
     def probed(self) -> set[str]:
@@ -146,10 +152,28 @@ def run_probe(teacher: nn.Module, techniques: Sequence[type[Technique]], target:
     return Probe(target.name, settings.batch_size, settings.seq_len, settings.threads, tuple(rows))
 
 
+def quality_keeper(references: Sequence[Mapping[str, Any]], teacher_val: float,
+                   max_drop: float | None) -> Callable[[ProbeRow], bool]:
+    """Whether a probed step keeps the quality limit on its own: its by-hand reference (same label and
+    technique, ``by_hand_references``) lost at most ``max_drop`` of validation quality against the
+    teacher's ``teacher_val``. A step without a scored reference, or any step without a limit, passes."""
+    from autocompress.study.record import PLAN, VAL_ACCURACY
+
+    dropped = {(ref["name"], step["technique"]) for ref in references
+               if max_drop is not None and ref.get(VAL_ACCURACY) is not None
+               and teacher_val - ref[VAL_ACCURACY] > max_drop for step in ref.get(PLAN, [])}
+
+    def keeps(row: ProbeRow) -> bool:
+        return (row.label, row.technique) not in dropped
+
+    return keeps
+
+
 def adapt_starting_points(plans: Sequence[Mapping[str, Mapping[str, Any]]], probe: Probe,
-                          spaces: Mapping[str, SearchSpace]) -> list[dict[str, dict[str, Any]]]:
+                          spaces: Mapping[str, SearchSpace], keeps_quality: Callable[[ProbeRow], bool] | None = None
+                          ) -> list[dict[str, dict[str, Any]]]:
     """The plans with each probed post step replaced by the step that was fastest here (among
-    those inside ``spaces``).
+    those inside ``spaces`` that ``keeps_quality`` accepts).
 
     The best step's fields override the plan's (other fields of the plan stay); a plan whose post
     step gains nothing here loses it (and is dropped if nothing else is left); duplicates go.
@@ -161,7 +185,7 @@ def adapt_starting_points(plans: Sequence[Mapping[str, Mapping[str, Any]]], prob
             if name not in probe.probed():
                 new[name] = dict(fields)
                 continue
-            best = probe.best(name, spaces=spaces)
+            best = probe.best(name, spaces=spaces, keeps_quality=keeps_quality)
             if best is not None:
                 new[name] = {**fields, **best.config}
         if new and new not in adapted:

@@ -37,7 +37,7 @@ from autocompress.search.floor import measure_free_floor, validate_free_floor
 from autocompress.search.isolate import InChildProcess, host_recipe, load_limit
 from autocompress.search.objective import Objective
 from autocompress.search.outputs import SearchOutcome, prune_candidates, write_outputs, write_run_json
-from autocompress.search.probe import adapt_starting_points, probe_study, restrict_spaces
+from autocompress.search.probe import adapt_starting_points, probe_study, quality_keeper, restrict_spaces
 from autocompress.search.resume import RunLock, check_run_dir, counted_trials, repair_interrupted_trials
 from autocompress.search.sampling import make_sampler
 from autocompress.search.settings import SearchSettings
@@ -139,9 +139,12 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
         adapt = None
         if probe is not None:
             env.spaces = restrict_spaces(env.spaces, probe)
-            # The built-in plans end in the post step that pays off here; a user's own file is tried as written.
+            # The built-in plans end in the post step that pays off here and keeps the quality limit on its
+            # own (its by-hand reference, scored above); a user's own file is tried as written.
             if settings.starting_points == default_file():
-                adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces)
+                keeps = quality_keeper(study.user_attrs[REFERENCES], env.baseline.val_accuracy,
+                                       env.limits.max_accuracy_drop)
+                adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces, keeps_quality=keeps)
         enqueue_starting_points(study, settings.starting_points, env.techniques, env.spaces, registered, adapt,
                                 unsupported=[left_out.technique for left_out in env.left_out])
         measure_free_floor(study, host, env, study.user_attrs[REFERENCES], settings.free_floor)
