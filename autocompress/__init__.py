@@ -25,6 +25,15 @@ PUBLIC_API_VERSION = "1.0"
 hookimpl = pluggy.HookimplMarker("autocompress")
 
 
+def _quiet_third_party_imports() -> None:
+    from autocompress.log_noise import TORCHAO_CUDA_EXTENSIONS, TORCHAO_ENUM_CONSTANT, drop_for_good
+
+    drop_for_good(TORCHAO_CUDA_EXTENSIONS, TORCHAO_ENUM_CONSTANT)
+
+
+_quiet_third_party_imports()
+
+
 def load_pretrained(directory, host=None):
     """Reload a model saved by autocompress (``best/`` or an export): returns (model, tokenizer).
 

@@ -8,6 +8,11 @@ so every other line of those libraries (and every warning) still reaches the ter
 - ``LOSS_TYPE_NONE``: tracing a Hugging Face model reads every attribute of every submodule; for a
   submodule without a task head (``BertModel``) transformers then logs "`loss_type=None` was set in
   the config but it is unrecognized": no loss is computed there at all.
+- ``TORCHAO_CUDA_EXTENSIONS`` and ``TORCHAO_ENUM_CONSTANT`` (dropped for good, from ``import
+  autocompress`` on): importing torchao (transformers imports it on its own whenever it is installed,
+  at some model load we do not choose) logs "Failed to load .../_C_mxfp8...so" for each of its
+  CUDA-only extensions, and torch logs for each of its enums ("<enum 'KernelPreference'> ...") that
+  it "is now natively supported by torch.compile". The int4 CPU kernel needs neither.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from contextlib import ExitStack, contextmanager
 #: (logger name, message start) pairs.
 TORCHVISION_MISSING = ("torch.onnx._internal.exporter._registration", "torchvision is not installed. Skipping ")
 LOSS_TYPE_NONE = ("transformers.modeling_utils", "`loss_type=None` was set in the config but it is unrecognized")
+TORCHAO_CUDA_EXTENSIONS = ("torchao", "Failed to load ")
+TORCHAO_ENUM_CONSTANT = ("torch.utils._pytree", "<enum '")
 
 
 class _DropMessages(logging.Filter):
@@ -43,3 +50,11 @@ def dropped(*messages: tuple[str, str]) -> Iterator[None]:
             logger.addFilter(drop)
             stack.callback(logger.removeFilter, drop)
         yield
+
+
+def drop_for_good(*messages: tuple[str, str]) -> None:
+    """Records of each (logger name, message start) are dropped from now on (once per logger and start)."""
+    for name, start in messages:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and start in f.starts for f in logger.filters):
+            logger.addFilter(_DropMessages((start,)))

@@ -237,8 +237,8 @@ CASES = [
          _space("ffn_pruning:\n  keep_fraction: {type: float, low: 0.5, high: 1.5}\n"),
          ("space.yaml", "ffn_pruning.keep_fraction", "1.5", "keep_fraction must be in (0, 1]")),
     Case("--search-space: a choice of the wrong kind", _space("quantization:\n  dtype: {type: categorical, "
-                                                              "choices: [int8, int4]}\n"),
-         ("space.yaml", "quantization.dtype", "'int4'", "dtype must be one of")),
+                                                              "choices: [int8, int2]}\n"),
+         ("space.yaml", "quantization.dtype", "'int2'", "dtype must be one of")),
     Case("--search-space: not a mapping (a list)", _space("- ffn_pruning\n- quantization\n"),
          ("space.yaml", "expected a mapping of technique names to fields")),
     Case("--search-space: not YAML", _space("ffn_pruning: {keep_fraction: [\n"),

@@ -75,3 +75,19 @@ def test_dropped_removes_only_the_named_messages_and_only_inside():
             logging.getLogger(name).warning(text)
     assert inside == [messages[1][1], messages[3][1]]
     assert seen == [text for _, text in messages]
+
+
+def test_int4_quantization_logs_no_torchao_import_lines():
+    """torchao's import (transformers imports it on its own when installed) logs a "Failed to load"
+    line per CUDA-only extension and torch an "is an Enum subclass" line per enum: none reaches a user."""
+    import subprocess
+    import sys
+
+    script = ("import autocompress\n"
+              "from autocompress.testing import tiny_model\n"
+              "from autocompress.plugins.quantization import quantize_int4_weight_only\n"
+              "quantize_int4_weight_only(tiny_model('llama', hidden=64, ffn=96, vocab_size=256), 32)\n"
+              "import logging; logging.getLogger('torchao').warning('torchao says something else')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr, result.stderr
+    assert "torchao says something else" in result.stderr  # the logger's other records still pass

@@ -32,8 +32,8 @@ class CannedTimings(Target):
 
     name = "canned"
 
-    def __init__(self, int8_ms: float, bf16_ms: float, float_ms: float = 10.0):
-        self.latency = {"float": float_ms, "int8": int8_ms, "bf16": bf16_ms}
+    def __init__(self, int8_ms: float, bf16_ms: float, float_ms: float = 10.0, int4_ms: float = 20.0):
+        self.latency = {"float": float_ms, "int8": int8_ms, "bf16": bf16_ms, "int4": int4_ms}
         self.calls: list[str] = []
 
     @staticmethod
@@ -42,6 +42,8 @@ class CannedTimings(Target):
             raise ExportError("this target runs no static int8 (a test double's refusal)")
         if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
             return "int8"
+        if any(type(p).__name__.startswith("Int4") for p in model.parameters()):  # torchao's packed int4
+            return "int4"
         return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "float"
 
     def measure(self, model, settings):
@@ -73,8 +75,10 @@ def test_the_probe_times_each_post_step_beside_the_teacher_interleaved():
     assert rows["int8 dynamic only"].speedup == pytest.approx(2.0)
     assert rows["bf16 only"].speedup == pytest.approx(1.25)
     assert "static int8" in rows["int8 static only"].refused and rows["int8 static only"].speedup is None
-    # one warm-up call per step, then teacher, int8, bf16 taking turns
-    assert target.calls[2:] == ["float", "int8", "bf16"] * 3
+    assert rows["int4 weight-only only"].speedup == pytest.approx(0.5)
+    # one warm-up call per step, then teacher, int8, bf16, int4 taking turns
+    assert target.calls[:3] == ["int8", "bf16", "int4"]
+    assert target.calls[3:] == ["float", "int8", "bf16", "int4"] * 3
     assert Probe.from_dict(probe.as_dict()) == probe
     assert (probe.target, probe.batch_size, probe.seq_len) == ("canned", SETTINGS.batch_size, SETTINGS.seq_len)
 
@@ -95,7 +99,7 @@ def test_the_starting_points_end_in_the_post_step_that_is_fastest_here(int8_ms, 
 def test_static_int8_starting_points_keep_no_layer_in_float():
     """Where static int8 is fastest (OpenVINO), the starting points end in exactly the step the probe
     timed: no float fallback, which the teacher did not need and which cost more than it bought."""
-    speeds = {"int8 dynamic only": 6.0, "bf16 only": 6.5, "int8 static only": 4.0}
+    speeds = {"int8 dynamic only": 6.0, "bf16 only": 6.5, "int8 static only": 4.0, "int4 weight-only only": 7.0}
     rows = tuple(ProbeRow(label, "quantization", dict(config), latency_ms=speeds[label], teacher_latency_ms=10.0)
                  for label, config in Quantization.references.items())
     probe = Probe("openvino", 1, 64, 2, rows)
@@ -151,10 +155,17 @@ def test_the_fastest_post_step_that_breaks_quality_on_its_own_does_not_start_the
 def test_a_choice_the_target_refuses_leaves_the_search_space():
     probe = _probe(CannedTimings(int8_ms=5.0, bf16_ms=6.0))
     restricted = restrict_spaces(_spaces(), probe)
-    assert restricted["quantization"]["dtype"].choices == ("int8", "bf16")
-    assert _spaces()["quantization"]["dtype"].choices == ("int8", "bf16", "int8-static")
+    assert restricted["quantization"]["dtype"].choices == ("int8", "bf16", "int4")
+    assert _spaces()["quantization"]["dtype"].choices == ("int8", "bf16", "int8-static", "int4")
     assert restricted["quantization"]["fallback_layers"] == _spaces()["quantization"]["fallback_layers"]
+    # int4 without torchao: the probe's row says what to install, and no trial samples it
+    missing = Probe("cpu", 1, 8, 1, (
+        ProbeRow("int8", "quantization", {"dtype": "int8"}, latency_ms=5.0, teacher_latency_ms=10.0),
+        ProbeRow("int4", "quantization", {"dtype": "int4", "group_size": 32},
+                 refused='quantization to int4: the Python package \'torchao\' is not installed')))
+    assert restrict_spaces(_spaces(), missing)["quantization"]["dtype"].choices == ("int8", "bf16", "int8-static")
     # a choice is never emptied: with every value refused the space stays as it was
     everything = Probe("t", 1, 8, 1, tuple(ProbeRow(v, "quantization", {"dtype": v}, refused="no")
-                                          for v in ("int8", "bf16", "int8-static")))
-    assert restrict_spaces(_spaces(), everything)["quantization"]["dtype"].choices == ("int8", "bf16", "int8-static")
+                                          for v in ("int8", "bf16", "int8-static", "int4")))
+    assert restrict_spaces(_spaces(), everything)["quantization"]["dtype"].choices == _spaces()["quantization"][
+        "dtype"].choices

@@ -35,7 +35,7 @@ def test_a_plan_becomes_the_parameters_sample_plan_reads(host):
 @pytest.mark.parametrize("plan, message", [
     ({"distillation": {}, "lora": {}}, "distillation and lora conflict"),
     ({"ffn_pruning": {"keep_fraction": 1.5}}, "ffn_pruning.keep_fraction = 1.5 is outside its search space"),
-    ({"quantization": {"dtype": "int4"}}, "quantization.dtype = 'int4' is outside"),
+    ({"quantization": {"dtype": "int2"}}, "quantization.dtype = 'int2' is outside"),
     ({"ffn_pruning": {"multiple_of": 8}}, "'ffn_pruning.multiple_of' is not a searched field"),
 ])
 def test_bad_plans_are_refused_with_the_reason(host, plan, message):
