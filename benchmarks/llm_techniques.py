@@ -37,8 +37,6 @@ from autocompress.plugin_manager import build_host
 from autocompress.prompted import DEFAULT_TEMPLATE, Prompt, label_token_ids
 from autocompress.technique import ApplyContext, PlanStep
 
-#: The one variant applied by hand, not through a technique plugin (torchao, the ``int4`` extra).
-TORCHAO_INT4 = "torchao int4"
 #: label -> [(technique, config values)], each alone at one documented setting (no recovery training).
 VARIANTS = {
     "int8 dynamic": [("quantization", {"dtype": "int8"})],
@@ -50,13 +48,12 @@ VARIANTS = {
     "gated MLP channels 50% (L1)": [("ffn_pruning", {"keep_fraction": 0.5})],
     "1/3 of key/value groups (L1)": [("head_pruning", {"fraction": 0.34, "scoring": "l1"})],
     "low-rank MLP 50%": [("low_rank", {"rank_ratio": 0.5, "layers": "ffn"})],
-    # Not a search technique: measured here to decide whether it should be one (issue 17: "int4
-    # weight-only if it is measurably faster or smaller on this CPU").
-    # Group 64: SmolLM2's hidden width, 576, is no multiple of 128 (torchao leaves such layers unquantized).
-    "int4 weight-only (torchao, group 64, bf16 activations)": [(TORCHAO_INT4, {"group_size": 64})],
-    # Group 32: the teacher's weights went through the GGUF's Q4_1 (blocks of 32 input columns, a scale
-    # and a minimum each), so asymmetric int4 on the same blocks finds nearly the grid they already lie on.
-    "int4 weight-only (torchao, group 32, bf16 activations)": [(TORCHAO_INT4, {"group_size": 32})],
+    # int4 weight-only (torchao's packed CPU kernel, bf16 activations; plugins/quantization.py). Group
+    # 64: SmolLM2's hidden width, 576, is no multiple of 128. Group 32: the teacher's weights went
+    # through the GGUF's Q4_1 (blocks of 32 input columns, a scale and a minimum each), so int4 with a
+    # scale and a zero on the same blocks lands near the grid they already lie on.
+    "int4 weight-only (torchao, group 64, bf16 activations)": [("quantization", {"dtype": "int4", "group_size": 64})],
+    "int4 weight-only (torchao, group 32, bf16 activations)": [("quantization", {"dtype": "int4", "group_size": 32})],
 }
 PROMPT_TOKENS, NEW_TOKENS = 64, 32
 
@@ -134,30 +131,8 @@ def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], wor
     return right / len(texts)
 
 
-def torchao_int4(model, group_size: int):
-    """Every linear layer's weights in int4, per group of ``group_size`` input columns, packed for
-    torchao's CPU kernel (``_weight_int4pack_mm_for_cpu``, the "opaque" layout), which takes bf16
-    activations: the model is cast to bf16 first (a layer whose width is no multiple of the group
-    stays bf16). None when torchao is not installed (``pip install autocompress[int4]``)."""
-    try:
-        import torchao.quantization as quantization
-    except ImportError:
-        return None
-    try:  # torchao 0.18: the CPU layout's workflow is a prototype
-        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
-
-        config = PrototypeInt4WeightOnlyConfig(group_size=group_size)
-    except ImportError:  # torchao 0.14-0.17
-        config = quantization.Int4WeightOnlyConfig(group_size=group_size, int4_packing_format="opaque")
-    model = model.to(torch.bfloat16)
-    quantization.quantize_(model, config)
-    return model
-
-
 def compress(host, teacher, tokenizer, data, steps):
     model = copy.deepcopy(teacher)
-    if steps[0][0] == TORCHAO_INT4:
-        return torchao_int4(model, **steps[0][1])
     layers = adapter_for(model, host.architectures).num_layers()
     plan = []
     for name, values in steps:
@@ -197,9 +172,6 @@ def main() -> None:
         rows = []
         for label, steps in [("teacher fp32", []), *variants.items()]:
             model = compress(host, teacher, tokenizer, data, steps) if steps else teacher
-            if model is None:
-                print(f"| {label} | not installed (pip install 'autocompress[int4]') |" + " |" * 7, flush=True)
-                continue
             timings = []
             for _ in range(rounds):
                 base = prefill_and_decode(teacher, prompt_ids, NEW_TOKENS)

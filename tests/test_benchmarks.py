@@ -27,8 +27,8 @@ QUICK_CONCURRENCY = int(os.environ.get("AUTOCOMPRESS_QUICK_CONCURRENCY", "2"))
 #: (a passive wait policy) leave each script about half the machine instead.
 QUICK_ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 #: Longest first (their CI times), so the last to start is a short one.
-LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "llm_frontier.py", "demo_embedding.py", "runtimes.py",
-                 "techniques.py", "onnx_int8.py", "small_data.py"]
+LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "llm_frontier.py", "embedding_frontier.py",
+                 "demo_embedding.py", "runtimes.py", "techniques.py", "onnx_int8.py", "small_data.py"]
 
 
 class QuickRuns:
@@ -251,3 +251,23 @@ def test_demo_embedding_quick_compares_compressed_embedding_models_with_the_teac
     assert rows["int8 dynamic alone"]["cosine"] > 0.9  # int8 barely moves a sentence's embedding
     assert rows["half depth + distillation"]["size_mb"] < 0.9 * rows["teacher"]["size_mb"]
     assert "| model | size MB | latency b1 ms | speed-up | cosine | recall@10 |" in result.stdout
+
+
+@pytest.mark.quick_script("embedding_frontier.py")
+def test_embedding_frontier_quick_measures_every_embedding_model_again_in_a_fresh_process(quick_runs):
+    result, out = quick_runs.result("embedding_frontier.py")
+    report = json.loads((out / "frontier.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows)[:5] == ["teacher", "int8 dynamic alone", "bf16 alone", "half the layers + distillation",
+                              "half the layers + distillation + int8"]
+    assert list(rows)[-1] == "teacher under ONNX Runtime int8"
+    found = [name for name in rows if name.startswith("search #")]
+    assert found == [name for name in report["search"]["found"]]  # the front, each re-measured
+    assert rows["teacher"]["recall_at_10"] == pytest.approx(1.0) and rows["teacher"]["cosine"] == pytest.approx(1.0)
+    measured = [row for row in rows.values() if "missing" not in row]
+    assert rows["teacher under ONNX Runtime int8"]["target"] == "onnxruntime"  # dev installs onnxruntime
+    for row in measured:
+        assert row["latency_ms"] > 0 and row["memory_mb"] > 0 and 0 <= row["recall_at_10"] <= 1
+        assert row["pid"] not in (report["pid"], None)  # measured in another process than the benchmark
+    assert rows["half the layers + distillation"]["parameters"] < rows["teacher"]["parameters"]
+    assert "Targets (recall@10 >= 0.95" in result.stdout and ("met by" in result.stdout or "MISSED" in result.stdout)

@@ -25,7 +25,7 @@ def test_short_forms_become_optuna_distributions():
 
 def test_builtin_spaces_load(techniques):
     assert "keep_fraction" in techniques["ffn_pruning"].search_space()
-    assert techniques["quantization"].search_space()["dtype"].choices == ("int8", "bf16", "int8-static")
+    assert techniques["quantization"].search_space()["dtype"].choices == ("int8", "bf16", "int8-static", "int4")
 
 
 def test_override_file_replaces_fields(tmp_path, techniques):
