@@ -79,35 +79,38 @@ def task_flags(quick: bool, workdir: Path) -> list[str]:
 
 
 def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
-    """The ``--measure`` process: the task loaded once (the teacher's embeddings of the test sentences
-    come from its cache), then one request measured here, or several each in a forked child; prints
-    the records as one JSON list."""
-    from autocompress.measure import long_lived_objects
-
-    host, settings, task = load_flagged_task(flags)
-    with long_lived_objects():
-        if len(requests) == 1:
-            records = [_measure_one(requests[0], host, settings, task)]
-        else:
-            import_model_code([request["dir"] for request in requests])
-            records = [in_forked_child(lambda request=request: _measure_one(request, host, settings, task))
-                       for request in requests]
+    """The ``--measure`` process: one request measured here, or several each in a forked child (each
+    loads the task itself: torch must not have run before a fork); prints the records as one JSON list."""
+    if len(requests) == 1:
+        records = [_measure_one(requests[0], flags)]
+    else:
+        import_model_code([request["dir"] for request in requests])
+        records = [in_forked_child(lambda request=request: _measure_one(request, flags)) for request in requests]
     print(json.dumps(records))
 
 
-def _measure_one(request: dict[str, Any], host: Any, settings: Any, task: Any) -> dict[str, Any]:
+def _measure_one(request: dict[str, Any], flags: list[str]) -> dict[str, Any]:
     """A saved model (``request["dir"]``) reloaded, measured on the cpu target and scored on the test
-    sentences; with ``request["onnxruntime_int8"]``, int8 dynamic of it on the onnxruntime target."""
-    from dataclasses import replace
-
+    sentences (the task loaded as the search loads it: the teacher's embeddings of them come from its
+    cache); with ``request["onnxruntime_int8"]``, int8 dynamic of it on the onnxruntime target."""
     import torch
+
+    from autocompress.measure import long_lived_objects
+
+    torch.manual_seed(0)
+    host, settings, task = load_flagged_task(flags)
+    with long_lived_objects():
+        return _measured(request, host, settings, task)
+
+
+def _measured(request: dict[str, Any], host: Any, settings: Any, task: Any) -> dict[str, Any]:
+    from dataclasses import replace
 
     from autocompress import load_pretrained
     from autocompress.embedding import Cosine, RecallAt10
     from autocompress.plugins.quantization import quantize_int8_dynamic
     from autocompress.training import encode
 
-    torch.manual_seed(0)
     model, tokenizer = load_pretrained(request["dir"], host)
     model.eval()
     target_name = "cpu"
