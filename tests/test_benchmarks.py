@@ -28,7 +28,7 @@ QUICK_CONCURRENCY = int(os.environ.get("AUTOCOMPRESS_QUICK_CONCURRENCY", "2"))
 QUICK_ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 #: Longest first (their CI times), so the last to start is a short one.
 LONGEST_FIRST = ["search_efficiency.py", "demo_frontier.py", "llm_frontier.py", "embedding_frontier.py",
-                 "demo_embedding.py", "runtimes.py", "techniques.py", "onnx_int8.py", "small_data.py"]
+                 "runtimes.py", "techniques.py", "onnx_int8.py", "small_data.py"]
 
 
 class QuickRuns:
@@ -237,22 +237,6 @@ def test_small_data_quick_recovers_each_student_on_each_data_variant(quick_runs)
 
 
 @pytest.mark.slow
-@pytest.mark.quick_script("demo_embedding.py")
-def test_demo_embedding_quick_compares_compressed_embedding_models_with_the_teacher(quick_runs):
-    result, out = quick_runs.result("demo_embedding.py")
-    report = json.loads((out / "demo_embedding.json").read_text())
-    rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows) == ["teacher", "int8 dynamic alone", "half depth + distillation",
-                          "half depth + distillation + int8", "ONNX Runtime int8 (teacher)"]
-    assert report["train_sentences"] == 300 and report["test_sentences"] == 200
-    assert rows["teacher"]["cosine"] == pytest.approx(1.0, abs=1e-5) and rows["teacher"]["recall@10"] == 1.0
-    for row in rows.values():
-        assert row["latency_ms"] > 0 and row["size_mb"] > 0 and 0 < row["recall@10"] <= 1
-    assert rows["int8 dynamic alone"]["cosine"] > 0.9  # int8 barely moves a sentence's embedding
-    assert rows["half depth + distillation"]["size_mb"] < 0.9 * rows["teacher"]["size_mb"]
-    assert "| model | size MB | latency b1 ms | speed-up | cosine | recall@10 |" in result.stdout
-
-
 @pytest.mark.quick_script("embedding_frontier.py")
 def test_embedding_frontier_quick_measures_every_embedding_model_again_in_a_fresh_process(quick_runs):
     result, out = quick_runs.result("embedding_frontier.py")

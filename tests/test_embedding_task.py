@@ -356,7 +356,7 @@ def test_the_demo_embedding_search_compresses_all_minilm_for_semantic_search(tmp
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"]
     # int8 (linears and the embedding table) moves many neighbours among these short, alike sentences:
-    # recall@10 0.66 of 300 test sentences here, cosine about 0.94 (benchmarks/demo_embedding.py).
+    # recall@10 0.66 of 300 test sentences here, cosine about 0.94 (RESULTS.md section 11).
     assert 0.5 < trials["test_accuracy"].iloc[0] < 1.0
 
 
