@@ -113,8 +113,9 @@ def quantize_int4_weight_only(model: nn.Module, group_size: int) -> nn.Module:
         raise MissingPackage.for_import(exc, "quantization to int4") from exc
 
     def packable(module: nn.Module, _path: str) -> bool:
+        # A module shared by several layers (ffn_sharing, layer_sharing) is met once per path: packed the first time.
         return (isinstance(module, nn.Linear) and module.in_features % group_size == 0
-                and module.out_features % INT4_OUT_MULTIPLE == 0)
+                and module.out_features % INT4_OUT_MULTIPLE == 0 and type(module.weight.data) is torch.Tensor)
 
     if not any(packable(module, path) for path, module in model.named_modules()):
         raise TechniqueError("quantization", f"int4 packs no linear layer of this model: none has an input "

@@ -132,6 +132,19 @@ def test_int4_packs_the_layers_the_kernel_takes_and_keeps_outputs_close():
                               atol=0.1 * reference.abs().max().item())
 
 
+def test_int4_packs_a_module_shared_by_two_layers_once():
+    """ffn_sharing/layer_sharing leave one module at several paths; the second visit found it packed
+    already and failed (aten.view on the int4 tensor) in a demo-embedding search."""
+    model = tiny_model("llama", hidden=64, ffn=96, vocab_size=256).eval()
+    model.model.layers[1].mlp = model.model.layers[0].mlp
+    quantized = _apply(Quantization, model, dtype="int4", group_size=32)
+    assert quantized.model.layers[1].mlp is quantized.model.layers[0].mlp
+    assert type(quantized.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"
+    ids = torch.randint(5, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.isfinite(quantized(input_ids=ids).logits.float()).all()
+
+
 def test_an_int4_candidate_reloads_with_identical_logits(tmp_path):
     from autocompress import load_pretrained
     from autocompress.model_io import save_candidate
