@@ -34,7 +34,9 @@ def test_memory_limit_raises_in_the_main_thread_with_the_cap_and_the_size():
     message = str(error.value)
     assert "per-trial memory limit of 100 MB" in message
     grown = int(re.search(r"grew by (\d+) MB", message).group(1))
-    assert 100 < grown <= 400
+    # The watchdog fires once growth passes 100 MB; the message rounds to whole MB ("grew by 100 MB" for 100.4 MB
+    # in one CI run).
+    assert 100 <= grown <= 400
     assert signal.getsignal(MEMORY_SIGNAL) is before
 
 
