@@ -22,18 +22,18 @@ Quick mode re-measures every model in one fresh process (the published run: one 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from frontier import (
+    benchmark_parser,
     build_baselines,
-    import_model_code,
-    in_forked_child,
+    measure_each,
     measure_fresh,
     options_from_flags,
+    percent_difference,
     quick_search_flags,
     run_search,
 )
@@ -87,12 +87,7 @@ def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
     data = load_demo_task_data(seed=0, cache_dir=options.get("cache_dir") or default_cache_dir())
     # Each measurement's garbage collection skips what was loaded up to here (modules, host, data).
     with long_lived_objects():
-        if len(requests) == 1:
-            records = [_measure_one(requests[0], options, host, data)]
-        else:
-            import_model_code([request["dir"] for request in requests])
-            records = [in_forked_child(lambda request=request: _measure_one(request, options, host, data))
-                       for request in requests]
+        records = measure_each(requests, lambda request: _measure_one(request, options, host, data))
     print(json.dumps(records))
 
 
@@ -130,13 +125,8 @@ def _measure_one(request: dict[str, Any], options: dict[str, Any], host: Any, da
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--trials", type=int, help="search budget (default: the product's default)")
+    parser = benchmark_parser(__doc__, "runs/demo-frontier", "search budget (default: the product's default)")
     parser.add_argument("--targets", default="cpu", help="comma-separated targets to search on (default: cpu)")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo-frontier"))
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         _measure_here(json.loads(args.measure), json.loads(args.flags))
@@ -210,10 +200,8 @@ def summarise(models, fresh, teacher_again, searches, floors, args, total_s) -> 
                "parameters": f["parameters"], "wall_s": info.get("wall_s"),
                "search_b1": search_row["latency_ms"] if search_row else None,
                "search_memory_mb": search_row["memory_mb"] if search_row else None}
-        row["difference_pct"] = (100 * (row["b1"] - row["search_b1"]) / row["search_b1"]
-                                 if row["search_b1"] else None)
-        row["memory_difference_pct"] = (100 * (row["memory_mb"] - row["search_memory_mb"]) / row["search_memory_mb"]
-                                        if row["search_memory_mb"] else None)
+        row["difference_pct"] = percent_difference(row["b1"], row["search_b1"])
+        row["memory_difference_pct"] = percent_difference(row["memory_mb"], row["search_memory_mb"])
         rows.append(row)
         wall = (f"{row['wall_s']:.0f} s" if row["wall_s"] is not None
                 else ("search" if search_row else "-"))

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from frontier import (
+    benchmark_parser,
     build_baselines,
-    import_model_code,
-    in_forked_child,
     load_flagged_task,
+    measure_each,
     measure_fresh,
+    percent_difference,
     quick_search_flags,
     run_search,
 )
@@ -81,12 +82,7 @@ def task_flags(quick: bool, workdir: Path) -> list[str]:
 def _measure_here(requests: list[dict[str, Any]], flags: list[str]) -> None:
     """The ``--measure`` process: one request measured here, or several each in a forked child (each
     loads the task itself: torch must not have run before a fork); prints the records as one JSON list."""
-    if len(requests) == 1:
-        records = [_measure_one(requests[0], flags)]
-    else:
-        import_model_code([request["dir"] for request in requests])
-        records = [in_forked_child(lambda request=request: _measure_one(request, flags)) for request in requests]
-    print(json.dumps(records))
+    print(json.dumps(measure_each(requests, lambda request: _measure_one(request, flags))))
 
 
 def _measure_one(request: dict[str, Any], flags: list[str]) -> dict[str, Any]:
@@ -132,12 +128,8 @@ def _measured(request: dict[str, Any], host: Any, settings: Any, task: Any) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--trials", type=int, help="search budget (default: the task's, 8 for demo-embedding)")
-    parser.add_argument("--out", type=Path, default=Path("runs/embedding-frontier"))
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
+    parser = benchmark_parser(__doc__, "runs/embedding-frontier",
+                              "search budget (default: the task's, 8 for demo-embedding)")
     args = parser.parse_args()
     if args.measure:
         _measure_here(json.loads(args.measure), json.loads(args.flags))
@@ -177,8 +169,7 @@ def summarise(models: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]
                **f, "speedup": teacher["latency_ms"] / f["latency_ms"],
                "smaller": teacher["memory_mb"] / f["memory_mb"],
                "search_latency_ms": search_row["latency_ms"] if search_row else None}
-        row["difference_pct"] = (100 * (f["latency_ms"] - row["search_latency_ms"]) / row["search_latency_ms"]
-                                 if row["search_latency_ms"] else None)
+        row["difference_pct"] = percent_difference(f["latency_ms"], row["search_latency_ms"])
         rows.append(row)
         lines.append(
             f"| {name} | {f['target']} | {f['latency_ms']:.2f} | {row['speedup']:.2f}x | {f['memory_mb']:.1f} | "

@@ -6,6 +6,7 @@ reloaded and measured again in a fresh Python process by the calling script's ``
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import shlex
@@ -19,6 +20,23 @@ from typing import Any
 #: A baseline recipe: [(technique, config values)], applied in stage order. A float ``keep_layers``
 #: of ``layer_drop`` is a fraction of the teacher's depth ("half the layers" of whatever model it is).
 Recipe = list[tuple[str, dict[str, Any]]]
+
+
+def benchmark_parser(description: str, default_out: str, trials_help: str) -> argparse.ArgumentParser:
+    """The arguments every frontier script takes: --quick, --trials, --out, and the hidden --measure
+    and --flags of its fresh-process mode (``measure_fresh``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trials", type=int, help=trials_help)
+    parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
+    return parser
+
+
+def percent_difference(fresh: float, search: float | None) -> float | None:
+    """How far (%) a fresh-process figure is from the one the search recorded; None without one."""
+    return 100 * (fresh - search) / search if search else None
 
 
 def options_from_flags(flags: list[str]) -> dict[str, Any]:
@@ -172,6 +190,15 @@ def import_model_code(directories: list[str]) -> None:
             importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
         except ImportError:  # another layout: each child imports what it needs
             pass
+
+
+def measure_each(requests: list[dict[str, Any]], measure_one: Any) -> list[Any]:
+    """``measure_one(request)`` for each request of a ``--measure`` process: here when there is one,
+    else each in a forked child (``in_forked_child``), after the saved models' code is imported."""
+    if len(requests) == 1:
+        return [measure_one(requests[0])]
+    import_model_code([request["dir"] for request in requests])
+    return [in_forked_child(lambda request=request: measure_one(request)) for request in requests]
 
 
 def in_forked_child(work: Any) -> Any:

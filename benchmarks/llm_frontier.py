@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from frontier import (
+    benchmark_parser,
     build_baselines,
-    import_model_code,
-    in_forked_child,
     load_flagged_task,
+    measure_each,
     measure_fresh,
+    percent_difference,
     quick_search_flags,
     run_search,
 )
@@ -117,11 +118,7 @@ def _measure_here(requests: list[dict[str, Any]]) -> None:
 
     host = build_host()
     with long_lived_objects():
-        if len(requests) == 1:
-            records = [_measure_one(requests[0], host)]
-        else:
-            import_model_code([request["dir"] for request in requests])
-            records = [in_forked_child(lambda request=request: _measure_one(request, host)) for request in requests]
+        records = measure_each(requests, lambda request: _measure_one(request, host))
     print(json.dumps(records))
 
 
@@ -234,12 +231,7 @@ def _llama_cpp_timings(llm: Any, prompt_ids: list[int], rounds: int) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--trials", type=int, help="search budget (default: the task's, 6 for demo-llm)")
-    parser.add_argument("--out", type=Path, default=Path("runs/llm-frontier"))
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
+    parser = benchmark_parser(__doc__, "runs/llm-frontier", "search budget (default: the task's, 6 for demo-llm)")
     args = parser.parse_args()
     if args.measure:
         _measure_here(json.loads(args.measure))
@@ -297,8 +289,7 @@ def summarise(models: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]
                "pct_teacher": 100 * f["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None,
                "search_ms_per_token": search_row["latency_ms"] if search_row else None,
                "search_test_accuracy": search_row.get("test_accuracy") if search_row else None}
-        row["difference_pct"] = (100 * (f["ms_per_token"] - row["search_ms_per_token"]) / row["search_ms_per_token"]
-                                 if row["search_ms_per_token"] else None)
+        row["difference_pct"] = percent_difference(f["ms_per_token"], row["search_ms_per_token"])
         rows.append(row)
         share = f"{row['pct_teacher']:.1f}%" if row["pct_teacher"] is not None else "-"
         lines.append(
