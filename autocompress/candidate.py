@@ -17,12 +17,14 @@ from autocompress.technique import ApplyContext, Plan, PlanStep, Stage
 def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) -> nn.Module:
     """Apply steps in order; any failure is re-raised as TechniqueError naming the technique.
 
-    Each structure step is recorded on the model (``autocompress.structure``): its technique,
-    version and config, the state its ``apply`` recorded and the config changes it made, so a
-    saved candidate can be rebuilt.
+    Each structure step, and each recovery step whose technique declares a ``State`` (one that adds
+    parameters, e.g. soft-prompt rows), is recorded on the model (``autocompress.structure``): its
+    technique, version and config, the state its ``apply`` recorded and the config changes it made,
+    so a saved candidate can be rebuilt.
     """
     for step in steps:
-        structural = step.technique.stage == Stage.STRUCTURE
+        structural = step.technique.stage == Stage.STRUCTURE or (
+            step.technique.stage == Stage.RECOVER and step.technique.State is not None)
         before = model.config.to_dict() if structural else None
         context.take_recorded()  # a state recorded outside a step belongs to no step
         source = model
@@ -42,7 +44,7 @@ def apply_steps(model: nn.Module, steps: list[PlanStep], context: ApplyContext) 
         if structural:
             record_step(model, step, before, states, source)
         elif states:
-            raise TechniqueError(step.technique.name, "apply() recorded a state, but only structure steps record one")
+            raise TechniqueError(step.technique.name, "apply() recorded a state, but it declares no State")
     return model
 
 

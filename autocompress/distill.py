@@ -225,6 +225,25 @@ def _rows(inputs: dict[str, torch.Tensor]) -> Iterator[tuple[int, ...]]:
         yield tuple(ids[mask.bool()].tolist())
 
 
+def teacher_inputs(inputs: dict[str, torch.Tensor], token_map: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``inputs`` (student token ids) as the teacher's: ids translated through ``token_map``, and the
+    positions it maps to -1 (tokens the teacher never sees: a soft prompt's) dropped from every
+    per-token tensor. Every row must hold as many of them (a soft prompt is in front of every text)."""
+    ids = token_map[inputs["input_ids"]]
+    keep = ids >= 0
+    if bool(keep.all()):
+        return {**inputs, "input_ids": ids}
+    kept = keep.sum(dim=1)
+    if bool((kept != kept[0]).any()):
+        raise ValueError("the student's rows hold different numbers of tokens the teacher never sees "
+                         "(token_map -1), so the teacher's inputs cannot be formed")
+    rows, width = ids.shape[0], int(kept[0])
+    result = {name: value[keep].view(rows, width) if isinstance(value, torch.Tensor) and value.shape == ids.shape
+              else value for name, value in inputs.items()}
+    result["input_ids"] = ids[keep].view(rows, width)
+    return result
+
+
 class TeacherSignals:
     """The teacher's logits (cached for the training split) and, per batch, its hidden states/attentions.
 
@@ -244,7 +263,7 @@ class TeacherSignals:
         """Student inputs in the teacher's token ids (``context.token_map``, when a step changed them)."""
         if self.token_map is None:
             return inputs
-        return {**inputs, "input_ids": self.token_map[inputs["input_ids"]]}
+        return teacher_inputs(inputs, self.token_map)
 
     def _fill(self, train: Encoded) -> None:
         missing, offset = [], 0
@@ -414,6 +433,10 @@ def train_student(student: nn.Module, context: ApplyContext, settings: RecoveryS
     try:
         signals = TeacherSignals(teacher, context, train)
         hidden, attention = settings.hidden_weight > 0, settings.attention_weight > 0
+        if (hidden or attention) and context.token_map is not None and bool((context.token_map < 0).any()):
+            raise ValueError(f"{label}: hidden-state and attention-map losses compare positions one to one, but the "
+                             "student's inputs hold tokens the teacher never sees (a soft prompt); set their "
+                             "weights to 0")
         mapping = layer_map(teacher, context) if hidden or attention else []
         projections = None
         if hidden and _hidden_width(student) != _hidden_width(teacher):

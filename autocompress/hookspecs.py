@@ -25,7 +25,7 @@ hookspec = pluggy.HookspecMarker("autocompress")
 #: Version of the plugin API described in this module and in docs/plugins.md, ``MAJOR.MINOR``.
 #: A minor bump adds hooks, optional hook arguments or contract attributes (old plugins keep
 #: working); a major bump removes or changes something, and only what was deprecated before.
-PLUGIN_API_VERSION = "1.7"
+PLUGIN_API_VERSION = "1.8"
 
 #: Module (or plugin object) attribute in which a plugin declares the API versions it supports,
 #: as a PEP 440 specifier, e.g. ``AUTOCOMPRESS_PLUGIN_API = ">=1.0,<2"``. A plugin whose range

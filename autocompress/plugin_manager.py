@@ -54,6 +54,7 @@ BUILTIN_PLUGINS = (
     "autocompress.plugins.width_pruning",
     "autocompress.plugins.distillation",
     "autocompress.plugins.lora",
+    "autocompress.plugins.prompt_tuning",
     "autocompress.plugins.report_outcomes",
     "autocompress.plugins.runtime_report",
     "autocompress.plugins.trial_log",

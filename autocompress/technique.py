@@ -11,7 +11,8 @@ A structure technique owns the structure it changes: it declares a ``State`` dat
 from ``apply``, and implements ``rebuild(model, config, state, context) -> model``, which redoes the
 change on a model built from the configuration the step started from, without data (the weights
 are loaded afterwards). ``autocompress.structure`` keeps the record with the model and replays it
-on load; the save/load code knows no layer shapes and no technique's keys.
+on load; the save/load code knows no layer shapes and no technique's keys. A recovery technique
+that adds parameters (``prompt_tuning``'s soft-prompt rows) does the same (plugin API 1.8).
 """
 
 from __future__ import annotations
@@ -245,8 +246,9 @@ def validate_technique_class(cls: type) -> None:
     if state is not None:
         if not dataclasses.is_dataclass(state):
             raise PluginError(f"{who}: 'State' must be a dataclass (JSON-serialisable fields)")
-        if cls.stage != Stage.STRUCTURE:
-            raise PluginError(f"{who}: only structure techniques record a State (stage is {cls.stage.name.lower()})")
+        if cls.stage == Stage.POST:
+            raise PluginError(f"{who}: a post step records no State (it is re-applied from its config on load); "
+                              "only structure and recovery techniques do")
         if not cls.rebuilds_structure():
             raise PluginError(f"{who} declares a State but does not implement rebuild(model, config, state, "
                               "context): saved candidates could not be reloaded")

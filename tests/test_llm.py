@@ -135,6 +135,7 @@ ALL_LLM_PLANS = """\
   quantization: {dtype: int8}
 - low_rank: {rank_ratio: 0.3, layers: both}
   lora: {rank: 4, epochs: 0.5, targets: both}
+  prompt_tuning: {num_tokens: 4, epochs: 0.5}
   quantization: {dtype: bf16}
 - layer_drop: {keep_layers: 3, strategy: every_other}
   head_pruning: {fraction: 0.5, scoring: l1}
@@ -149,7 +150,7 @@ def test_llm_search_with_every_llm_technique_reloads_in_a_fresh_process(family, 
     plans = tmp_path / "plans.yaml"
     plans.write_text(ALL_LLM_PLANS)
     out = tmp_path / "run"
-    techniques = "layer_drop,ffn_pruning,head_pruning,low_rank,distillation,lora,quantization"
+    techniques = "layer_drop,ffn_pruning,head_pruning,low_rank,distillation,lora,prompt_tuning,quantization"
     assert _search(causal_task, out, "--trials", "3", "--techniques", techniques, "--starting-points",
                    str(plans), model=None if family == "llama" else tmp_path / family) == 0
     trials = pd.read_csv(out / "trials.csv")

@@ -136,14 +136,14 @@ def _versioned_plugin(api, technique_name):
 
 
 def test_plugin_supporting_this_api_version_loads():
-    assert PLUGIN_API_VERSION == "1.7"
+    assert PLUGIN_API_VERSION == "1.8"
     host = build_host(autoload=False, extra_plugins=[("v1-plugin", _versioned_plugin(">=1.0,<2", "v1_thing"))])
     assert "v1_thing" in host.techniques
     assert host.plugin("v1-plugin").api == ">=1.0,<2" and host.plugin("v1-plugin").error is None
 
 
 @pytest.mark.parametrize("api, expected", [
-    (">=2.0", "supports plugin API >=2.0, but autocompress 0.1.0 provides plugin API 1.7"),
+    (">=2.0", "supports plugin API >=2.0, but autocompress 0.1.0 provides plugin API 1.8"),
     ("<1.0", "supports plugin API <1.0"),
     ("one point oh", "'one point oh' is not a version specifier"),
     (2, "2 is not a version specifier"),
@@ -468,7 +468,7 @@ def test_entry_point_plugin_is_discovered_with_its_distribution(installed_plugin
     assert broken["broken"].distribution == "ac-tiny-plugin 0.3"
     assert broken["broken"].error == "import failed: ModuleNotFoundError: No module named 'ac_missing_module'"
     assert broken["future"].distribution == "ac-tiny-plugin 0.3"
-    assert "supports plugin API >=2.0,<3" in broken["future"].error and "plugin API 1.7" in broken["future"].error
+    assert "supports plugin API >=2.0,<3" in broken["future"].error and "plugin API 1.8" in broken["future"].error
     assert "future_noise" not in host.techniques
     assert build_host(autoload=False).techniques.get("entry_point_noise") is None
 
@@ -487,7 +487,7 @@ def test_cli_lists_entry_point_plugins_and_broken_ones(installed_plugin):
     assert broken["broken"]["distribution"] == broken["future"]["distribution"] == "ac-tiny-plugin 0.3"
     assert "No module named 'ac_missing_module'" in broken["broken"]["error"]
     assert "incompatible: supports plugin API >=2.0,<3" in broken["future"]["error"]
-    assert listing["plugin_api"] == "1.7"
+    assert listing["plugin_api"] == "1.8"
     assert {p["plugin"]: p["api"] for p in listing["plugins"]}["future"] == ">=2.0,<3"
 
 
@@ -497,7 +497,7 @@ def test_cli_text_listing_shows_broken_plugins_and_why(installed_plugin):
     result = subprocess.run([sys.executable, "-m", "autocompress.cli", "plugins"],
                             capture_output=True, text=True, env=env, check=True)
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("plugin API 1.7")
+    assert lines[0].endswith("plugin API 1.8")
     assert any(line.startswith("technique") and "entry_point_noise" in line and "ac-tiny-plugin 0.3" in line
                for line in lines)
     broken = [line for line in lines if line.startswith("BROKEN")]

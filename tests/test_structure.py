@@ -224,7 +224,10 @@ def test_registration_refuses_a_state_without_rebuild():
     with pytest.raises(PluginError, match="does not implement rebuild"):
         validate_technique_class(Half)
     Half.stage = Stage.POST
-    with pytest.raises(PluginError, match="only structure techniques record a State"):
+    with pytest.raises(PluginError, match="a post step records no State"):
+        validate_technique_class(Half)
+    Half.stage = Stage.RECOVER  # a recovery step that adds parameters (soft prompts) records one too
+    with pytest.raises(PluginError, match="does not implement rebuild"):
         validate_technique_class(Half)
 
 

@@ -132,6 +132,12 @@ def evaluate_plan(env: TrialEnvironment, trial: Any, plan: Plan) -> TrialOutcome
                 candidate = env.recover(candidate, plan)
             except optuna.TrialPruned as exc:
                 raise PrunedTrial(str(exc) or "pruned", _pruned_gaps(env, trial, measurement)) from None
+            # A recovery step that added parameters (soft-prompt rows) changed what is measured; an
+            # unchanged structure is a cache hit (``TrialEnvironment.measure``), not a second timing.
+            remeasured, teacher_latency = env.measure(candidate, plan)
+            if remeasured is not measurement:
+                measurement = remeasured
+                record.measured(measurement.as_dict(), teacher_latency)
             val_accuracy, test_accuracy = env.score(candidate)
             record.also_scored(env.also_scored(candidate))
         gaps = env.limits.gaps(measurement.latency_ms, measurement.memory_mb,
