@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from autocompress import hookimpl
 from autocompress.config import command_line, merge_options, settings_from_options
 from autocompress.errors import InputError
-from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY
+from autocompress.study.record import LATENCIES, TEST_ACCURACY, VAL_ACCURACY
 
 if TYPE_CHECKING:
     import optuna
@@ -95,6 +95,8 @@ class TeacherBaseline:
     #: The one-time fine-tuning that made the teacher from a base model (recipe, validation
     #: accuracy, cache folder), or None when the given checkpoint already was the teacher.
     teacher_training: dict[str, Any] | None = None
+    #: A model that generates: its median latency in every mode timed (``prompt``, ``token``); else empty.
+    latency_ms_by_mode: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Candidate:
     _run: RunData = dataclasses.field(repr=False, compare=False)
     #: The plugin host of the search (techniques passed as classes included); None: the installed plugins.
     _host: Any = dataclasses.field(default=None, repr=False, compare=False)
+    #: A model that generates: its median latency in every mode timed (``prompt``, ``token``); else empty.
+    latency_ms_by_mode: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -144,7 +148,9 @@ def _candidate(run: RunData, run_dir: Path, row: Mapping[str, Any], host: Any = 
         test_accuracy=float(row[TEST_ACCURACY]), val_accuracy=float(row["val_accuracy"]),
         latency_ms=float(row["latency_ms"]), latency_p90_ms=float(row["latency_p90_ms"]),
         speedup=float(row["speedup"]), memory_mb=float(row["memory_mb"]), parameters=int(row["parameters"]),
-        run_dir=run_dir, _run=run, _host=host)
+        run_dir=run_dir, _run=run, _host=host,
+        latency_ms_by_mode={str(column).split(".", 1)[1]: float(value) for column, value in row.items()
+                            if str(column).startswith("latency_ms.") and value is not None and value == value})
 
 
 @dataclasses.dataclass
@@ -209,7 +215,8 @@ def _result(run: RunData, run_dir: Path, host: Any = None) -> SearchResult:
     baseline = TeacherBaseline(
         test_accuracy=float(base[TEST_ACCURACY]), val_accuracy=float(base[VAL_ACCURACY]),
         latency_ms=float(base["latency_ms"]), latency_p90_ms=float(base["latency_p90_ms"]),
-        memory_mb=float(base["memory_mb"]), parameters=int(base["parameters"]), teacher_training=training)
+        memory_mb=float(base["memory_mb"]), parameters=int(base["parameters"]), teacher_training=training,
+        latency_ms_by_mode=dict(base.get(LATENCIES) or {}))
     recommended = run.recommended
     return SearchResult(
         run_dir=run_dir, study=run.study, trials=run.frame, front=run.front, baseline=baseline,

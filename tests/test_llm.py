@@ -189,6 +189,11 @@ def test_a_qwen_or_mistral_layout_checkpoint_gets_a_search(family, tmp_path, cap
                    "none", "--max-accuracy-drop", "0.9") == 0
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE"], trials[["plan", "reason"]].to_string()
+    # A model that generates is timed both ways: the searched forward pass and the time per generated token.
+    assert trials.loc[0, "latency_ms.prompt"] == trials.loc[0, "latency_ms"] and trials.loc[0, "latency_ms.token"] > 0
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert set(pareto["baseline"]["latency_ms_by_mode"]) == {"prompt", "token"}
+    assert "ms per token" in (out / "report.md").read_text()
     printed = capsys.readouterr().out  # how the teacher was made, and (a random tiny LM) what to try instead
     assert "zero-shot prompted classifier from" in printed and "' bad' / ' good'" in printed
     assert "try another --prompt-template or --label-words" in printed

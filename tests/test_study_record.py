@@ -16,6 +16,7 @@ from autocompress.study.record import (
     COLUMNS,
     COUNTED,
     DIRECTIONS,
+    LATENCIES,
     MEASURED,
     METRIC_NAMES,
     OBJECTIVES,
@@ -92,6 +93,22 @@ def test_a_trial_written_through_the_recorder_reads_back_as_the_same_record():
     row = record.row()
     assert list(row)[: len(COLUMNS)] == COLUMNS and row["param.use.x"] in (True, False)
     assert row["test_accuracy"] == 0.87 and row["val_accuracy"] == 0.895 and row["ended"] == "complete"
+    assert not any(column.startswith("latency_ms.") for column in row)  # timed one way only
+    timed_one_way, timed_both = study.ask(), study.ask()
+    TrialRecorder(timed_one_way).latencies({})  # nothing recorded for a model timed one way
+    TrialRecorder(timed_both).latencies({"prompt": 4.0, "token": 1.5})
+    assert "latency_ms_by_mode" not in timed_one_way.user_attrs
+    study.tell(timed_both, [0.9, 4.0, 40.0][: len(DIRECTIONS)])
+    row = TrialRecord.from_trial(study.trials[timed_both.number]).row()
+    assert (row["latency_ms.prompt"], row["latency_ms.token"]) == (4.0, 1.5)
+
+
+def test_a_baseline_keeps_every_latency_mode_timed_through_its_dict():
+    measured = dict.fromkeys(MEASURED, 1.0)
+    both = Baseline(0.9, 0.8, measured, {"prompt": 1.0, "token": 0.4})
+    assert Baseline.from_dict(both.as_dict()) == both
+    one = Baseline(0.9, 0.8, measured)
+    assert LATENCIES not in one.as_dict() and Baseline.from_dict(one.as_dict()) == one
 
 
 def test_stopped_running_and_dead_trials_read_as_such():

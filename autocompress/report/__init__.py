@@ -122,8 +122,9 @@ def write_report(run: RunData, out_dir: Path, host: Any) -> ReportFiles:
 
     sections, files.errors = host.report_sections(run)
     headline, verdict_lines = facts.verdict(run)
+    also_timed = [facts.MODE_NAMES.get(mode, f"{mode} ms") for mode in facts.other_latency_modes(run)]
     columns = ["trial", "techniques", "test accuracy", "% of teacher", "latency ms (median / p90)", "speed-up",
-               "memory MB", "smaller", "parameters"]
+               *also_timed, "memory MB", "smaller", "parameters"]
     # The run's metric (accuracy unless the task measures another): the quality column says which.
     headers = {"test accuracy": f"test {facts.quality_metric(run).shown_as()}"}
     front_rows = facts.candidate_rows(run, run.front)

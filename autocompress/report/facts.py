@@ -14,6 +14,7 @@ from autocompress.report.run import RunData
 from autocompress.study import floor
 from autocompress.study.record import (
     ENDED,
+    LATENCIES,
     REASON,
     TEST_ACCURACY,
     VAL_ACCURACY,
@@ -95,12 +96,35 @@ def _share(run: RunData, value: Any, teacher: float) -> str:
     return _fmt(100 * value / teacher, ".1f")
 
 
+MODE_NAMES = {"prompt": "prompt ms", "token": "ms per token"}
+
+
+def other_latency_modes(run: RunData) -> list[str]:
+    """The latency modes the run timed besides the searched one (a model that generates is timed both
+    ways: ``latency_ms.<mode>`` in trials.csv), in the teacher's record."""
+    searched = run.record.get("measure", {}).get("latency") or "prompt"
+    return [mode for mode in run.baseline.get(LATENCIES) or {} if mode != searched]
+
+
+def _also_timed(run: RunData, values: Mapping[str, Any]) -> dict[str, str]:
+    """The other latency modes' columns of one row: median ms and the speed-up over the teacher's."""
+    teacher = run.baseline.get(LATENCIES) or {}
+    cells = {}
+    for mode in other_latency_modes(run):
+        value = values.get(mode)
+        cells[MODE_NAMES.get(mode, f"{mode} ms")] = (
+            "-" if value is None or pd.isna(value) else f"{value:.2f} ({teacher[mode] / value:.2f}×)")
+    return cells
+
+
 def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
-    """Rows of the candidate table: plan in words, test accuracy, latency, memory, size, vs the teacher."""
+    """Rows of the candidate table: plan in words, test accuracy, latency (and the other latency mode of a
+    model that generates), memory, size, vs the teacher."""
     base = run.baseline
     rows = []
     for _, row in frame.iterrows():
         acc = row[TEST_ACCURACY]
+        also = {mode: row.get(f"latency_ms.{mode}") for mode in other_latency_modes(run)}
         rows.append({
             "trial": f"#{int(row['number'])}",
             "techniques": trial_plan(run.trials[int(row["number"])]),
@@ -108,6 +132,7 @@ def candidate_rows(run: RunData, frame: pd.DataFrame) -> list[dict[str, str]]:
             "% of teacher": _share(run, acc, base[TEST_ACCURACY]),
             "latency ms (median / p90)": f"{_fmt(row['latency_ms'], '.2f')} / {_fmt(row['latency_p90_ms'], '.2f')}",
             "speed-up": f"{_fmt(row['speedup'], '.2f')}×",
+            **_also_timed(run, also),
             "memory MB": _fmt(row["memory_mb"], ".1f"),
             "smaller": f"{_fmt(base['memory_mb'] / row['memory_mb'], '.2f')}×",
             "parameters": _fmt(row["parameters"], ",.0f"),
@@ -136,7 +161,8 @@ def baseline_rows(run: RunData) -> list[dict[str, str]]:
              "test accuracy": _quality(run, base[TEST_ACCURACY]),
              "% of teacher": _share(run, base[TEST_ACCURACY], base[TEST_ACCURACY]),
              "latency ms (median / p90)": f"{base['latency_ms']:.2f} / {base['latency_p90_ms']:.2f}",
-             "speed-up": "1.00×", "memory MB": f"{base['memory_mb']:.1f}", "smaller": "1.00×",
+             "speed-up": "1.00×", **_also_timed(run, base.get(LATENCIES) or {}),
+             "memory MB": f"{base['memory_mb']:.1f}", "smaller": "1.00×",
              "parameters": _fmt(base.get("parameters"), ",.0f")}]
     rows += free_floor_rows(run)
     for ref in run.references:

@@ -10,6 +10,7 @@ which skip recovery.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -117,6 +118,10 @@ class TrialEnvironment:
     trial_timeout_s: float | None = None
     trial_memory_mb: float | None = None
     measurements: dict[str, tuple[Measurement, float]] = field(default_factory=dict)
+    #: Latency modes timed besides ``measure_settings.latency`` (a model that generates is timed both
+    #: ways: ``other_latency_modes``), and their medians per structure key.
+    other_latencies: tuple[str, ...] = ()
+    other_measurements: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Replaces the local pruning decision (trial, curve) -> prune?; an isolated trial's child asks its parent.
     prune_decision: Callable[[Any, dict[int, float]], bool] | None = None
 
@@ -194,6 +199,17 @@ class TrialEnvironment:
                                       teacher.latency_ms)
         return self.measurements[key]
 
+    def latencies(self, candidate: Candidate, plan: Plan, measurement: Measurement) -> dict[str, float]:
+        """Every latency mode timed (mode -> median ms): the searched one (``measurement``) and
+        ``other_latencies``, each timed once per structure. Empty when the run times one mode."""
+        if not self.other_latencies:
+            return {}
+        key = structure_key(candidate.model, plan, f"{self.target.name}:{self.measure_settings}")
+        if key not in self.other_measurements:
+            self.other_measurements[key] = timed_latencies(self.target, candidate.deployed, self.measure_settings,
+                                                           self.other_latencies)
+        return {self.measure_settings.latency or "prompt": measurement.latency_ms, **self.other_measurements[key]}
+
     def score(self, candidate: Candidate) -> tuple[float, float]:
         """The task's metric (accuracy by default) on validation and test, of what the target runs (and measured)."""
         validation, test = self.evaluation_sets(candidate.context.tokenizer)
@@ -235,13 +251,38 @@ def technique_spaces(host: Any, settings: SearchSettings) -> tuple[list[type], d
     return techniques, spaces
 
 
+def other_latency_modes(target: Target, teacher: nn.Module, settings: MeasureSettings) -> tuple[str, ...]:
+    """The latency modes the run times besides ``settings.latency``: for a model that generates (a
+    causal LM, or a causal LM made a prompted classifier) both the prompt and the time per generated
+    token matter to its user, so whichever is not searched is timed beside it, when the target times
+    it; a classifier that cannot generate has only its forward pass."""
+    from autocompress.prompted import prompt_of
+
+    generates = prompt_of(teacher) is not None or (
+        callable(getattr(teacher, "get_output_embeddings", None)) and teacher.get_output_embeddings() is not None)
+    if not generates:
+        return ()
+    searched = settings.latency or "prompt"
+    return tuple(mode for mode in target.latency_modes if mode != searched)
+
+
+def timed_latencies(target: Target, model: nn.Module, settings: MeasureSettings,
+                    modes: tuple[str, ...]) -> dict[str, float]:
+    """``model``'s median latency in each of ``modes`` (mode -> ms), timed by ``target``."""
+    return {mode: target.measure(model, dataclasses.replace(settings, latency=mode)).latency_ms for mode in modes}
+
+
 def measure_baseline(teacher: nn.Module, target: Target, settings: MeasureSettings, validation: Encoded,
                      test: Encoded, metric: QualityMetric | None = None) -> Baseline:
-    """The teacher's quality (``metric``, accuracy by default; scored on the target's runtime) and measurement."""
+    """The teacher's quality (``metric``, accuracy by default; scored on the target's runtime) and
+    measurement; with every latency mode timed (``other_latency_modes``) when it generates."""
     metric = metric or Accuracy()
     scored = target.runtime(teacher)
-    return Baseline(metric.score(scored, validation), metric.score(scored, test),
-                    target.measure(teacher, settings).as_dict())
+    measurement = target.measure(teacher, settings)
+    others = other_latency_modes(target, teacher, settings)
+    latencies = ({settings.latency or "prompt": measurement.latency_ms,
+                  **timed_latencies(target, teacher, settings, others)} if others else {})
+    return Baseline(metric.score(scored, validation), metric.score(scored, test), measurement.as_dict(), latencies)
 
 
 def make_environment(settings: SearchSettings, host: Any, task: LoadedTask, techniques: list[type],
@@ -269,6 +310,7 @@ def make_environment(settings: SearchSettings, host: Any, task: LoadedTask, tech
         spaces=spaces, architectures=host.architectures, layout=settings.layout,
         seed=settings.seed, max_length=max_length, pruner=make_pruner(settings.pruner),
         trial_timeout_s=settings.trial_timeout_s, trial_memory_mb=settings.trial_memory_mb, left_out=left_out,
+        other_latencies=other_latency_modes(target, task.teacher, settings.measure),
     )
 
 

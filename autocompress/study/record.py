@@ -98,6 +98,9 @@ REASON = "reason"
 VAL_ACCURACY = "val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 TEACHER_LATENCY = "teacher_latency_ms"
+#: The latency of every mode timed (``MeasureSettings.latency``: prompt, token), the searched one
+#: included, when the run times more than one (a model that generates): mode -> median ms.
+LATENCIES = "latency_ms_by_mode"
 SPEEDUP = "speedup"
 DURATION = "duration_s"
 WORK = "work_s"
@@ -149,13 +152,17 @@ class Baseline:
     val_accuracy: float
     test_accuracy: float
     measured: Mapping[str, float]  #: ``MEASURED`` keys
+    #: Every latency mode timed (``LATENCIES``); empty when the run times one.
+    latencies: Mapping[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {VAL_ACCURACY: self.val_accuracy, TEST_ACCURACY: self.test_accuracy, **self.measured}
+        values = {VAL_ACCURACY: self.val_accuracy, TEST_ACCURACY: self.test_accuracy, **self.measured}
+        return {**values, LATENCIES: dict(self.latencies)} if self.latencies else values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
-        return cls(data[VAL_ACCURACY], data[TEST_ACCURACY], {key: data[key] for key in MEASURED})
+        return cls(data[VAL_ACCURACY], data[TEST_ACCURACY], {key: data[key] for key in MEASURED},
+                   dict(data.get(LATENCIES) or {}))
 
 
 def reference_record(name: str, manifest: list[dict[str, Any]], val_accuracy: float | None = None,
@@ -205,6 +212,11 @@ class TrialRecorder:
             self.trial.set_user_attr(key, measured[key])
         self.trial.set_user_attr(TEACHER_LATENCY, teacher_latency_ms)
         self.trial.set_user_attr(SPEEDUP, teacher_latency_ms / measured["latency_ms"])
+
+    def latencies(self, by_mode: Mapping[str, float]) -> None:
+        """Every latency mode timed (mode -> median ms), when the run times more than one."""
+        if by_mode:
+            self.trial.set_user_attr(LATENCIES, dict(by_mode))
 
     def curve_point(self, step: int, value: float) -> dict[int, float]:
         """Add a point to the validation-accuracy curve; returns the curve so far."""
@@ -281,6 +293,8 @@ class TrialRecord:
     duration_s: float | None
     work_s: float | None
     curve: Mapping[int, float] = field(default_factory=dict)
+    #: Every latency mode timed (``LATENCIES``); empty when the run times one.
+    latencies: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def plan(self) -> str:
@@ -314,10 +328,12 @@ class TrialRecord:
             duration_s=attrs.get(DURATION),
             work_s=attrs.get(WORK),
             curve=curve_of(trial),
+            latencies=dict(attrs.get(LATENCIES) or {}),
         )
 
     def row(self) -> dict[str, Any]:
-        """The trial as one trials.csv row (``COLUMNS``, then ``param.<name>`` per sampled parameter);
+        """The trial as one trials.csv row (``COLUMNS``, then ``latency_ms.<mode>`` per latency mode timed
+        when the run times more than one, then ``param.<name>`` per sampled parameter);
         also the ``outcome`` observers receive."""
         row: dict[str, Any] = {
             "number": self.number,
@@ -335,6 +351,7 @@ class TrialRecord:
             WORK: self.work_s,
         }
         ordered = {column: row[column] for column in COLUMNS}
+        ordered.update({f"latency_ms.{mode}": value for mode, value in self.latencies.items()})
         ordered.update({f"param.{name}": value for name, value in self.params.items()})
         return ordered
 

@@ -19,6 +19,7 @@ from autocompress.study.layout import RunLayout
 from autocompress.study.limits import ACCURACY_DROP, LATENCY, MEMORY, Limits
 from autocompress.study.record import (
     COLUMNS,
+    LATENCIES,
     OBJECTIVES,
     TEST_ACCURACY,
     VAL_ACCURACY,
@@ -106,7 +107,8 @@ def front_entry(record: TrialRecord) -> dict[str, Any]:
             TEST_ACCURACY: record.test_accuracy, VAL_ACCURACY: record.val_accuracy,
             "latency_ms": measured["latency_ms"], "latency_p90_ms": measured["latency_p90_ms"],
             "speedup": record.speedup, "teacher_latency_ms": record.teacher_latency_ms,
-            "memory_mb": measured["memory_mb"], "parameters": measured["parameters"], "feasible": record.feasible}
+            "memory_mb": measured["memory_mb"], "parameters": measured["parameters"], "feasible": record.feasible,
+            LATENCIES: dict(record.latencies)}
 
 
 def pareto_document(records: Sequence[TrialRecord], baseline: Mapping[str, Any], limits: Limits,
