@@ -137,6 +137,11 @@ class Technique(ABC):
     #: alone to the teacher, without recovery training, evaluated and measured once per run; the
     #: report marks them beside the searched candidates ("does the search beat int8 alone?").
     references: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Fields that matter only for some values of another field: field -> {other field: the values under
+    #: which it is used}. Such a field is drawn by the search, fixed by a plan and shown only when it
+    #: is used; otherwise it keeps its ``Config`` default. The other fields must be unconditional.
+    #: E.g. quantization's ``group_size`` is used only when ``dtype`` is int4. Added in plugin API 1.8.
+    conditions: ClassVar[Mapping[str, Mapping[str, tuple[Any, ...]]]] = {}
     #: Structure techniques: a dataclass of JSON values recording what ``apply`` decided, enough for
     #: ``rebuild`` to redo the change without data (kept layer indices, per-layer widths, ...).
     #: ``apply`` hands one to ``context.record(state)``; it is saved in the candidate's manifest.
@@ -152,6 +157,17 @@ class Technique(ABC):
                 f"or override {cls.__name__}.search_space()"
             )
         return parse_space(read_yaml(path) or {}, cls, str(path))
+
+    @classmethod
+    def uses_field(cls, field_name: str, values: Mapping[str, Any]) -> bool | None:
+        """Whether ``field_name`` is used under ``values`` (some of the Config's fields; ``conditions``).
+        None when a field its condition names is not in ``values`` (not decided yet)."""
+        condition = cls.conditions.get(field_name)
+        if not condition:
+            return True
+        if any(other not in values for other in condition):
+            return None
+        return all(values[other] in allowed for other, allowed in condition.items())
 
     @classmethod
     def make_config(cls, values: Mapping[str, Any]) -> Any:
@@ -252,6 +268,17 @@ def validate_technique_class(cls: type) -> None:
         if not cls.rebuilds_structure():
             raise PluginError(f"{who} declares a State but does not implement rebuild(model, config, state, "
                               "context): saved candidates could not be reloaded")
+    fields = {f.name for f in dataclasses.fields(config)}
+    for field_name, condition in cls.conditions.items():
+        named = {field_name, *condition} - fields
+        if named:
+            raise PluginError(f"{who}: conditions name {', '.join(sorted(named))}, not fields of its Config")
+        chained = set(condition) & set(cls.conditions)
+        if chained:
+            raise PluginError(f"{who}: the condition of '{field_name}' names {', '.join(sorted(chained))}, which is "
+                              "conditional itself; a condition may name only unconditional fields")
+        if not all(isinstance(allowed, tuple) and allowed for allowed in condition.values()):
+            raise PluginError(f"{who}: the condition of '{field_name}' must map fields to non-empty tuples of values")
     # A YAML space is checked as it is parsed; one built in code is checked here.
     check_space(cls.search_space(), cls, f"{cls.__name__}.search_space()")
     for label, values in cls.references.items():

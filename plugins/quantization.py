@@ -164,6 +164,9 @@ class Quantization(Technique):
                   # OpenVINO: 0.64x the uncompressed teacher in static int8, RESULTS.md).
                   "int8 static only": {"dtype": "int8-static", "fallback_layers": 0},
                   "int4 weight-only only": {"dtype": "int4", "group_size": 32}}
+    # Each of the other fields means something for one dtype only: the search draws it only then.
+    conditions = {"embeddings": {"dtype": ("int8",)}, "fallback_layers": {"dtype": ("int8-static",)},
+                  "group_size": {"dtype": ("int4",)}}
 
     def apply(self, model, config: QuantizationConfig, context: ApplyContext):
         if config.dtype == "bf16":

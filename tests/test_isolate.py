@@ -57,9 +57,8 @@ FAULT_TECHNIQUES = ("segfaulting", "memory_hog", "isolated_curve", "quantization
 FAULT_TRIALS = [("segfaulting", {"crash": False}), ("segfaulting", {"crash": True}), ("segfaulting", {"crash": False}),
                 ("memory_hog", {"megabytes": 1500}), ("memory_hog", {"megabytes": 0}),
                 *[("isolated_curve", {"quality": q}) for q in (0.9, 0.9, 0.9, 0.3)],
-                (None, {}), *[("quantization", {"dtype": dtype, "embeddings": False, "fallback_layers": 0,
-                                                 "group_size": 32})
-                              for dtype in ("int8", "bf16")]]
+                (None, {}), ("quantization", {"dtype": "int8", "embeddings": False}),
+                ("quantization", {"dtype": "bf16"})]
 SEGFAULT, MEMORY, CURVE, QUANTIZATION = slice(0, 3), slice(3, 5), slice(5, 9), slice(9, 12)
 
 

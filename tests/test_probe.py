@@ -94,6 +94,10 @@ def test_the_starting_points_end_in_the_post_step_that_is_fastest_here(int8_ms, 
     assert adapted[0] == {"quantization": {"dtype": post}}
     assert adapted[3]["quantization"]["embeddings"] is True  # the plan's other fields stay
     assert adapted[1]["ffn_pruning"] == plans[1]["ffn_pruning"]
+    # ... unless the new step does not use them: int8's embeddings field means nothing for bf16.
+    by_name = {name: HOST.techniques[name] for name in HOST.techniques.names()}
+    used = adapt_starting_points(plans, probe, _spaces(), techniques=by_name)
+    assert used[3]["quantization"] == ({"dtype": "int8", "embeddings": True} if post == "int8" else {"dtype": "bf16"})
 
 
 def test_static_int8_starting_points_keep_no_layer_in_float():

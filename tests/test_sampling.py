@@ -47,7 +47,12 @@ def plans(draw):
     for group in conflict_groups(TECHNIQUES):
         picked = draw(st.sampled_from([None, *group]))
         if picked is not None:
-            plan[picked.name] = {field: _value(draw, d) for field, d in SPACES[picked.name].items()}
+            space = SPACES[picked.name]
+            fields = {field: _value(draw, d) for field, d in space.items() if field not in picked.conditions}
+            # A conditional field (quantization's group_size: int4 only) is in a plan only when it is used.
+            fields.update({field: _value(draw, d) for field, d in space.items()
+                           if field in picked.conditions and picked.uses_field(field, fields)})
+            plan[picked.name] = fields
     return plan
 
 
@@ -102,3 +107,31 @@ def test_a_plan_sample_plan_could_not_pick_is_refused():
     assert [s.technique.name for s in plan_of_params(both, techniques, spaces).steps] == ["base_step", "needs_base"]
     with pytest.raises(InputError, match="distillation and lora conflict"):
         plan_params({"distillation": {}, "lora": {}}, TECHNIQUES, SPACES, "here")
+
+
+QUANTIZATION = next(cls for cls in TECHNIQUES if cls.name == "quantization")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_a_field_is_drawn_only_for_the_values_that_use_it(seed):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    sample_plan(trial, [QUANTIZATION], SPACES)
+    if not trial.params["use.quantization"]:
+        return
+    dtype = trial.params["quantization.dtype"]
+    assert ("quantization.group_size" in trial.params) == (dtype == "int4"), trial.params
+    assert ("quantization.embeddings" in trial.params) == (dtype == "int8"), trial.params
+    assert ("quantization.fallback_layers" in trial.params) == (dtype == "int8-static"), trial.params
+
+
+def test_a_plan_may_not_fix_a_field_its_other_values_leave_unused():
+    with pytest.raises(InputError, match=r"here: quantization.group_size is used only when dtype is int4; leave it"):
+        plan_params({"quantization": {"dtype": "bf16", "group_size": 32}}, TECHNIQUES, SPACES, "here")
+    assert plan_params({"quantization": {"dtype": "int4", "group_size": 32}}, TECHNIQUES, SPACES,
+                       "here")["quantization.group_size"] == 32
+    # dtype left to the sampler: group_size is fixed for the case it is drawn
+    assert plan_params({"quantization": {"group_size": 64}}, TECHNIQUES, SPACES, "here")["quantization.group_size"] == 64
+    bf16 = plan_of_params({"use.quantization": True, "quantization.dtype": "bf16"}, [QUANTIZATION], SPACES)
+    assert plan_values(bf16, SPACES) == {"quantization": {"dtype": "bf16"}}

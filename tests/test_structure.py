@@ -231,6 +231,26 @@ def test_registration_refuses_a_state_without_rebuild():
         validate_technique_class(Half)
 
 
+def test_registration_refuses_conditions_on_unknown_or_conditional_fields():
+    class Conditional(Technique):
+        name = "conditional"
+        stage = Stage.POST
+        Config = SwitchConfig
+        search_space = classmethod(switch_space)
+        conditions = {"missing": {"enabled": (True,)}}
+
+        def apply(self, model, config, context):
+            return model
+
+    with pytest.raises(PluginError, match="conditions name missing, not fields of its Config"):
+        validate_technique_class(Conditional)
+    Conditional.conditions = {"enabled": {"enabled": (True,)}}
+    with pytest.raises(PluginError, match="conditional itself"):
+        validate_technique_class(Conditional)
+    Conditional.conditions = {}
+    validate_technique_class(Conditional)
+
+
 def test_extras_is_deprecated():
     context = ApplyContext(adapter=None, tokenizer=None)
     with pytest.warns(PluginDeprecationWarning, match="token_map, layer_origin"):

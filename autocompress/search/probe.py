@@ -170,13 +170,15 @@ def quality_keeper(references: Sequence[Mapping[str, Any]], teacher_val: float,
 
 
 def adapt_starting_points(plans: Sequence[Mapping[str, Mapping[str, Any]]], probe: Probe,
-                          spaces: Mapping[str, SearchSpace], keeps_quality: Callable[[ProbeRow], bool] | None = None
-                          ) -> list[dict[str, dict[str, Any]]]:
+                          spaces: Mapping[str, SearchSpace], keeps_quality: Callable[[ProbeRow], bool] | None = None,
+                          techniques: Mapping[str, type] | None = None) -> list[dict[str, dict[str, Any]]]:
     """The plans with each probed post step replaced by the step that was fastest here (among
     those inside ``spaces`` that ``keeps_quality`` accepts).
 
-    The best step's fields override the plan's (other fields of the plan stay); a plan whose post
-    step gains nothing here loses it (and is dropped if nothing else is left); duplicates go.
+    The best step's fields override the plan's (other fields of the plan stay, but those the new
+    step does not use, by its technique's ``conditions`` in ``techniques``, go: int8's
+    ``embeddings`` when the step became int4); a plan whose post step gains nothing here loses it
+    (and is dropped if nothing else is left); duplicates go.
     """
     adapted: list[dict[str, dict[str, Any]]] = []
     for plan in plans:
@@ -187,7 +189,10 @@ def adapt_starting_points(plans: Sequence[Mapping[str, Mapping[str, Any]]], prob
                 continue
             best = probe.best(name, spaces=spaces, keeps_quality=keeps_quality)
             if best is not None:
-                new[name] = {**fields, **best.config}
+                merged = {**fields, **best.config}
+                technique = (techniques or {}).get(name)
+                new[name] = merged if technique is None else {
+                    f: v for f, v in merged.items() if technique.uses_field(f, merged) is not False}
         if new and new not in adapted:
             adapted.append(new)
     return adapted

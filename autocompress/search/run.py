@@ -144,7 +144,8 @@ def run_search(settings: SearchSettings, host: Host | None = None) -> SearchOutc
             if settings.starting_points == default_file():
                 keeps = quality_keeper(study.user_attrs[REFERENCES], env.baseline.val_accuracy,
                                        env.limits.max_accuracy_drop)
-                adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces, keeps_quality=keeps)
+                adapt = functools.partial(adapt_starting_points, probe=probe, spaces=env.spaces, keeps_quality=keeps,
+                                          techniques={cls.name: cls for cls in env.techniques})
         enqueue_starting_points(study, settings.starting_points, env.techniques, env.spaces, registered, adapt,
                                 unsupported=[left_out.technique for left_out in env.left_out])
         measure_free_floor(study, host, env, study.user_attrs[REFERENCES], settings.free_floor)

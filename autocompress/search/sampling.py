@@ -11,6 +11,7 @@ queued with it). ``plan_values`` gives a plan back in the form ``plan_params`` t
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -76,6 +77,23 @@ def _switch(group: list[type[Technique]]) -> str:
     return f"use.{'|'.join(cls.name for cls in group)}"
 
 
+def sample_fields(trial: optuna.Trial, technique: type[Technique], space: SearchSpace) -> dict[str, Any]:
+    """The technique's searched fields drawn from ``space``: the unconditional ones, then each
+    conditional one (``Technique.conditions``) only when the drawn values (or the Config's defaults,
+    for a field not searched) use it."""
+    defaults = technique.make_config({})
+    values = {f: suggest(trial, f"{technique.name}.{f}", d) for f, d in space.items() if f not in technique.conditions}
+    known = {**{f: getattr(defaults, f) for f in _config_fields(technique)}, **values}
+    for field_name, distribution in space.items():
+        if field_name in technique.conditions and technique.uses_field(field_name, known):
+            values[field_name] = suggest(trial, f"{technique.name}.{field_name}", distribution)
+    return values
+
+
+def _config_fields(technique: type[Technique]) -> list[str]:
+    return [f.name for f in dataclasses.fields(technique.Config)]
+
+
 def sample_plan(trial: optuna.Trial, techniques: list[type[Technique]], spaces: Mapping[str, SearchSpace]) -> Plan:
     """Choose which techniques are on and their parameters (see the module's docstring)."""
     steps: list[PlanStep] = []
@@ -88,7 +106,7 @@ def sample_plan(trial: optuna.Trial, techniques: list[type[Technique]], spaces: 
             picked = next((cls for cls in group if cls.name == choice), None)
         if picked is None or not picked.requires <= chosen:
             continue
-        values = {f: suggest(trial, f"{picked.name}.{f}", d) for f, d in spaces[picked.name].items()}
+        values = sample_fields(trial, picked, spaces[picked.name])
         steps.append(PlanStep(picked, picked.make_config(values)))
         chosen.add(picked.name)
     return Plan.build(steps)
@@ -115,6 +133,10 @@ def plan_params(plan: PlanValues, techniques: list[type[Technique]], spaces: Map
         if missing:
             raise InputError(f"{where}: {name} requires {', '.join(sorted(missing))}")
         for field_name, value in fields.items():
+            if by_name[name].uses_field(field_name, fields) is False:
+                condition = " and ".join(f"{other} is {' or '.join(map(str, allowed))}"
+                                         for other, allowed in by_name[name].conditions[field_name].items())
+                raise InputError(f"{where}: {name}.{field_name} is used only when {condition}; leave it out")
             distribution = spaces[name].get(field_name)
             if distribution is None:
                 raise InputError(f"{where}: '{name}.{field_name}' is not a searched field "
@@ -131,9 +153,13 @@ def plan_params(plan: PlanValues, techniques: list[type[Technique]], spaces: Map
 
 
 def plan_values(plan: Plan, spaces: Mapping[str, SearchSpace]) -> dict[str, dict[str, Any]]:
-    """``plan`` as the values ``plan_params`` takes: each technique's searched fields."""
-    return {step.technique.name: {f: getattr(step.config, f) for f in spaces[step.technique.name]}
-            for step in plan.steps}
+    """``plan`` as the values ``plan_params`` takes: each technique's searched fields it uses."""
+    values = {}
+    for step in plan.steps:
+        config = {f: getattr(step.config, f) for f in _config_fields(step.technique)}
+        values[step.technique.name] = {f: config[f] for f in spaces[step.technique.name]
+                                       if step.technique.uses_field(f, config)}
+    return values
 
 
 def plan_of_params(params: Mapping[str, Any], techniques: list[type[Technique]],
