@@ -251,12 +251,33 @@ def trim_embeddings(model: nn.Module, adapter: ArchitectureAdapter, kept: Sequen
         new.weight.copy_(old.weight.detach().index_select(0, index))
     new.weight.requires_grad_(old.weight.requires_grad)
     set_module(model, path, new)
+    _trim_output_head(model, old, new, index)
     config.vocab_size = len(kept)
     for name in CONFIG_TOKEN_IDS:
         value = getattr(config, name, None)
         if isinstance(value, int):
             setattr(config, name, old_to_new[value])
     return model
+
+
+def _trim_output_head(model: nn.Module, old: nn.Embedding, new: nn.Embedding, index: torch.Tensor) -> None:
+    """A causal LM's output head over the kept tokens: tied to the new table when it was tied to the old
+    one, its own rows at ``index`` otherwise. (The search refuses causal LMs; benchmarks/llm_techniques.py
+    trims one to time what a trimmed prompted classifier generates through.)"""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Linear):
+        return
+    trimmed = nn.Linear(head.in_features, len(index), bias=head.bias is not None, device=head.weight.device,
+                        dtype=head.weight.dtype)
+    with torch.no_grad():
+        if head.weight is old.weight:
+            trimmed.weight = new.weight
+        else:
+            trimmed.weight.copy_(head.weight.detach().index_select(0, index))
+        if head.bias is not None:
+            trimmed.bias.copy_(head.bias.detach().index_select(0, index))
+    model.set_output_embeddings(trimmed)
 
 
 @dataclass(frozen=True)
