@@ -225,7 +225,7 @@ def test_a_byte_level_bpe_vocabulary_is_cut_and_its_words_tokenize_as_before(tmp
     assert [tokenizer.convert_ids_to_tokens(i) for i in old_ids] == [new.convert_ids_to_tokens(i) for i in new_ids]
     assert torch.equal(_logits(original, tokenizer, text), _logits(trimmed, new, text))
     # Any other text still tokenizes, in shorter pieces, and spells the same string (never unknown).
-    other = "zebra quartz jumps!"
+    other = "the music felt superb"  # words the training texts never used, letters they did
     ids = new(other, add_special_tokens=False)["input_ids"]
     assert new.unk_token_id not in ids and new.decode(ids) == other
     assert len(ids) >= len(tokenizer(other, add_special_tokens=False)["input_ids"])
@@ -242,7 +242,7 @@ def test_a_byte_level_bpe_trimmed_classifier_reloads_with_identical_logits(tmp_p
     _, _, trimmed, context = _bpe_trimmed("llama", tmp_path)
     directory = save_candidate(tmp_path / "saved", trimmed, context.tokenizer, [])
     reloaded, tokenizer = load_pretrained(directory)
-    text = ["the film was great", "zebra quartz"]
+    text = ["the film was great", "the music felt superb"]
     assert tokenizer(text)["input_ids"] == context.tokenizer(text)["input_ids"]
     assert torch.equal(_logits(trimmed, context.tokenizer, text), _logits(reloaded, tokenizer, text))
 
