@@ -34,6 +34,7 @@ from autocompress.candidate import apply_steps
 from autocompress.data import TaskData
 from autocompress.measure import model_bytes, parameter_count, thread_count, time_decoding, time_forward
 from autocompress.plugin_manager import build_host
+from autocompress.plugins.demo_llm_task import DEMO_TRAIN
 from autocompress.prompted import DEFAULT_TEMPLATE, Prompt, label_token_ids
 from autocompress.technique import ApplyContext, PlanStep
 
@@ -54,6 +55,11 @@ VARIANTS = {
     # scale and a zero on the same blocks lands near the grid they already lie on.
     "int4 weight-only (torchao, group 64, bf16 activations)": [("quantization", {"dtype": "int4", "group_size": 64})],
     "int4 weight-only (torchao, group 32, bf16 activations)": [("quantization", {"dtype": "int4", "group_size": 32})],
+    # The tokens of the demo-llm search's 512 training prompts (the template's words included) and the
+    # merges that spell them (plugins/vocab_trim.py): the tied output head shrinks with the table.
+    "vocabulary of the training prompts": [("vocab_trim", {"min_count": 1})],
+    "vocabulary of the training prompts + int4 (group 32)": [("vocab_trim", {"min_count": 1}),
+                                                             ("quantization", {"dtype": "int4", "group_size": 32})],
 }
 PROMPT_TOKENS, NEW_TOKENS = 64, 32
 
@@ -76,10 +82,27 @@ def load_teacher(quick: bool, workdir: Path):
 
         directory, _ = converted_checkpoint(smollm2_gguf(), default_cache_dir())
         full = load_demo_task_data()
-        data = TaskData(full.train.head(64), full.validation.head(300), full.test.head(300), full.label_names)
+        # The demo-llm search's training split (its first 64 sentences are the other techniques' sample).
+        data = TaskData(full.train.head(DEMO_TRAIN), full.validation.head(300), full.test.head(300),
+                        full.label_names)
         words = (" negative", " positive")
     model = AutoModelForCausalLM.from_pretrained(directory).eval()
     return model, AutoTokenizer.from_pretrained(directory), data, words
+
+
+def calibration(data: TaskData) -> TaskData:
+    """The training sample the techniques see (layer importance and the like): 64 sentences."""
+    return TaskData(data.train.head(64), data.validation, data.test, data.label_names)
+
+
+def rendered_training_prompts(data: TaskData) -> TaskData:
+    """What vocab_trim counts: the texts the demo-llm search's step would, every training sentence
+    rendered through the prompt template (``plugins/demo_llm_task.py``)."""
+    from autocompress.data import TextDataset
+
+    prompt = Prompt(DEFAULT_TEMPLATE)
+    train = TextDataset([prompt.render(text) for text in data.train.texts], list(data.train.labels))
+    return TaskData(train, data.validation, data.test, data.label_names)
 
 
 def prefill_and_decode(model, prompt_ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
@@ -100,15 +123,24 @@ def kv_cache_bytes(model, adapter, context: int, element_bytes: int) -> int:
     return total
 
 
-def perplexity(model, tokenizer, texts: list[str]) -> float:
+def perplexity(model, tokenizer, texts: list[str], teacher_tokenizer=None) -> float:
     """Perplexity on ``texts`` as the search's ``--task lm`` scores it (``autocompress.language_model``):
-    each text tokenised whole, windows of ``PROMPT_TOKENS``, token-weighted, in batches of 16."""
+    each text tokenised whole, windows of ``PROMPT_TOKENS``, token-weighted, in batches of 16.
+
+    With ``teacher_tokenizer`` (a trimmed vocabulary spells a text in more, shorter tokens) the text's
+    whole log-likelihood is divided by the number of tokens the teacher predicts on it, so the figure
+    stays per teacher token and comparable (the same figure when the tokenizers agree)."""
+    import math
+
     from autocompress.corpus import Documents
     from autocompress.language_model import encode_documents, token_scores
-    from autocompress.metrics import perplexity as as_perplexity
 
-    windows = encode_documents(tokenizer, Documents.of(texts), PROMPT_TOKENS)
-    return as_perplexity(token_scores(model, windows, batch_size=16).mean_log_likelihood)
+    scores = token_scores(model, encode_documents(tokenizer, Documents.of(texts), PROMPT_TOKENS), batch_size=16)
+    tokens = scores.tokens
+    if teacher_tokenizer is not None:
+        windows = encode_documents(teacher_tokenizer, Documents.of(texts), PROMPT_TOKENS)
+        tokens = sum(int((labels[:, 1:] != -100).sum()) for _, labels in windows.batches(64))
+    return math.exp(-scores.log_likelihood / tokens)
 
 
 def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], words, batch_size: int = 16) -> float:
@@ -132,6 +164,7 @@ def prompted_accuracy(model, tokenizer, texts: list[str], labels: list[int], wor
 
 
 def compress(host, teacher, tokenizer, data, steps):
+    """(the compressed model, its tokenizer: a new one when a step rewrote it)."""
     model = copy.deepcopy(teacher)
     layers = adapter_for(model, host.architectures).num_layers()
     plan = []
@@ -140,9 +173,12 @@ def compress(host, teacher, tokenizer, data, steps):
             values = dict(values, keep_layers=max(1, round(layers * values["keep_layers"])))
         technique = host.techniques[name]
         plan.append(PlanStep(technique, technique.make_config(values)))
-    context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer, data=data,
+    trims = any(name == "vocab_trim" for name, _ in steps)
+    context = ApplyContext(adapter=adapter_for(model, host.architectures), tokenizer=tokenizer,
+                           data=rendered_training_prompts(data) if trims else calibration(data),
                            teacher=teacher, max_length=PROMPT_TOKENS, seed=0)
-    return apply_steps(model, plan, context).eval()
+    model = apply_steps(model, plan, context).eval()
+    return model, context.tokenizer
 
 
 def main() -> None:
@@ -171,11 +207,12 @@ def main() -> None:
             teacher, adapter_for(teacher, host.architectures), PROMPT_TOKENS + NEW_TOKENS, 4)
         rows = []
         for label, steps in [("teacher fp32", []), *variants.items()]:
-            model = compress(host, teacher, tokenizer, data, steps) if steps else teacher
+            model, own = compress(host, teacher, tokenizer, data, steps) if steps else (teacher, tokenizer)
             timings = []
             for _ in range(rounds):
                 base = prefill_and_decode(teacher, prompt_ids, NEW_TOKENS)
-                mine = prefill_and_decode(model, prompt_ids, NEW_TOKENS)
+                # The same 64 tokens' worth of work (ids past a trimmed table wrap: values do not change timings).
+                mine = prefill_and_decode(model, prompt_ids % model.get_input_embeddings().num_embeddings, NEW_TOKENS)
                 timings.append((mine[0], mine[1], base[0] / mine[0], base[1] / mine[1]))
             ttft, per_token, ttft_x, token_x = (statistics.median(t[i] for t in timings) for i in range(4))
             element = 2 if any(p.dtype == torch.bfloat16 for p in model.parameters()) else 4
@@ -183,8 +220,9 @@ def main() -> None:
             memory = model_bytes(model) + kv_cache_bytes(model, adapter, PROMPT_TOKENS + NEW_TOKENS, element)
             row = {"variant": label, "ttft_ms": ttft, "ttft_x": ttft_x, "ms_per_token": per_token,
                    "token_x": token_x, "memory_mb": memory / 2**20, "memory_x": teacher_memory / memory,
-                   "perplexity": perplexity(model, tokenizer, texts),
-                   "accuracy": prompted_accuracy(model, tokenizer, texts, labels, words)}
+                   "perplexity": perplexity(model, own, texts, None if own is tokenizer else tokenizer),
+                   "accuracy": prompted_accuracy(model, own, texts, labels, words),
+                   "vocabulary": model.get_input_embeddings().num_embeddings}
             rows.append(row)
             print(f"| {label} | {ttft:.1f} | {ttft_x:.2f}x | {per_token:.2f} | {token_x:.2f}x | "
                   f"{row['memory_mb']:.1f} | {row['memory_x']:.2f}x | {row['perplexity']:.2f} | "

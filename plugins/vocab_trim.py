@@ -6,12 +6,12 @@ training texts (the task's unlabeled texts included, ``TaskData.training_texts``
 ``min_count`` times, every special/added token of the
 tokenizer, and the ids the model config names (pad/bos/eos...). Rows are kept in old-id order.
 
-The tokenizer is rewritten to match: its WordPiece vocabulary maps each kept token to its new
-index, and the ids in its post-processor ([CLS]/[SEP]), added tokens and padding are remapped.
-WordPiece is greedy longest-match-first over the vocabulary, and the trimmed vocabulary is a
-subset of the old one, so a word whose pieces all survived tokenizes exactly as before: text
-made of such words gives the same outputs before and after. A word that needs a dropped piece
-falls back to shorter surviving pieces or becomes [UNK].
+The tokenizer is rewritten to match: its vocabulary maps each kept token to its new index, and
+the ids in its post-processor ([CLS]/[SEP]), added tokens and padding are remapped. WordPiece is
+greedy longest-match-first over the vocabulary, and the trimmed vocabulary is a subset of the old
+one, so a word whose pieces all survived tokenizes exactly as before: text made of such words
+gives the same outputs before and after. A word that needs a dropped piece falls back to shorter
+surviving pieces or becomes [UNK].
 
 Token counts come from the training texts without truncation: a token seen only past
 ``max_length`` in training can still occur early in another input, and counting whole texts
@@ -23,10 +23,22 @@ untrimmed teacher (distillation) can translate student inputs with ``token_map[i
 The kept old ids are the step's recorded state; on load, ``rebuild`` trims the embedding rows of
 a model built from the original configuration to them.
 
+**Byte-level BPE** (GPT-2, RoBERTa, SmolLM2, Llama 3, Qwen): the kept tokens are closed under
+their merges (both parts of every merge that makes a kept token stay, and the 256 byte symbols
+every text is spelled in), and a merge stays when its parts and its result stay, in its rank
+(``bpe_closure``). BPE applies the lowest-ranked merge among adjacent pairs at each step; a word the
+training texts spelled used only merges of its own tokens' merge trees, all kept, so it tokenizes
+exactly as before, and any other text still tokenizes, in more, shorter pieces (never unknown).
+For a decoder with a tied output head (SmolLM2) this also cuts the head: the prompted classifier
+generates through its trimmed table (``autocompress.prompted.causal_lm_of``), so the time per
+generated token drops with the vocabulary. A causal LM itself is refused: its head would no longer
+be able to predict a cut token.
+
 Support is decided by the tokenizer the model comes with, not by the model family: any model
-whose tokenizer is a WordPiece fast tokenizer (BERT, DistilBERT, ELECTRA, MiniLM, and a
-RoBERTa-layout model trained with one) is trimmed; a BPE or Unigram vocabulary is refused, since it
-cannot be cut without also rewriting its merges/scores.
+whose tokenizer is a WordPiece or byte-level BPE fast tokenizer (BERT, DistilBERT, ELECTRA, MiniLM,
+RoBERTa with either, GPT-2 and Llama-layout decoders used as classifiers) is trimmed; a Unigram or
+SentencePiece-style BPE vocabulary is refused, since it cannot be cut without rewriting its
+scores, or without words losing every piece.
 
 RoBERTa-layout models number positions from the padding id + 1, so the padding id must not move:
 every id up to it is kept (with a WordPiece vocabulary that is usually [PAD] = 0 alone).
@@ -65,17 +77,23 @@ class VocabTrimConfig:
             raise ValueError(f"min_count must be >= 1, got {self.min_count}")
 
 
-def wordpiece_json(tokenizer: Any) -> dict[str, Any]:
-    """The backend tokenizer's JSON; ValueError naming the class unless it is a WordPiece fast tokenizer."""
+#: The tokenizer algorithms whose vocabulary can be cut (``_describe_model``'s names).
+TRIMMABLE = ("WordPiece", "byte-level BPE")
+
+
+def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
+    """The backend tokenizer's JSON; ValueError naming the class unless it is a WordPiece or byte-level
+    BPE fast tokenizer."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise ValueError(f"vocab_trim needs a fast (tokenizers-backed) WordPiece tokenizer; "
+        raise ValueError(f"vocab_trim needs a fast (tokenizers-backed) WordPiece or byte-level BPE tokenizer; "
                          f"{type(tokenizer).__name__} has no backend tokenizer")
     state = json.loads(backend.to_str())
-    kind = state["model"].get("type")
-    if kind != "WordPiece":
-        raise ValueError(f"vocab_trim supports WordPiece tokenizers only; {type(tokenizer).__name__} "
-                         f"uses a {_describe_model(state)} model (its merges/scores would need rewriting too)")
+    kind = _describe_model(state)
+    if kind not in TRIMMABLE:
+        raise ValueError(f"vocab_trim supports WordPiece and byte-level BPE tokenizers only; "
+                         f"{type(tokenizer).__name__} uses a {kind} model (its merges/scores would need rewriting "
+                         "too, and a word of new text could lose every piece)")
     return state
 
 
@@ -111,11 +129,50 @@ def kept_token_ids(tokenizer: Any, model_config: Any, texts: Iterable[str], min_
     pad = getattr(model_config, "pad_token_id", None)
     if pad_keeps_its_id and isinstance(pad, int):
         keep.update(range(pad))
+    state_model = state["model"]
+    if state_model.get("type") == "BPE":
+        keep |= bpe_closure(state_model, keep)
     beyond = sorted(i for i in keep if not 0 <= i < vocab_size)
     if beyond:
         raise ValueError(f"token ids {beyond[:5]} are outside the model's embedding matrix ({vocab_size} rows): "
                          "the tokenizer does not belong to this model")
     return sorted(keep)
+
+
+def _merge_pair(merge: Any) -> tuple[str, str]:
+    """A merge as tokenizer.json writes it: "a b" (older) or ["a", "b"]."""
+    if isinstance(merge, str):
+        left, right = merge.split(" ", 1)
+        return left, right
+    return merge[0], merge[1]
+
+
+def bpe_closure(model: dict[str, Any], keep: set[int]) -> set[int]:
+    """Ids a byte-level BPE vocabulary must keep besides ``keep`` so that any text still tokenizes,
+    and a text made of words the kept tokens spelled tokenizes exactly as before: the 256 byte
+    symbols (every text is spelled in them), and both parts of every merge that makes a kept token.
+
+    BPE applies, at each step, the lowest-ranked merge among adjacent pairs. A kept word's merges
+    all make tokens of its merge tree, which the closure keeps, with their ranks; the merges that
+    go were never applied to it, so each step chooses as before."""
+    from tokenizers import pre_tokenizers
+
+    vocab: dict[str, int] = model["vocab"]
+    token_of = {i: token for token, i in vocab.items()}
+    made_by: dict[str, list[tuple[str, str]]] = {}
+    for merge in model.get("merges") or []:
+        left, right = _merge_pair(merge)
+        made_by.setdefault(left + right, []).append((left, right))
+    kept = {token_of[i] for i in keep if i in token_of}
+    kept |= {symbol for symbol in pre_tokenizers.ByteLevel.alphabet() if symbol in vocab}
+    pending = list(kept)
+    while pending:
+        for pair in made_by.get(pending.pop(), ()):
+            for part in pair:
+                if part not in kept and part in vocab:
+                    kept.add(part)
+                    pending.append(part)
+    return {vocab[token] for token in kept} - keep
 
 
 def _remap_post_processor(processor: dict[str, Any] | None, old_to_new: dict[int, int]) -> None:
@@ -140,11 +197,15 @@ def trimmed_tokenizer(tokenizer: Any, kept: Sequence[int]) -> Any:
     Written with ``save_pretrained`` and reloaded with ``from_pretrained``, so the object returned
     is exactly what a saved candidate reloads to.
     """
-    state = wordpiece_json(tokenizer)
+    state = tokenizer_json(tokenizer)
     old_to_new = {old: new for new, old in enumerate(kept)}
     old_vocab: dict[str, int] = state["model"]["vocab"]
     new_vocab = {token: old_to_new[old] for token, old in old_vocab.items() if old in old_to_new}
     state["model"]["vocab"] = dict(sorted(new_vocab.items(), key=lambda item: item[1]))
+    if state["model"].get("type") == "BPE":  # a merge stays when both parts and what it makes stay
+        state["model"]["merges"] = [merge for merge in state["model"].get("merges") or []
+                                    if all(part in new_vocab for part in (*_merge_pair(merge), "".join(
+                                        _merge_pair(merge))))]
     for token in state.get("added_tokens") or []:
         token["id"] = old_to_new[token["id"]]
     _remap_post_processor(state.get("post_processor"), old_to_new)
@@ -154,9 +215,16 @@ def trimmed_tokenizer(tokenizer: Any, kept: Sequence[int]) -> Any:
         tokenizer.save_pretrained(tmp)
         directory = Path(tmp)
         (directory / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False))
+        # Files only some classes and versions write; kept consistent with tokenizer.json.
         vocab_file = directory / "vocab.txt"
-        if vocab_file.exists():  # only written by some versions; keep it consistent with tokenizer.json
+        if vocab_file.exists():
             vocab_file.write_text("".join(f"{token}\n" for token in state["model"]["vocab"]), encoding="utf-8")
+        if (directory / "vocab.json").exists():
+            (directory / "vocab.json").write_text(json.dumps(state["model"]["vocab"], ensure_ascii=False))
+        if (directory / "merges.txt").exists():
+            (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(
+                " ".join(_merge_pair(merge)) + "\n" for merge in state["model"].get("merges") or []),
+                encoding="utf-8")
         return type(tokenizer).from_pretrained(tmp, local_files_only=True)
 
 
@@ -183,12 +251,33 @@ def trim_embeddings(model: nn.Module, adapter: ArchitectureAdapter, kept: Sequen
         new.weight.copy_(old.weight.detach().index_select(0, index))
     new.weight.requires_grad_(old.weight.requires_grad)
     set_module(model, path, new)
+    _trim_output_head(model, old, new, index)
     config.vocab_size = len(kept)
     for name in CONFIG_TOKEN_IDS:
         value = getattr(config, name, None)
         if isinstance(value, int):
             setattr(config, name, old_to_new[value])
     return model
+
+
+def _trim_output_head(model: nn.Module, old: nn.Embedding, new: nn.Embedding, index: torch.Tensor) -> None:
+    """A causal LM's output head over the kept tokens: tied to the new table when it was tied to the old
+    one, its own rows at ``index`` otherwise. (The search refuses causal LMs; benchmarks/llm_techniques.py
+    trims one to time what a trimmed prompted classifier generates through.)"""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Linear):
+        return
+    trimmed = nn.Linear(head.in_features, len(index), bias=head.bias is not None, device=head.weight.device,
+                        dtype=head.weight.dtype)
+    with torch.no_grad():
+        if head.weight is old.weight:
+            trimmed.weight = new.weight
+        else:
+            trimmed.weight.copy_(head.weight.detach().index_select(0, index))
+        if head.bias is not None:
+            trimmed.bias.copy_(head.bias.detach().index_select(0, index))
+    model.set_output_embeddings(trimmed)
 
 
 @dataclass(frozen=True)
@@ -202,13 +291,22 @@ class VocabTrim(Technique):
     stage = Stage.STRUCTURE
     Config = VocabTrimConfig
     State = VocabTrimState
-    description = "keep only the token embeddings the training texts use; rewrites the WordPiece tokenizer"
+    description = ("keep only the token embeddings the training texts use; rewrites the WordPiece or byte-level BPE "
+                   "tokenizer")
 
     @classmethod
     def unsupported_reason_for(cls, model: ModelAndTokenizer) -> str | None:
+        # A causal LM's output head scores every token: trimmed, it could never predict a cut one, and
+        # distillation over the vocabulary would compare different vocabularies. A prompted
+        # classifier (a causal LM's decoder with a label-word head) is trimmed; it generates through
+        # its trimmed table tied as the head again (autocompress.prompted.causal_lm_of).
+        head = getattr(model.model, "get_output_embeddings", None)
+        if callable(head) and head() is not None:
+            return ("a causal language model's output head scores every token of its vocabulary; trimming it "
+                    "would change what the model can say")
         # The tokenizer decides, whatever the family: a RoBERTa-layout model may come with WordPiece.
         try:
-            wordpiece_json(model.tokenizer)
+            tokenizer_json(model.tokenizer)
         except ValueError as exc:
             return str(exc)
         return None
@@ -217,7 +315,7 @@ class VocabTrim(Technique):
         if context.data is None:
             raise ValueError("vocab_trim needs the task's training texts")
         tokenizer = context.tokenizer
-        wordpiece_json(tokenizer)  # fail before any work when the tokenizer is not WordPiece
+        tokenizer_json(tokenizer)  # fail before any work when the tokenizer cannot be cut
         embeddings = get_module(model, context.adapter.word_embeddings_path())
         kept = kept_token_ids(tokenizer, model.config, context.data.training_texts(), config.min_count,
                               embeddings.num_embeddings, positions_follow_padding(model, context.adapter))

@@ -18,7 +18,7 @@ def test_llm_techniques_quick_prints_every_variant_with_real_changes(tmp_path):
     rows = {row["variant"]: row for row in json.loads((tmp_path / "llm_techniques.json").read_text())}
     assert all(f"| {name} |" in result.stdout for name in rows)
     # int4 weight-only (torchao: in dev, so the README's set-up installs it) at two group sizes
-    assert len(rows) == 11
+    assert len(rows) == 13
     for group in (64, 32):
         assert rows[f"int4 weight-only (torchao, group {group}, bf16 activations)"]["memory_x"] > 1.8
     for name, row in rows.items():
@@ -28,3 +28,6 @@ def test_llm_techniques_quick_prints_every_variant_with_real_changes(tmp_path):
         assert rows[name]["memory_x"] > 1.1, (name, rows[name]["memory_x"])
     assert rows["bf16"]["memory_x"] > 1.8 and rows["half the layers + int8"]["memory_x"] > 3
     assert rows["teacher fp32"]["memory_x"] == 1
+    # The byte-level BPE vocabulary cut to the training prompts' tokens: a smaller table (tied head too).
+    trimmed = rows["vocabulary of the training prompts"]
+    assert trimmed["vocabulary"] < rows["teacher fp32"]["vocabulary"] and trimmed["memory_x"] > 1.0

@@ -20,9 +20,15 @@ from autocompress.search.environment import LeftOut, supported_techniques
 from autocompress.search.starting_points import ENQUEUED, default_file, load_starting_points, without_techniques
 from autocompress.study.record import REFERENCES
 from autocompress.technique import ModelAndTokenizer, Stage, Technique
-from autocompress.testing import synthetic_sentiment, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer
+from autocompress.testing import (
+    synthetic_sentiment,
+    tiny_model,
+    tiny_tokenizer,
+    tiny_unigram_tokenizer,
+)
 
-BPE_REASON = "vocab_trim supports WordPiece tokenizers only; TokenizersBackend uses a byte-level BPE model"
+UNIGRAM_REASON = ("vocab_trim supports WordPiece and byte-level BPE tokenizers only; TokenizersBackend uses a "
+                  "Unigram model")
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,10 @@ def _model(family, tokenizer):
 def test_the_default_search_leaves_out_what_cannot_run_and_says_why():
     host = build_host(autoload=False)
     techniques = [host.techniques["vocab_trim"], host.techniques["quantization"], AdapterOnly]
-    kept, left_out = supported_techniques(techniques, _model("roberta", tiny_bpe_tokenizer()), named=False)
+    kept, left_out = supported_techniques(techniques, _model("roberta", tiny_unigram_tokenizer()), named=False)
     assert [cls.name for cls in kept] == ["quantization"]
     assert [item.technique for item in left_out] == ["vocab_trim", "adapter_only"]
-    assert left_out[0].reason.startswith(BPE_REASON)
+    assert left_out[0].reason.startswith(UNIGRAM_REASON)
     assert left_out[1] == LeftOut("adapter_only", "no roberta here")  # the old one-argument check is still asked
     assert left_out[1].notice() == "note: technique 'adapter_only' is left out of this search: no roberta here"
     # The same techniques on a model and tokenizer they support: nothing is left out.
@@ -83,8 +89,8 @@ def test_the_default_search_leaves_out_what_cannot_run_and_says_why():
 def test_a_technique_the_user_named_that_cannot_run_is_an_error_naming_it():
     host = build_host(autoload=False)
     techniques = [host.techniques["quantization"], host.techniques["vocab_trim"]]
-    with pytest.raises(InputError, match=r"technique 'vocab_trim' does not support this model: " + BPE_REASON):
-        supported_techniques(techniques, _model("bert", tiny_bpe_tokenizer()), named=True)
+    with pytest.raises(InputError, match=r"technique 'vocab_trim' does not support this model: " + UNIGRAM_REASON):
+        supported_techniques(techniques, _model("bert", tiny_unigram_tokenizer()), named=True)
     kept, _ = supported_techniques(techniques, _model("roberta", tiny_tokenizer()), named=True)
     assert kept == techniques  # a RoBERTa-layout model with WordPiece: vocab_trim runs
 
@@ -106,10 +112,10 @@ def test_starting_points_lose_the_techniques_left_out_and_keep_the_rest():
 
 
 @pytest.fixture(scope="module")
-def bpe_task(tmp_path_factory):
-    """A user's own RoBERTa-layout classifier whose tokenizer is byte-level BPE, and its data."""
-    root = tmp_path_factory.mktemp("bpe-task")
-    tokenizer = tiny_bpe_tokenizer(root / "model")
+def unigram_task(tmp_path_factory):
+    """A user's own RoBERTa-layout classifier whose tokenizer is Unigram (XLM-R style), and its data."""
+    root = tmp_path_factory.mktemp("unigram-task")
+    tokenizer = tiny_unigram_tokenizer(root / "model")
     model = tiny_model("roberta", vocab_size=len(tokenizer))
     model.config.id2label, model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
     model.save_pretrained(root / "model", safe_serialization=True)
@@ -123,18 +129,19 @@ def _args(task, out, *extra):
             "--repeats", "3", "--warmup", "1", "--no-progress", "--max-accuracy-drop", "0.5", "--seed", "1", *extra]
 
 
-def test_the_default_search_goes_on_without_vocab_trim_on_a_byte_level_bpe_model(bpe_task, tmp_path, capsys):
+def test_the_default_search_goes_on_without_vocab_trim_on_a_unigram_model(unigram_task, tmp_path, capsys):
     out, plans = tmp_path / "run", tmp_path / "plans.yaml"
     # The first plan is tried without vocab_trim; the second, nothing but vocab_trim, goes.
     plans.write_text("- {vocab_trim: {min_count: 2}, ffn_pruning: {keep_fraction: 0.7}}\n- {vocab_trim: {}}\n")
-    options = {"model": bpe_task / "model", "data": bpe_task / "data.csv", "out": out, "trials": 3, "repeats": 3,
-               "warmup": 1, "no_progress": True, "max_accuracy_drop": 0.5, "seed": 1, "starting_points": str(plans)}
+    options = {"model": unigram_task / "model", "data": unigram_task / "data.csv", "out": out, "trials": 3,
+               "repeats": 3, "warmup": 1, "no_progress": True, "max_accuracy_drop": 0.5, "seed": 1,
+               "starting_points": str(plans)}
     host = build_host(autoload=False, extra_plugins=[("shy", ShyPlugin())])
     run_search(settings_from_options(options), host)
     notices = sorted(line for line in capsys.readouterr().err.splitlines() if "left out" in line)
     assert len(notices) == 2  # one line each
     assert notices[0] == "note: technique 'shy_of_roberta' is left out of this search: no roberta here"
-    assert notices[1].startswith(f"note: technique 'vocab_trim' is left out of this search: {BPE_REASON}")
+    assert notices[1].startswith(f"note: technique 'vocab_trim' is left out of this search: {UNIGRAM_REASON}")
     run = json.loads((out / "run.json").read_text())
     assert sorted(run["techniques_left_out"], key=lambda item: item["technique"]) == [
         {"technique": "shy_of_roberta", "reason": "no roberta here"},
@@ -142,7 +149,7 @@ def test_the_default_search_goes_on_without_vocab_trim_on_a_byte_level_bpe_model
     assert "vocab_trim" not in run["techniques"] and "quantization" in run["techniques"]
     report = (out / "report.md").read_text()
     assert "left out, not supporting this model: " in report
-    assert f"vocab_trim ({BPE_REASON}" in report and "shy_of_roberta (no roberta here)" in report
+    assert f"vocab_trim ({UNIGRAM_REASON}" in report and "shy_of_roberta (no roberta here)" in report
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
     assert not trials["plan"].str.contains("vocab_trim|shy_of_roberta").any()
@@ -157,29 +164,29 @@ def test_the_default_search_goes_on_without_vocab_trim_on_a_byte_level_bpe_model
                     "error": "does not support this model: no roberta here"}]
 
 
-def test_a_named_technique_that_cannot_run_exits_2_with_the_reason(bpe_task, tmp_path, capsys):
+def test_a_named_technique_that_cannot_run_exits_2_with_the_reason(unigram_task, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_args(bpe_task, out, "--trials", "2", "--techniques", "vocab_trim,quantization")) == 2
+    assert main(_args(unigram_task, out, "--trials", "2", "--techniques", "vocab_trim,quantization")) == 2
     err = capsys.readouterr().err
-    assert f"autocompress: error: technique 'vocab_trim' does not support this model: {BPE_REASON}" in err
+    assert f"autocompress: error: technique 'vocab_trim' does not support this model: {UNIGRAM_REASON}" in err
     assert not (out / "run.json").exists()  # stopped before the baseline was measured
 
 
-def test_isolated_trials_search_the_techniques_the_search_process_chose(bpe_task, tmp_path, capsys):
+def test_isolated_trials_search_the_techniques_the_search_process_chose(unigram_task, tmp_path, capsys):
     out, plans = tmp_path / "run", tmp_path / "plans.yaml"
     plans.write_text("- {vocab_trim: {}, ffn_pruning: {keep_fraction: 0.7}}\n")
-    assert main(_args(bpe_task, out, "--trials", "1", "--starting-points", str(plans), "--isolate")) == 0
+    assert main(_args(unigram_task, out, "--trials", "1", "--starting-points", str(plans), "--isolate")) == 0
     assert "note: technique 'vocab_trim' is left out" in capsys.readouterr().err
     trials = pd.read_csv(out / "trials.csv")
     # The child rebuilt the same search (without vocab_trim) and ran the parent's plan.
     assert list(trials["state"]) == ["COMPLETE"] and trials.loc[0, "plan"].startswith("ffn_pruning(keep_fraction=0.7")
 
 
-def test_a_child_that_would_search_other_techniques_than_its_parent_refuses(bpe_task):
+def test_a_child_that_would_search_other_techniques_than_its_parent_refuses(unigram_task):
     from autocompress.search.isolate import ChildJob, _child_environment, host_recipe
     from autocompress.study.record import MEASURED, Baseline
 
-    settings = settings_from_options({"model": bpe_task / "model", "data": bpe_task / "data.csv"})
+    settings = settings_from_options({"model": unigram_task / "model", "data": unigram_task / "data.csv"})
     host = build_host()
     task = host.tasks[settings.task](settings.task_options).load()
     baseline = Baseline(0.5, 0.5, dict.fromkeys(MEASURED, 1.0)).as_dict()

@@ -14,7 +14,13 @@ from autocompress.model_io import save_candidate
 from autocompress.plugin_manager import build_host
 from autocompress.plugins.vocab_trim import VocabTrim, trimmed_tokenizer
 from autocompress.technique import ApplyContext, ModelAndTokenizer, PlanStep
-from autocompress.testing import TechniqueContract, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer
+from autocompress.testing import (
+    TechniqueContract,
+    tiny_bpe_tokenizer,
+    tiny_model,
+    tiny_tokenizer,
+    tiny_unigram_tokenizer,
+)
 
 # Leaves gaps in the tiny vocabulary (e.g. "good", "fine", "w0".."w39" unused) so ids really move.
 TRAIN = ["the film was great", "a boring plot and a dull cast", "really superb music", "the ending was awful",
@@ -172,15 +178,73 @@ def _support(family, tokenizer):
 
 
 def test_support_is_decided_by_the_tokenizer_not_the_model_family():
-    # A RoBERTa-layout model with a WordPiece tokenizer is supported...
+    # A RoBERTa-layout model with a WordPiece tokenizer is supported, and so is any with byte-level BPE...
     assert _support("roberta", tiny_tokenizer()) is None
     assert _support("xlm-roberta", tiny_tokenizer()) is None
-    # ... and a BERT-layout model with a byte-level BPE tokenizer is not, the tokenizer named.
-    bpe = tiny_bpe_tokenizer()
+    for family in ("bert", "roberta", "llama"):
+        assert _support(family, tiny_bpe_tokenizer()) is None
+    # ... and a Unigram vocabulary is not, whatever the family, the tokenizer named.
+    unigram = tiny_unigram_tokenizer()
     for family in ("bert", "roberta"):
-        reason = _support(family, bpe)
-        assert reason == (f"vocab_trim supports WordPiece tokenizers only; {type(bpe).__name__} uses a byte-level "
-                          "BPE model (its merges/scores would need rewriting too)")
+        reason = _support(family, unigram)
+        assert reason == (f"vocab_trim supports WordPiece and byte-level BPE tokenizers only; {type(unigram).__name__} "
+                          "uses a Unigram model (its merges/scores would need rewriting too, and a word of new text "
+                          "could lose every piece)")
+
+
+def test_a_causal_lm_is_refused_its_head_scores_every_token():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    lm = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=1,
+                                                      num_attention_heads=2, intermediate_size=64))
+    model = ModelAndTokenizer(adapter_for(lm, build_host().architectures), tiny_bpe_tokenizer())
+    assert "output head scores every token" in VocabTrim.unsupported_reason_for(model)
+
+
+BPE_TRAIN = ["the film was great", "a boring plot and a dull cast", "the ending was awful", "the cast was great"]
+
+
+def _bpe_trimmed(family, tmp_path):
+    tokenizer = tiny_bpe_tokenizer(tmp_path / "bpe")
+    model = tiny_model(family, vocab_size=len(tokenizer))
+    context = _context(model, tmp_path, BPE_TRAIN)
+    context.tokenizer = tokenizer
+    original = copy.deepcopy(model).eval()
+    trimmed = apply_steps(model, [PlanStep(VocabTrim, VocabTrim.make_config({}))], context).eval()
+    return original, tokenizer, trimmed, context
+
+
+@pytest.mark.parametrize("family", ["llama", "roberta"])
+def test_a_byte_level_bpe_vocabulary_is_cut_and_its_words_tokenize_as_before(tmp_path, family):
+    original, tokenizer, trimmed, context = _bpe_trimmed(family, tmp_path)
+    new = context.tokenizer
+    assert len(new) < len(tokenizer) and trimmed.get_input_embeddings().num_embeddings == len(new)
+    # Text of the training texts' words: the same tokens (renumbered), identical logits.
+    text = ["the cast was awful", "a great plot"]
+    old_ids, new_ids = tokenizer(text)["input_ids"], new(text)["input_ids"]
+    assert [tokenizer.convert_ids_to_tokens(i) for i in old_ids] == [new.convert_ids_to_tokens(i) for i in new_ids]
+    assert torch.equal(_logits(original, tokenizer, text), _logits(trimmed, new, text))
+    # Any other text still tokenizes, in shorter pieces, and spells the same string (never unknown).
+    other = "the music felt superb"  # words the training texts never used, letters they did
+    ids = new(other, add_special_tokens=False)["input_ids"]
+    assert new.unk_token_id not in ids and new.decode(ids) == other
+    assert len(ids) >= len(tokenizer(other, add_special_tokens=False)["input_ids"])
+    # Every merge left makes a kept token from kept tokens.
+    import json
+
+    state = json.loads(new.backend_tokenizer.to_str())["model"]
+    for merge in state["merges"]:
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        assert {left, right, left + right} <= state["vocab"].keys()
+
+
+def test_a_byte_level_bpe_trimmed_classifier_reloads_with_identical_logits(tmp_path):
+    _, _, trimmed, context = _bpe_trimmed("llama", tmp_path)
+    directory = save_candidate(tmp_path / "saved", trimmed, context.tokenizer, [])
+    reloaded, tokenizer = load_pretrained(directory)
+    text = ["the film was great", "the music felt superb"]
+    assert tokenizer(text)["input_ids"] == context.tokenizer(text)["input_ids"]
+    assert torch.equal(_logits(trimmed, context.tokenizer, text), _logits(reloaded, tokenizer, text))
 
 
 def test_a_roberta_layout_classifier_with_wordpiece_is_trimmed_and_reloads_identically(tmp_path):

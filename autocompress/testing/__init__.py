@@ -30,6 +30,7 @@ from autocompress.testing.tiny import (
     tiny_bpe_tokenizer,
     tiny_model,
     tiny_tokenizer,
+    tiny_unigram_tokenizer,
     trained_tiny_model,
     varied_inputs,
     write_tiny_causal_lm,
@@ -41,5 +42,6 @@ from autocompress.testing.tiny import (
 __all__ = ["DECODER_FAMILIES", "FAMILIES", "TargetContract", "TechniqueContract", "fresh_process_outputs",
            "populate_hub_cache",
            "synthetic_sentiment", "text_inputs", "tiny_bpe_tokenizer", "tiny_model", "tiny_tokenizer",
+           "tiny_unigram_tokenizer",
            "trained_tiny_model", "varied_inputs", "write_tiny_causal_lm", "write_tiny_checkpoint", "write_tiny_task",
            "write_tiny_sentence_model"]

@@ -71,6 +71,32 @@ def tiny_bpe_tokenizer(directory: Path | None = None, vocab_size: int = 128):
     return tokenizer
 
 
+def tiny_unigram_tokenizer(directory: Path | None = None, vocab_size: int = 128):
+    """A SentencePiece-style Unigram tokenizer (ALBERT/T5/XLM-R style: ``<s>``/``</s>``, ids 0/2/3 are
+    padding/start/end as in ``tiny_model``) trained here on ``synthetic_sentiment`` texts, written to
+    ``directory`` (if given). For checks that depend on the tokenizer's algorithm (a technique that
+    cannot cut a Unigram vocabulary)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    texts, _ = synthetic_sentiment(200)
+    backend.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                              unk_token="<unk>", show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
+                                                           special_tokens=[("<s>", CLS_ID), ("</s>", SEP_ID)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                        mask_token="<mask>")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
 def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128, layers: int = 2,
                hidden: int = 64, heads: int = 4, ffn: int = 128, seed: int = 0):
     """A randomly initialised sequence classifier of the given family (one of ``FAMILIES``), small
