@@ -105,10 +105,15 @@ def causal_lm_of(model: Any, *, timing_only: bool = False) -> Any:
 
 
 def _head_of(embeddings: Any) -> Any:
-    """An output head over ``embeddings``' table: tied to it when it is a float table; an int8 table
-    (``quantization`` with ``embeddings: true``) gets an int8 dynamic head of the same values."""
+    """An output head over ``embeddings``' table: tied to it when it is a float table (a factorised one
+    through its two factors); an int8 table (``quantization`` with ``embeddings: true``) gets an int8
+    dynamic head of the same values."""
     import torch
 
+    from autocompress.arch import FactorizedEmbedding
+
+    if isinstance(embeddings, FactorizedEmbedding):
+        return _factorized_head(embeddings)
     if isinstance(embeddings, torch.nn.Embedding):
         head = torch.nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False, device="meta",
                                dtype=embeddings.weight.dtype)
@@ -128,6 +133,22 @@ def _head_of(embeddings: Any) -> Any:
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(torch.nn.Sequential(head), {torch.nn.Linear}, dtype=torch.qint8)[0]
+
+
+def _factorized_head(embeddings: Any) -> Any:
+    """The output head tied to a factorised table (``Embedding(V, r)`` then ``Linear(r, H)``, ALBERT's):
+    the hidden state projected down to the table's rank (the projection's weights, transposed, shared),
+    then scored against the ``V x r`` table (shared): two thin products instead of one ``V x H``."""
+    import torch
+
+    table, projection = embeddings[0], embeddings[1]
+    weight = projection.weight() if callable(projection.weight) else projection.weight  # int8 dynamic: packed
+    weight = weight.dequantize() if weight.is_quantized else weight
+    down = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=False, device="meta")
+    down.weight = torch.nn.Parameter(weight.detach().t(), requires_grad=False)  # a view: no copy when float
+    up = torch.nn.Linear(table.embedding_dim, table.num_embeddings, bias=False, device="meta")
+    up.weight = table.weight
+    return torch.nn.Sequential(down, up)
 
 
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:

@@ -75,6 +75,28 @@ def test_a_prompted_classifier_becomes_again_the_causal_lm_it_came_from_as_compr
     assert timed.lm_head.weight.shape == (lm.config.vocab_size, lm.config.hidden_size)
 
 
+def test_a_factorised_embedding_table_generates_through_its_two_factors(causal_task):
+    """A prompted classifier whose table was factorised (the example plugin's embedding_factorization)
+    generates: the tied head is the two factors, shared, and scores exactly the tokens' embeddings."""
+    from autocompress.arch import FactorizedEmbedding
+
+    lm, tokenizer = _lm_and_tokenizer(causal_task / "model")
+    classifier = prompted_classifier(lm, tokenizer, ["neg", "pos"], Prompt(label_words=(" bad", " good")))
+    table = classifier.model.embed_tokens
+    torch.manual_seed(0)
+    factors = FactorizedEmbedding(torch.nn.Embedding(table.num_embeddings, 8),
+                                  torch.nn.Linear(8, table.embedding_dim, bias=False))
+    classifier.set_input_embeddings(factors)
+    generator = causal_lm_of(classifier)
+    ids = torch.randint(10, len(tokenizer), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hidden = classifier.model(input_ids=ids).last_hidden_state
+        every_token = factors(torch.arange(table.num_embeddings))  # V x H: what a plain tied head would hold
+        torch.testing.assert_close(generator(input_ids=ids).logits, hidden @ every_token.T, rtol=1e-4, atol=1e-5)
+    down, up = generator.get_output_embeddings()
+    assert up.weight is factors[0].weight and down.weight.data_ptr() == factors[1].weight.data_ptr()
+
+
 def test_a_prompted_classifier_generates_through_its_own_decoder_and_a_vocabulary_wide_head(causal_task):
     from autocompress.measure import MeasureSettings, measure_eager
 

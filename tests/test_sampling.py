@@ -132,6 +132,7 @@ def test_a_plan_may_not_fix_a_field_its_other_values_leave_unused():
     assert plan_params({"quantization": {"dtype": "int4", "group_size": 32}}, TECHNIQUES, SPACES,
                        "here")["quantization.group_size"] == 32
     # dtype left to the sampler: group_size is fixed for the case it is drawn
-    assert plan_params({"quantization": {"group_size": 64}}, TECHNIQUES, SPACES, "here")["quantization.group_size"] == 64
+    undecided = plan_params({"quantization": {"group_size": 64}}, TECHNIQUES, SPACES, "here")
+    assert undecided["quantization.group_size"] == 64
     bf16 = plan_of_params({"use.quantization": True, "quantization.dtype": "bf16"}, [QUANTIZATION], SPACES)
     assert plan_values(bf16, SPACES) == {"quantization": {"dtype": "bf16"}}
