@@ -139,13 +139,16 @@ def test_the_default_search_goes_on_without_vocab_trim_on_a_unigram_model(unigra
     host = build_host(autoload=False, extra_plugins=[("shy", ShyPlugin())])
     run_search(settings_from_options(options), host)
     notices = sorted(line for line in capsys.readouterr().err.splitlines() if "left out" in line)
-    assert len(notices) == 2  # one line each
-    assert notices[0] == "note: technique 'shy_of_roberta' is left out of this search: no roberta here"
-    assert notices[1].startswith(f"note: technique 'vocab_trim' is left out of this search: {UNIGRAM_REASON}")
+    assert len(notices) == 3  # one line each (prompt_tuning: soft prompts are for decoders)
+    assert notices[0].startswith("note: technique 'prompt_tuning' is left out of this search: soft prompts are for "
+                                 "decoder models")
+    assert notices[1] == "note: technique 'shy_of_roberta' is left out of this search: no roberta here"
+    assert notices[2].startswith(f"note: technique 'vocab_trim' is left out of this search: {UNIGRAM_REASON}")
     run = json.loads((out / "run.json").read_text())
     assert sorted(run["techniques_left_out"], key=lambda item: item["technique"]) == [
+        {"technique": "prompt_tuning", "reason": notices[0].split(": ", 2)[2]},
         {"technique": "shy_of_roberta", "reason": "no roberta here"},
-        {"technique": "vocab_trim", "reason": notices[1].split(": ", 2)[2]}]
+        {"technique": "vocab_trim", "reason": notices[2].split(": ", 2)[2]}]
     assert "vocab_trim" not in run["techniques"] and "quantization" in run["techniques"]
     report = (out / "report.md").read_text()
     assert "left out, not supporting this model: " in report
@@ -190,7 +193,7 @@ def test_a_child_that_would_search_other_techniques_than_its_parent_refuses(unig
     host = build_host()
     task = host.tasks[settings.task](settings.task_options).load()
     baseline = Baseline(0.5, 0.5, dict.fromkeys(MEASURED, 1.0)).as_dict()
-    searched = tuple(name for name in host.techniques.names() if name != "vocab_trim")
+    searched = tuple(name for name in host.techniques.names() if name not in ("vocab_trim", "prompt_tuning"))
 
     def job(techniques):
         return ChildJob(settings=settings, recipe=host_recipe(host), fingerprint=task.fingerprint, baseline=baseline,
