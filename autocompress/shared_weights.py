@@ -8,6 +8,8 @@ apart by what they hold:
 
 - a dense tensor is identified by its memory (data pointer, dtype, shape, strides): two entries
   that are the same view of the same storage are one tensor;
+- a tensor subclass that wraps others (torchao's packed int4 weights, whose own data pointer is 0
+  for every one) by the tensors it wraps;
 - anything else (int8 packed weights, which unpack to fresh tensors on every call; empty tensors)
   by the module that owns it and its local name, so a shared module still counts once.
 
@@ -27,6 +29,12 @@ from torch import nn
 
 
 def _identity(name: str, value: Any, owners: Mapping[str, nn.Module]) -> tuple:
+    if isinstance(value, torch.Tensor) and callable(getattr(type(value), "__tensor_flatten__", None)):
+        # A tensor subclass wrapping others (torchao's packed int4 weights) reports no memory of its
+        # own (data_ptr 0 for every one): it is the tensors it holds.
+        inner, _ = value.__tensor_flatten__()
+        return ("wrapper", type(value).__qualname__,
+                tuple(_identity(f"{name}.{part}", getattr(value, part), owners) for part in inner))
     if (isinstance(value, torch.Tensor) and not value.is_quantized and value.numel() > 0
             and value.device.type != "meta"):
         return ("memory", value.device.type, value.data_ptr(), value.dtype, tuple(value.shape), tuple(value.stride()))
