@@ -123,14 +123,12 @@ def evaluate_plan(env: TrialEnvironment, trial: Any, plan: Plan) -> TrialOutcome
             measurement, teacher_latency = env.measure(candidate, plan)
         record.measured(measurement.as_dict(), teacher_latency)
         gaps = env.limits.gaps(measurement.latency_ms, measurement.memory_mb)
-        if not any(gap > 0 for gap in gaps.values()):  # the other latency mode of a model that generates
-            with work():
-                record.latencies(env.latencies(candidate, plan, measurement))
         if any(gap > 0 for gap in gaps.values()):
             # Accuracy was not measured: 0.0 only tells the sampler this region is useless.
             values = objective_values({VAL_ACCURACY: 0.0, **measurement.as_dict()})
             return TrialOutcome(Ended.INFEASIBLE, values, gaps, describe_gaps(gaps))
         with work():
+            record.latencies(env.latencies(candidate, plan, measurement))  # a model that generates: the other mode
             try:
                 candidate = env.recover(candidate, plan)
             except optuna.TrialPruned as exc:
