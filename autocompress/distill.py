@@ -199,6 +199,22 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
             for i in range(student_layers)]
 
 
+def check_distill_switch(config) -> None:
+    """The fields of a recovery technique that trains toward the teacher or on the labels alone
+    (``distill``, ``distill_alpha``: ``lora``, ``prompt_tuning``); ValueError with a readable message."""
+    if not isinstance(config.distill, bool):
+        raise ValueError(f"distill must be true or false, got {config.distill!r}")
+    if not 0.0 <= config.distill_alpha <= 1.0:
+        raise ValueError(f"distill_alpha must be in [0, 1], got {config.distill_alpha}")
+
+
+def distill_switch_settings(config) -> RecoverySettings:
+    """The recovery run of such a technique's Config: its training fields, the teacher on or off (``distill``)."""
+    return RecoverySettings(learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
+                            eval_every=config.eval_every, use_teacher=config.distill,
+                            temperature=config.temperature, alpha=config.distill_alpha)
+
+
 # -- the teacher's side -----------------------------------------------------------------------
 @dataclass
 class _LogitCacheEntry:

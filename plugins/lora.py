@@ -30,7 +30,7 @@ from torch import nn
 
 from autocompress import hookimpl
 from autocompress.arch import ArchitectureAdapter, get_module
-from autocompress.distill import RecoverySettings, check_training_fields, train_student
+from autocompress.distill import check_distill_switch, check_training_fields, distill_switch_settings, train_student
 from autocompress.technique import ApplyContext, Stage, Technique
 
 TARGETS = ("attention", "ffn", "both")
@@ -71,10 +71,7 @@ class LoraRecoveryConfig:
             raise ValueError(f"dropout must be in [0, 0.5], got {self.dropout}")
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
-        if not isinstance(self.distill, bool):
-            raise ValueError(f"distill must be true or false, got {self.distill!r}")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        check_distill_switch(self)
 
 
 def target_module_names(model: nn.Module, adapter: ArchitectureAdapter, targets: str) -> list[str]:
@@ -131,11 +128,7 @@ class LoraRecovery(Technique):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = get_peft_model(model, lora_config)
-        settings = RecoverySettings(
-            learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-            eval_every=config.eval_every, use_teacher=config.distill, temperature=config.temperature,
-            alpha=config.distill_alpha,
-        )
+        settings = distill_switch_settings(config)
         try:
             train_student(peft_model, context, settings, label=self.name)
         except BaseException:

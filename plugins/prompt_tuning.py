@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from autocompress import hookimpl
-from autocompress.distill import RecoverySettings, check_training_fields, train_student
+from autocompress.distill import check_distill_switch, check_training_fields, distill_switch_settings, train_student
 from autocompress.technique import ApplyContext, ModelAndTokenizer, Stage, Technique
 
 #: The added tokens' spelling; ``{i}`` is the position in the soft prompt.
@@ -83,10 +83,7 @@ class PromptTuningConfig:
             raise ValueError(f"num_tokens must be an integer in [1, 64], got {self.num_tokens!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if not isinstance(self.distill, bool):
-            raise ValueError(f"distill must be true or false, got {self.distill!r}")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        check_distill_switch(self)
 
 
 @dataclass(frozen=True)
@@ -294,10 +291,7 @@ class PromptTuning(Technique):
             parameter.requires_grad_(False)
         model.set_input_embeddings(SoftPromptEmbedding(table, first, soft))
         try:
-            settings = RecoverySettings(
-                learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-                eval_every=config.eval_every, use_teacher=config.distill, temperature=config.temperature,
-                alpha=config.distill_alpha)
+            settings = distill_switch_settings(config)
             train_student(model, context, settings, label=self.name)
         finally:
             model.set_input_embeddings(table)
