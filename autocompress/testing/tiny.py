@@ -47,21 +47,15 @@ def tiny_tokenizer(directory: Path | None = None):
     return tokenizer
 
 
-def tiny_bpe_tokenizer(directory: Path | None = None, vocab_size: int = 128):
-    """A byte-level BPE tokenizer (RoBERTa/GPT-2 style: ``<s>``/``</s>``, ids 0/2/3 are padding/start/end
-    as in ``tiny_model``) trained here on ``synthetic_sentiment`` texts, written to ``directory`` (if given).
-    For checks that depend on the tokenizer's algorithm rather than the model family."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+#: The tiny trained tokenizers' special tokens, RoBERTa's, at ids 0-4 (padding 0, start 2, end 3 as in ``tiny_model``).
+ROBERTA_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+
+
+def _roberta_style_fast(backend, directory: Path | None):
+    """``backend`` (a trained ``tokenizers.Tokenizer``) as a transformers tokenizer with RoBERTa's special
+    tokens (``<pad>``/``<unk>``/``<s>``/``</s>``/``<mask>``), written to ``directory`` (if given)."""
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    texts, _ = synthetic_sentiment(200)
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                          show_progress=False))
-    backend.post_processor = processors.RobertaProcessing(("</s>", SEP_ID), ("<s>", CLS_ID))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
                                         sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
                                         mask_token="<mask>")
@@ -69,6 +63,22 @@ def tiny_bpe_tokenizer(directory: Path | None = None, vocab_size: int = 128):
         directory.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(directory)
     return tokenizer
+
+
+def tiny_bpe_tokenizer(directory: Path | None = None, vocab_size: int = 128):
+    """A byte-level BPE tokenizer (RoBERTa/GPT-2 style: ``<s>``/``</s>``, ids 0/2/3 are padding/start/end
+    as in ``tiny_model``) trained here on ``synthetic_sentiment`` texts, written to ``directory`` (if given).
+    For checks that depend on the tokenizer's algorithm rather than the model family."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    texts, _ = synthetic_sentiment(200)
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=ROBERTA_SPECIALS,
+                                                          show_progress=False))
+    backend.post_processor = processors.RobertaProcessing(("</s>", SEP_ID), ("<s>", CLS_ID))
+    return _roberta_style_fast(backend, directory)
 
 
 def tiny_unigram_tokenizer(directory: Path | None = None, vocab_size: int = 128):
@@ -77,24 +87,16 @@ def tiny_unigram_tokenizer(directory: Path | None = None, vocab_size: int = 128)
     ``directory`` (if given). For checks that depend on the tokenizer's algorithm (a technique that
     cannot cut a Unigram vocabulary)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     backend.decoder = decoders.Metaspace()
     texts, _ = synthetic_sentiment(200)
-    backend.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+    backend.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=ROBERTA_SPECIALS,
                                                               unk_token="<unk>", show_progress=False))
     backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
                                                            special_tokens=[("<s>", CLS_ID), ("</s>", SEP_ID)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
-                                        mask_token="<mask>")
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(directory)
-    return tokenizer
+    return _roberta_style_fast(backend, directory)
 
 
 def tiny_model(family: str = "bert", num_labels: int = 2, vocab_size: int = 128, layers: int = 2,
