@@ -138,8 +138,9 @@ class Technique(ABC):
     #: report marks them beside the searched candidates ("does the search beat int8 alone?").
     references: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: Fields that matter only for some values of another field: field -> {other field: the values under
-    #: which it is used}. Such a field is drawn by the search, fixed by a plan and shown only when it
-    #: is used; otherwise it keeps its ``Config`` default. The other fields must be unconditional.
+    #: which it is used}. Such a field is drawn by the search and may be fixed by a plan only when it
+    #: is used; otherwise it keeps its ``Config`` default (plan descriptions still list it). The other
+    #: fields must be unconditional.
     #: E.g. quantization's ``group_size`` is used only when ``dtype`` is int4. Added in plugin API 1.8.
     conditions: ClassVar[Mapping[str, Mapping[str, tuple[Any, ...]]]] = {}
     #: Structure techniques: a dataclass of JSON values recording what ``apply`` decided, enough for

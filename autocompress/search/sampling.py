@@ -81,17 +81,12 @@ def sample_fields(trial: optuna.Trial, technique: type[Technique], space: Search
     """The technique's searched fields drawn from ``space``: the unconditional ones, then each
     conditional one (``Technique.conditions``) only when the drawn values (or the Config's defaults,
     for a field not searched) use it."""
-    defaults = technique.make_config({})
     values = {f: suggest(trial, f"{technique.name}.{f}", d) for f, d in space.items() if f not in technique.conditions}
-    known = {**{f: getattr(defaults, f) for f in _config_fields(technique)}, **values}
+    known = {**dataclasses.asdict(technique.make_config({})), **values}
     for field_name, distribution in space.items():
         if field_name in technique.conditions and technique.uses_field(field_name, known):
             values[field_name] = suggest(trial, f"{technique.name}.{field_name}", distribution)
     return values
-
-
-def _config_fields(technique: type[Technique]) -> list[str]:
-    return [f.name for f in dataclasses.fields(technique.Config)]
 
 
 def sample_plan(trial: optuna.Trial, techniques: list[type[Technique]], spaces: Mapping[str, SearchSpace]) -> Plan:
@@ -156,7 +151,7 @@ def plan_values(plan: Plan, spaces: Mapping[str, SearchSpace]) -> dict[str, dict
     """``plan`` as the values ``plan_params`` takes: each technique's searched fields it uses."""
     values = {}
     for step in plan.steps:
-        config = {f: getattr(step.config, f) for f in _config_fields(step.technique)}
+        config = dataclasses.asdict(step.config)
         values[step.technique.name] = {f: config[f] for f in spaces[step.technique.name]
                                        if step.technique.uses_field(f, config)}
     return values
