@@ -4,8 +4,8 @@ The quick runs are smoke tests of the scripts: they assert what each script prin
 only timing checks are sanity ones (a batch of 16 takes longer than a batch of 1). Each is a
 subprocess, and one of them alone leaves one of CI's two cores idle most of the time (imports,
 conversions, Python between the timed calls), so the module starts every selected script at once,
-``QUICK_CONCURRENCY`` at a time, longest first, and each test waits for its own. Nothing else runs
-beside them: pytest runs this module's tests one after another.
+``QUICK_CONCURRENCY`` at a time, longest first, and each test waits for its own. pytest runs this
+module's tests one after another (with ``-n 2 --dist loadfile``, the other worker runs other files beside).
 """
 
 import json
