@@ -39,7 +39,7 @@ import importlib.util
 import inspect
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -330,13 +330,8 @@ def _export_float(model: nn.Module, path: Path, seq_len: int, opset: int | None)
     # Size 1 (or 0) axes are specialised by torch.export, so trace with 2 x max(seq_len, 2).
     inputs = example_inputs(model, 2, max(2, seq_len))
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    # A decoder would also return its key/value cache, which the graph has no output for: logits only.
-    config = getattr(model, "config", None)
-    cached = getattr(config, "use_cache", False) is True
-    if cached:
-        config.use_cache = False
     try:
-        with warnings.catch_warnings(), torch.inference_mode(), dropped(TORCHVISION_MISSING):
+        with logits_only(model), warnings.catch_warnings(), torch.inference_mode(), dropped(TORCHVISION_MISSING):
             # The exporter warns about internals we do not control (pytree, axis renaming).
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
@@ -348,10 +343,22 @@ def _export_float(model: nn.Module, path: Path, seq_len: int, opset: int | None)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {first_line}") from exc
+    return path
+
+
+@contextmanager
+def logits_only(model: nn.Module) -> Iterator[None]:
+    """``model`` without its key/value cache output while it is traced or exported (a decoder's
+    ``use_cache`` off, then restored): the graph's one output is the logits."""
+    config = getattr(model, "config", None)
+    cached = getattr(config, "use_cache", False) is True
+    if cached:
+        config.use_cache = False
+    try:
+        yield
     finally:
         if cached:
             config.use_cache = True
-    return path
 
 
 def fold_weight_transposes(path: Path) -> int:

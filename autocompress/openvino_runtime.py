@@ -137,11 +137,14 @@ def _example(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _convert(model: nn.Module) -> Any:
+    from autocompress.onnx_export import logits_only
+
     ov = _openvino()
     model.eval()
     try:
-        with (_telemetry_off(), warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(),
-              dropped(LOSS_TYPE_NONE)):  # its tracer reads every attribute, a head-less submodule's loss too
+        # (its tracer reads every attribute, a head-less submodule's loss too: LOSS_TYPE_NONE)
+        with (_telemetry_off(), logits_only(model), warnings.catch_warnings(), torch.inference_mode(False),
+              torch.no_grad(), dropped(LOSS_TYPE_NONE)):
             warnings.simplefilter("ignore")  # tracer warnings about shapes the frontend keeps dynamic
             return ov.convert_model(model, example_input=_example(model))
     except Exception as exc:
