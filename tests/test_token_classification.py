@@ -377,6 +377,48 @@ def _independent_f1(model, tokenizer, split) -> float:
 
 
 @pytest.mark.slow
+def test_a_roberta_layout_tagger_searches_with_every_technique_and_reloads_in_a_fresh_process(tmp_path):
+    """A user's own RoBERTa-layout token classifier with a WordPiece vocabulary: support is decided from
+    the model and its tokenizer, so vocabulary trimming runs too; the best model reloads as a RoBERTa tagger."""
+    with thread_count(1):
+        write_tiny_token_classifier(tmp_path / "model", family="roberta")
+    # Texts without two of the vocabulary's words: vocabulary trimming has rows to cut.
+    sentences = [s for s in synthetic_ner(200, seed=5) if not {"rome", "yesterday"} & {w.lower() for w, _ in s}]
+    write_conll(tmp_path / "data.conll", sentences)
+    plans = tmp_path / "plans.yaml"
+    plans.write_text("- layer_drop: {keep_layers: 1}\n  vocab_trim: {min_count: 1}\n"
+                     "  ffn_pruning: {keep_fraction: 0.5}\n  head_pruning: {fraction: 0.5}\n"
+                     "  distillation: {epochs: 4.0, learning_rate: 2.0e-3, batch_size: 16}\n"
+                     "  quantization: {dtype: int8}\n")
+    space = tmp_path / "space.yaml"  # 128 training sentences: recovery needs more passes at a higher rate
+    space.write_text("distillation:\n  epochs: {type: float, low: 1.0, high: 4.0, step: 1.0}\n"
+                     "  learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+                     "  batch_size: {type: categorical, choices: [16]}\n")
+    out = tmp_path / "run"
+    with thread_count(1):
+        code = main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.conll"), "--out",
+                     str(out), "--trials", "1", "--repeats", "3", "--warmup", "1", "--no-progress",
+                     "--techniques", "layer_drop,vocab_trim,ffn_pruning,head_pruning,distillation,quantization",
+                     "--max-accuracy-drop", "0.3", "--starting-points", str(plans), "--search-space", str(space)])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["quality_metric"] == "entity_f1" and run["baseline"]["test_accuracy"] > 0.9
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"] and trials["test_accuracy"].iloc[0] > 0.6, trials.to_string()
+    assert trials["parameters"].iloc[0] < 0.6 * run["baseline"]["parameters"]  # a layer, FFN, heads, vocabulary cut
+    script = ("import sys, json, torch, autocompress\n"
+              "model, tok = autocompress.load_pretrained(sys.argv[1])\n"
+              "print(type(model).__name__, model.config.num_hidden_layers, len(tok))\n"
+              "batch = tok([['Anna', 'Johnson', 'met', 'Omar'], ['New', 'York']], is_split_into_words=True,"
+              " return_tensors='pt', padding=True)\n"
+              "with torch.no_grad():\n"
+              "    print(json.dumps(model(**batch).logits.argmax(-1).tolist()))\n")
+    fresh = fresh_process_outputs(script, out / "best")
+    assert fresh[0] == fresh[1] and fresh[0].startswith("RobertaForTokenClassification 1 "), fresh[0]
+    assert int(fresh[0].splitlines()[0].split()[-1]) < len(ner_tokenizer())  # the trimmed vocabulary reloads
+
+
+@pytest.mark.slow
 def test_a_token_classification_search_runs_every_technique_and_its_best_model_reloads_and_exports(ner, tmp_path):
     plans = tmp_path / "plans.yaml"
     plans.write_text("- quantization: {dtype: int8}\n"

@@ -72,7 +72,8 @@ def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
 
 
 def tiny_token_classifier(family: str = "bert", vocab_size: int = 64, seed: int = 0):
-    """A randomly initialised ``BertForTokenClassification`` (or DistilBERT's) with the ``TAGS`` labels."""
+    """A randomly initialised ``BertForTokenClassification`` (or DistilBERT's, or RoBERTa's: a user's own
+    RoBERTa-layout tagger with ``ner_tokenizer``'s WordPiece vocabulary) with the ``TAGS`` labels."""
     import torch
     import transformers as tf
 
@@ -86,7 +87,12 @@ def tiny_token_classifier(family: str = "bert", vocab_size: int = 64, seed: int 
         config = tf.DistilBertConfig(vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, hidden_dim=128,
                                      max_position_embeddings=128, **labels)
         return tf.DistilBertForTokenClassification(config).eval()
-    raise ValueError(f"unknown family {family!r} (bert, distilbert)")
+    if family == "roberta":  # positions start after the padding id (0 here, ner_tokenizer's [PAD])
+        config = tf.RobertaConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
+                                  pad_token_id=0, bos_token_id=2, eos_token_id=3, **labels)
+        return tf.RobertaForTokenClassification(config).eval()
+    raise ValueError(f"unknown family {family!r} (bert, distilbert, roberta)")
 
 
 @functools.cache
