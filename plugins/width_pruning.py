@@ -251,6 +251,11 @@ class WidthPruning(Technique):
 
     @classmethod
     def unsupported_reason(cls, adapter: ArchitectureAdapter) -> str | None:
+        from autocompress.embedding import SentenceEncoder
+
+        if isinstance(adapter.model, SentenceEncoder):
+            return ("a sentence encoder's embedding is its hidden state: narrowing the hidden width would change "
+                    "the embedding's size, which the teacher's embeddings (and any index built from them) fix")
         if adapter.residual_stream() is None:
             return (f"the '{adapter.name}' adapter does not name every part that reads or writes the hidden width "
                     f"of this {adapter.model.config.model_type} model (ArchitectureAdapter.residual_stream)")

@@ -449,3 +449,15 @@ def test_a_batch_keeps_each_texts_whole_embedding_however_short_the_texts():
     (inputs, labels), = list(encoded.batches(8))
     assert inputs["input_ids"].shape[1] < 48 and labels.shape == (3, 48)
     assert torch.equal(labels, torch.tensor(vectors))
+
+
+def test_width_pruning_refuses_a_sentence_encoder_because_its_embedding_is_the_hidden_width(tmp_path):
+    from autocompress.arch import adapter_for
+    from autocompress.plugin_manager import build_host
+    from autocompress.plugins.width_pruning import WidthPruning
+    from autocompress.testing import tiny_model
+
+    families = build_host().architectures
+    encoder, _ = load_sentence_encoder(read_sentence_model(write_tiny_sentence_model(tmp_path / "model")))
+    assert "would change the embedding's size" in WidthPruning.unsupported_reason(adapter_for(encoder, families))
+    assert WidthPruning.unsupported_reason(adapter_for(tiny_model("bert"), families)) is None  # a classifier narrows
