@@ -166,7 +166,7 @@ def _quality(out_dir: Path) -> str:
 
 def _teacher_training(out_dir: Path) -> str:
     """'; fine-tuned from X ...' when this run fine-tuned its teacher from a base model (run.json says)."""
-    from autocompress.teacher import how_made, no_better_than_majority, what_to_try
+    from autocompress.teacher import how_made, no_better_than_majority, validation_score, what_to_try
 
     try:
         training = json.loads((out_dir / "run.json").read_text()).get("task_info", {}).get("teacher_training")
@@ -174,7 +174,7 @@ def _teacher_training(out_dir: Path) -> str:
         return ""
     if not training:
         return ""
-    text = f"\n  {how_made(training)}, validation accuracy {training.get('validation_accuracy'):.4f}"
+    text = f"\n  {how_made(training)}, {validation_score(training)}"
     if "trained_now" in training:
         when = "trained now" if training.get("trained_now") else "reused from the cache"
         text += f"; {when}: {training.get('directory')}"

@@ -33,6 +33,7 @@ from autocompress.report.run import RunData
 from autocompress.sentence_export import write_sentence_transformers_files
 from autocompress.study.layout import RunLayout
 from autocompress.study.record import TEST_ACCURACY, VAL_ACCURACY, quality_name
+from autocompress.teacher import validation_score
 
 SHIM_MODULE = "autocompress_model"
 SHIM_CLASS = "AutocompressModel"
@@ -278,8 +279,7 @@ def model_card(run: RunData, row: Any, plain_loadable: bool, front: dict[str, An
         ]
     teacher = ("the given checkpoint" if not training else
                f"fine-tuned here from {training.get('base_model_name', '?')} ({training.get('epochs')} epochs, "
-               f"learning rate {training.get('learning_rate')}; validation accuracy "
-               f"{float(training.get('validation_accuracy', float('nan'))):.4f})")
+               f"learning rate {training.get('learning_rate')}; {validation_score(training)})")
     metric = metric_named(quality_name(run.record))
     quality, shown = metric.shown_as(), metric.display  # as people read it (perplexity for a language model)
     # A ratio of the stored values means something only when they are what is shown (not log-likelihoods).

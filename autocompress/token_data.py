@@ -159,6 +159,56 @@ def read_tagged(path: str | Path, tokens_key: str = TOKENS_KEY, tags_key: str = 
     return sentences
 
 
+def is_tagged_data(path: str | Path, tokens_key: str = TOKENS_KEY) -> bool:
+    """Whether ``--data`` holds tagged words rather than labelled texts: a CoNLL-style file (``.conll``,
+    ``.iob``, ``.bio``), a JSON lines file whose first record's ``tokens_key`` is a list of words, or a
+    saved ``datasets`` directory whose train split's ``tokens_key`` is (what decides the task when
+    ``--model`` is a base model, which has no head to say it)."""
+    path = Path(path)
+    if path.is_dir():
+        from autocompress.hf_data import dataset_splits, read_saved_dataset
+
+        try:
+            train = dataset_splits(read_saved_dataset(path), str(path))["train"]
+        except DataError:
+            return False  # not a readable saved dataset: the text-data reader says why
+        return tokens_key in train.column_names and len(train) > 0 and isinstance(train[0][tokens_key], list)
+    suffix = path.suffix.lower()
+    if suffix in TAGGED_ONLY_SUFFIXES:
+        return True
+    if suffix in JSONL_SUFFIXES and path.is_file():
+        records = json_records(path, _text(path))
+        return bool(records) and isinstance(records[0][1].get(tokens_key), list)
+    return False
+
+
+def data_tags(path: str | Path, tokens_key: str = TOKENS_KEY, tags_key: str = TAGS_KEY) -> list[str]:
+    """The BIO tags a token classifier fine-tuned on ``path`` gets, in id order: ``O``, then ``B-`` and
+    ``I-`` of each entity type the data names (sorted); a DataError naming the place of the first tag
+    that is not BIO."""
+    path = Path(path)
+    if path.is_dir():
+        from autocompress.hf_data import dataset_splits, read_saved_dataset
+
+        splits = dataset_splits(read_saved_dataset(path), str(path))
+        if tags_key == TAGS_KEY and TAGS_KEY not in splits["train"].column_names:
+            tags_key = DATASETS_TAGS_KEY
+        sentences = [(f"{path}: split '{name}'", sentence) for name, split in splits.items()
+                     for sentence in _dataset_sentences(split, f"{path}: split '{name}'", tokens_key, tags_key)]
+    else:
+        sentences = [(str(path), sentence) for sentence in read_tagged(path, tokens_key, tags_key)]
+    kinds = set()
+    for source, sentence in sentences:
+        for tag, place in zip(sentence.tags, sentence.places, strict=True):
+            if not is_bio_tag(tag):
+                raise DataError(f"{source}: {place}: tag {tag!r} is not in the BIO scheme; {_scheme_hint(tag)}")
+            if tag != "O":
+                kinds.add(tag.partition("-")[2])
+    if not kinds:
+        raise DataError(f"{path}: every tag is O; a token classifier needs tagged entities (B-TYPE, I-TYPE) to learn")
+    return ["O", *(f"{prefix}-{kind}" for kind in sorted(kinds) for prefix in ("B", "I"))]
+
+
 def check_model_tags(tag_names: Sequence[str], config_path: Path) -> None:
     """A token classifier's labels (its ``id2label``, in id order) must be BIO tags; an InputError naming
     ``config_path`` otherwise."""

@@ -9,7 +9,9 @@ teacher, once, cached by content hash (``autocompress.teacher``, shared with the
 
 A token classifier (``BertForTokenClassification``, ...) makes it a token-classification (NER) task:
 ``--data`` holds words with BIO tags (``autocompress.token_data``), the metric is entity-level F1
-(``autocompress.entities``); fine-tuning a token-classification teacher from a base model is not supported.
+(``autocompress.entities``). A base model with tagged ``--data`` is fine-tuned into a token classifier
+first (its tags: O, then B-/I- of each entity type the data names); a base model with ``--metric
+pearson`` or ``spearman`` into a one-output regression model.
 
 A causal language model (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...) becomes a zero-shot prompted
 classifier: each text is rendered through ``--prompt-template`` and the class is the ``--label-words``
@@ -36,7 +38,15 @@ from autocompress.hub import ResolvedModel, card_license, resolve_model
 from autocompress.metrics import REGRESSION_METRICS, QualityMetric, classification_metric, regression_metric
 from autocompress.task import LoadedTask, TaskInfo, TaskProvider, load_classifier
 from autocompress.teacher import demo_base_model, fine_tuned_teacher, teacher_recipe
-from autocompress.token_data import TAGGED_ONLY_SUFFIXES, TAGS_KEY, TOKENS_KEY, check_model_tags, load_tagged_data
+from autocompress.token_data import (
+    TAGGED_ONLY_SUFFIXES,
+    TAGS_KEY,
+    TOKENS_KEY,
+    check_model_tags,
+    data_tags,
+    is_tagged_data,
+    load_tagged_data,
+)
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -108,17 +118,23 @@ def token_tags(config: dict, config_path: Path) -> list[str]:
     return tags
 
 
-def check_base_model(config: dict, config_path: Path) -> None:
-    """A base model must be of a kind transformers can put a sequence-classification head on."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+def check_base_model(config: dict, config_path: Path, head: str = "sequence") -> None:
+    """A base model must be of a kind transformers can put the task's head on: ``sequence`` (classes or
+    a score) or ``token`` (a tag per word)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    )
 
+    heads = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES if head == "token" else \
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
     model_type = config.get("model_type")
-    if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+    if model_type not in heads:
         raise InputError(
-            f"{config_path}: architectures {config.get('architectures')} is not a sequence classifier, and "
-            f"transformers has no sequence-classification head for model_type {model_type!r} to fine-tune one "
-            "from it (expected a text encoder such as BertModel, or a classifier such as "
-            "BertForSequenceClassification)")
+            f"{config_path}: architectures {config.get('architectures')} is not a {head} classifier, and "
+            f"transformers has no {head}-classification head for model_type {model_type!r} to fine-tune one "
+            f"from it (expected a text encoder such as BertModel, or a classifier such as "
+            f"BertFor{head.capitalize()}Classification)")
 
 
 def config_num_labels(config: dict) -> int:
@@ -187,20 +203,33 @@ class LocalTask(TaskProvider):
         if self._tags is not None:
             self._validated = (model, "token", self._token_data())
             return
+        base = not is_classifier(config) and not is_causal_lm(config)
+        tokens_key, tags_key = self._tagged_keys()
+        if base and is_tagged_data(o.data, tokens_key):  # a token classifier is fine-tuned from the base model
+            check_base_model(config, model.directory / "config.json", head="token")
+            self._tags = data_tags(o.data, tokens_key, tags_key)
+            self._validated = (model, False, self._token_data())
+            return
         if Path(o.data).suffix.lower() in TAGGED_ONLY_SUFFIXES:
-            raise InputError(f"--data {o.data} holds tagged words (token classification), which needs a fine-tuned "
-                             f"token classifier (a *ForTokenClassification checkpoint) as --model; --model "
-                             f"{o.model or 'the demo base model'} is {', '.join(config.get('architectures') or [])} "
-                             "(fine-tuning a token-classification teacher from it is not supported)")
-        if o.metric is not None and str(o.metric).strip().lower() in REGRESSION_METRICS and not self._regression:
-            raise InputError(f"--metric {o.metric} measures regression, which needs a fine-tuned regression "
-                             f"checkpoint as --model (a sequence classifier with one output, num_labels 1); "
-                             f"--model {o.model or 'the demo base model'} is not one (fine-tuning a regression "
-                             "teacher from a base model is not supported yet)")
+            raise InputError(f"--data {o.data} holds tagged words (token classification), which needs a token "
+                             f"classifier (a *ForTokenClassification checkpoint) or a base model (such as BertModel, "
+                             f"fine-tuned into one first) as --model; --model {o.model or 'the demo base model'} is "
+                             f"{', '.join(config.get('architectures') or [])}")
+        regression_metric_asked = o.metric is not None and str(o.metric).strip().lower() in REGRESSION_METRICS
+        if base and regression_metric_asked:  # a one-output regression head is fine-tuned from the base model
+            self._regression = True
+        if regression_metric_asked and not self._regression:
+            raise InputError(f"--metric {o.metric} measures regression, which needs a regression checkpoint as "
+                             f"--model (a sequence classifier with one output, num_labels 1) or a base model "
+                             f"(such as BertModel, fine-tuned into one first); --model "
+                             f"{o.model or 'the demo base model'} is a classifier of "
+                             f"{config_num_labels(config)} classes")
         if self._regression:
             self.quality_metric()  # a classification metric for a regression model is refused here
+            if base:
+                check_base_model(config, model.directory / "config.json")
             data = self._data(regression=True)
-            self._validated = (model, True, data)
+            self._validated = (model, not base, data)
             return
         if is_causal_lm(config):
             check_base_model(config, model.directory / "config.json")
@@ -231,10 +260,16 @@ class LocalTask(TaskProvider):
             if value is not None:
                 raise InputError(f"{option} {value}: not supported for token classification (--model {o.model} is "
                                  "a token classifier), which distils on its own tagged sentences")
-        tokens_key = TOKENS_KEY if o.text_column == "text" else o.text_column
-        tags_key = TAGS_KEY if o.label_column == "label" else o.label_column
+        tokens_key, tags_key = self._tagged_keys()
         data = load_tagged_data(o.data, self._tags, seed=o.seed, tokens_key=tokens_key, tags_key=tags_key)
         return data.limit_train(o.train_limit)
+
+    def _tagged_keys(self) -> tuple[str, str]:
+        """The keys (columns) of tagged data's words and tags: ``--text-column`` / ``--label-column`` when
+        set, else ``tokens`` / ``tags``."""
+        o = self.options
+        return (TOKENS_KEY if o.text_column == "text" else o.text_column,
+                TAGS_KEY if o.label_column == "label" else o.label_column)
 
     def _prompt(self):
         from autocompress.prompted import DEFAULT_TEMPLATE, Prompt
@@ -256,20 +291,20 @@ class LocalTask(TaskProvider):
                         dataset=str(o.data))
         if classifier == "causal":
             return self._prompted(model, data, info)
-        token = classifier == "token"
+        token = self._tags is not None
         if token:
             info = replace(info, pipeline_tag="token-classification")
         if not classifier:
             teacher, tokenizer, record = fine_tuned_teacher(
-                model, data, o.cache_dir or default_cache_dir(), teacher_recipe(o),
+                model, data, o.cache_dir or default_cache_dir(), teacher_recipe(o), metric=self.quality_metric(),
                 use_safetensors=_has_safetensors(model.directory), trust_remote_code=o.trust_remote_code,
                 progress=o.progress)
             return LoadedTask(
                 teacher=teacher, tokenizer=tokenizer, data=data,
                 fingerprint=f"{record['base_model'][:12]}-{record['data'][:12]}-{Path(record['directory']).name}",
                 description=(f"{model.describe()} fine-tuned here on {o.data} into the teacher "
-                             f"(validation accuracy {record['validation_accuracy']:.4f}; cached in "
-                             f"{record['directory']})"),
+                             f"(validation {record.get('validation_metric', 'accuracy')} "
+                             f"{record['validation_accuracy']:.4f}; cached in {record['directory']})"),
                 info=replace(info, teacher_training=record),
             )
         use_safetensors = _has_safetensors(model.directory)

@@ -106,11 +106,17 @@ def test_a_classification_metric_for_a_regression_model_is_refused(regressor, tm
     with pytest.raises(DataError, match=r"bad.csv: a regression model needs a number as every label; 1 are not "
                                         r"\('high'\)"):
         LocalTask(TaskOptions(**{**options, "data": tmp_path / "bad.csv"})).validate()
-    # A regression metric with a classifier (or a base model to fine-tune) is refused too.
+    # A regression metric with a classifier of classes is refused; with a base model (here the demo's), the
+    # labels must be scores, for the regression teacher it is fine-tuned into.
     frame = pd.DataFrame({"text": ["good"] * 5 + ["bad"] * 5, "label": ["pos"] * 5 + ["neg"] * 5})
     frame.to_csv(tmp_path / "classes.csv", index=False)
-    with pytest.raises(InputError, match="--metric pearson measures regression, which needs a fine-tuned regression "
-                                         "checkpoint"):
+    from autocompress.testing import write_tiny_checkpoint
+
+    classifier = write_tiny_checkpoint(tmp_path / "classifier")
+    with pytest.raises(InputError, match="--metric pearson measures regression, which needs a regression checkpoint "
+                                         r"as --model .* or a base model .* is a classifier of 2 classes"):
+        LocalTask(TaskOptions(model=classifier, data=tmp_path / "classes.csv", metric="pearson")).validate()
+    with pytest.raises(DataError, match="classes.csv: a regression model needs a number as every label"):
         LocalTask(TaskOptions(data=tmp_path / "classes.csv", metric="pearson")).validate()
     assert load_task_data(tmp_path / "scores.csv", label_column="score", regression=True).regression
 

@@ -97,3 +97,81 @@ def test_a_teacher_no_better_than_the_majority_class_is_flagged(tmp_path, valida
     text = _teacher_training(tmp_path)
     assert f"validation accuracy {validation_accuracy:.4f}" in text
     assert ("no better than always answering the most frequent class (0.5900)" in text) is warned
+
+
+@pytest.fixture(scope="module")
+def base_encoder(tmp_path_factory):
+    """A tiny BertModel (no head) with the NER vocabulary's tokenizer: the base of a tagger and a regressor."""
+    from autocompress.testing.tiny_ner import ner_tokenizer, tiny_token_classifier
+
+    root = tmp_path_factory.mktemp("base-encoder")
+    tokenizer = ner_tokenizer(root)
+    tiny_token_classifier("bert", vocab_size=len(tokenizer), seed=4).bert.save_pretrained(root,
+                                                                                          safe_serialization=True)
+    return root
+
+
+def test_a_base_model_and_tagged_data_get_a_fine_tuned_token_classifier_teacher_then_a_search(base_encoder, tmp_path,
+                                                                                              capsys):
+    from autocompress.testing import fresh_process_outputs
+    from autocompress.testing.tiny_ner import synthetic_ner, write_conll
+
+    write_conll(tmp_path / "people.conll", synthetic_ner(200, seed=6))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(["search", "--model", str(base_encoder), "--data", str(tmp_path / "people.conll"), "--trials", "1",
+                 "--techniques", "ffn_pruning", "--teacher-epochs", "16", "--teacher-learning-rate", "3e-3",
+                 "--cache-dir", str(cache), "--out", str(out), "--repeats", "3", "--warmup", "1", "--no-progress",
+                 "--max-accuracy-drop", "0.5"]) == 0
+    assert "validation entity_f1 " in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    training = run["task_info"]["teacher_training"]
+    assert training["validation_metric"] == "entity_f1" and training["validation_accuracy"] > 0.8
+    assert training["majority_class_accuracy"] is None
+    assert run["quality_metric"] == "entity_f1" and run["task_info"]["pipeline_tag"] == "token-classification"
+    assert run["baseline"]["test_accuracy"] > 0.8
+    teacher = json.loads((cache / "teachers" / training["directory"].rsplit("/", 1)[-1] / "config.json").read_text())
+    assert teacher["architectures"] == ["BertForTokenClassification"]
+    assert teacher["id2label"] == {"0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"}
+    script = ("import sys, torch, autocompress\nmodel, tok = autocompress.load_pretrained(sys.argv[1])\n"
+              "batch = tok([['anna', 'smith', 'visited', 'paris']], is_split_into_words=True, return_tensors='pt')\n"
+              "with torch.no_grad():\n"
+              "    tags = model(**batch).logits.argmax(-1)[0, 1:-1].tolist()\n"
+              "print(type(model).__name__, [model.config.id2label[t] for t in tags])\n")
+    fresh = fresh_process_outputs(script, out / "best")
+    assert fresh[0] == fresh[1] and fresh[0].strip() == "BertForTokenClassification ['B-PER', 'I-PER', 'O', 'B-LOC']"
+
+
+def test_a_base_model_and_scores_with_a_regression_metric_get_a_fine_tuned_regression_teacher(base_encoder, tmp_path):
+    import pandas as pd
+
+    from autocompress.plugins.local_task import LocalTask
+    from autocompress.testing.tiny_ner import synthetic_ner
+
+    # A score per sentence: how many of its words are names or places.
+    sentences = synthetic_ner(300, seed=7)
+    pd.DataFrame({"text": [" ".join(w for w, _ in s) for s in sentences],
+                  "score": [sum(t != "O" for _, t in s) / 2 for s in sentences]}).to_csv(tmp_path / "s.csv",
+                                                                                       index=False)
+    task = LocalTask(TaskOptions(model=base_encoder, data=tmp_path / "s.csv", label_column="score", metric="pearson",
+                                 cache_dir=tmp_path / "cache", teacher_epochs=12.0, teacher_learning_rate=3e-3,
+                                 progress=False))
+    loaded = task.load()
+    training = loaded.info.teacher_training
+    assert loaded.teacher.config.num_labels == 1 and loaded.teacher.config.problem_type == "regression"
+    assert training["validation_metric"] == "pearson" and training["validation_accuracy"] > 0.8
+    assert loaded.data.regression and training["majority_class_accuracy"] is None
+
+
+def test_tagged_data_for_a_base_model_must_tag_entities_in_bio(base_encoder, tmp_path):
+    from autocompress.errors import DataError
+    from autocompress.plugins.local_task import LocalTask
+    from autocompress.token_data import data_tags
+
+    (tmp_path / "none.conll").write_text("the O\ncity O\n\nwent O\n")
+    with pytest.raises(DataError, match="every tag is O; a token classifier needs tagged entities"):
+        LocalTask(TaskOptions(model=base_encoder, data=tmp_path / "none.conll")).validate()
+    (tmp_path / "bioes.conll").write_text("anna B-PER\nsmith E-PER\n")
+    with pytest.raises(DataError, match=r"bioes.conll: line 2: tag 'E-PER' is not in the BIO scheme; 'E-' belongs"):
+        LocalTask(TaskOptions(model=base_encoder, data=tmp_path / "bioes.conll")).validate()
+    (tmp_path / "only-b.conll").write_text("rome B-LOC\n\nanna B-PER\n")
+    assert data_tags(tmp_path / "only-b.conll") == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]

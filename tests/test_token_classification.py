@@ -191,12 +191,13 @@ def test_the_model_must_be_a_bio_token_classifier(ner, tmp_path):
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"unnamed/config.json: id2label holds 'LABEL_0'.*not BIO tags"):
         LocalTask(TaskOptions(model=model, **options)).validate()
-    # A sequence classifier (or base model) with tagged words: fine-tuning a NER teacher is not offered.
+    # A sequence classifier with tagged words: it has a head already, and not a tagger's (a base model would be
+    # fine-tuned into one: tests/test_teacher_from_base.py).
     from autocompress.testing import write_tiny_checkpoint
 
     classifier = write_tiny_checkpoint(tmp_path / "classifier")
-    with pytest.raises(InputError, match=r"holds tagged words \(token classification\), which needs a fine-tuned "
-                                         r"token classifier .* BertForSequenceClassification"):
+    with pytest.raises(InputError, match=r"holds tagged words \(token classification\), which needs a token "
+                                         r"classifier .* or a base model .* BertForSequenceClassification"):
         LocalTask(TaskOptions(model=classifier, **options)).validate()
     records = [{"text": "Anna met", "label": ["B-PER", "O"]}] * 6
     with pytest.raises(DataError, match=r"lists.jsonl: labels are lists \(a tag per token\?\); token classification "

@@ -23,7 +23,7 @@ from autocompress.study.record import (
     TrialRecord,
     quality_name,
 )
-from autocompress.teacher import how_made, no_better_than_majority
+from autocompress.teacher import how_made, no_better_than_majority, validation_score
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def teacher_origin(run: RunData) -> str:
     training = (run.record.get("task_info") or {}).get("teacher_training")
     if not training:
         return "the fine-tuned model"
-    text = f"{how_made(training)}, validation accuracy {_fmt(training.get('validation_accuracy'), '.4f')}"
+    text = f"{how_made(training)}, {validation_score(training)}"
     majority = no_better_than_majority(training)
     if majority is not None:
         text += (f"; no better than always answering the most frequent class ({_fmt(majority, '.4f')}): "
