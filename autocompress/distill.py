@@ -136,12 +136,14 @@ def tagged_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch
                              temperature: float, alpha: float) -> torch.Tensor:
     """Token classification (logits batch x tokens x tags, ``TaggedEncoded`` labels): the soft-label loss
     and cross-entropy mixed per token, averaged over the tokens whose label is not ``IGNORED`` (each
-    word's first sub-token)."""
+    word's first sub-token); a word tagged ``UNLABELED`` (an ``--unlabeled`` sentence's) has the
+    soft-label loss alone."""
     counted = labels != IGNORED
+    tagged = labels >= 0
     soft = soft_label_losses(student_logits, teacher_logits, temperature)
-    hard = nn.functional.cross_entropy(student_logits.transpose(1, 2), labels, ignore_index=IGNORED,
-                                       reduction="none")
-    return ((1.0 - alpha) * soft + alpha * hard)[counted].mean()
+    hard = nn.functional.cross_entropy(student_logits.transpose(1, 2), torch.where(tagged, labels, IGNORED),
+                                       ignore_index=IGNORED, reduction="none")
+    return torch.where(tagged, (1.0 - alpha) * soft + alpha * hard, soft)[counted].mean()
 
 
 def embedding_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,

@@ -21,6 +21,7 @@ from autocompress.data import TaskData, TextDataset, read_unlabeled
 from autocompress.errors import InputError
 from autocompress.metrics import Accuracy, QualityMetric, classification_metric
 from autocompress.prompted import prompt_of
+from autocompress.token_data import TaggedDataset
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ def load_task(provider: TaskProvider, unlabeled: TextDataset | None = None) -> L
     prompt = prompt_of(task.teacher)
     if prompt is not None:
         unlabeled = TextDataset([prompt.render(text) for text in unlabeled.texts], list(unlabeled.labels))
+    if isinstance(task.data.train, TaggedDataset):  # a tagger's sentences: words, each tag left to the teacher
+        unlabeled = TaggedDataset.unlabeled(unlabeled.texts)
     data = replace(task.data, unlabeled=unlabeled)
     fingerprint = hashlib.sha256(f"{task.fingerprint}\n{data.fingerprint()}".encode()).hexdigest()
     description = f"{task.description}; plus {len(unlabeled)} unlabeled texts from {provider.options.unlabeled}"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autocompress.data import TaskData, TextDataset, json_records
+from autocompress.data import UNLABELED, TaskData, TextDataset, json_records
 from autocompress.entities import is_bio_tag
 from autocompress.errors import DataError
 
@@ -66,6 +66,13 @@ class TaggedDataset(TextDataset):
         """Sentences of ``words`` with their tag indices."""
         return cls([" ".join(sentence) for sentence in words], [[int(t) for t in sentence] for sentence in tags],
                    None, [list(sentence) for sentence in words])
+
+    @classmethod
+    def unlabeled(cls, texts: Sequence[str]) -> TaggedDataset:
+        """Untagged sentences (``--unlabeled`` for a token classifier): each text's words split at
+        whitespace, every tag ``UNLABELED`` (distillation learns them from the teacher alone)."""
+        words = [text.split() for text in texts if text.split()]
+        return cls.of(words, [[UNLABELED] * len(sentence) for sentence in words])
 
     @property
     def scores(self) -> bool:

@@ -256,10 +256,9 @@ class LocalTask(TaskProvider):
         """The tagged sentences of a token-classification task, checked against the model's tags."""
         o = self.options
         self.quality_metric()  # a metric other than entity F1 is refused first
-        for value, option in ((o.text_pair_column, "--text-pair-column"), (o.unlabeled, "--unlabeled")):
-            if value is not None:
-                raise InputError(f"{option} {value}: not supported for token classification (--model {o.model} is "
-                                 "a token classifier), which distils on its own tagged sentences")
+        if o.text_pair_column is not None:
+            raise InputError(f"--text-pair-column {o.text_pair_column}: not supported for token classification "
+                             f"(--data {o.data} holds tagged sentences)")
         tokens_key, tags_key = self._tagged_keys()
         data = load_tagged_data(o.data, self._tags, seed=o.seed, tokens_key=tokens_key, tags_key=tags_key)
         return data.limit_train(o.train_limit)

@@ -206,10 +206,32 @@ def test_the_model_must_be_a_bio_token_classifier(ner, tmp_path):
     # Options that have no meaning for a token task.
     with pytest.raises(InputError, match="--metric 'accuracy': a token-classification task is scored by entity_f1"):
         LocalTask(TaskOptions(model=ner / "model", metric="accuracy", **options)).validate()
-    (tmp_path / "more.txt").write_text("Anna met Rome\n", encoding="utf-8")
-    with pytest.raises(InputError, match="--unlabeled .*more.txt: not supported for token classification"):
-        LocalTask(TaskOptions(model=ner / "model", unlabeled=tmp_path / "more.txt", **options)).validate()
+    with pytest.raises(InputError, match="--text-pair-column b: not supported for token classification"):
+        LocalTask(TaskOptions(model=ner / "model", text_pair_column="b", **options)).validate()
     assert LocalTask(TaskOptions(model=ner / "model", **options)).quality_metric() == EntityF1(TAGS)
+
+
+def test_unlabeled_sentences_of_a_tagger_are_its_words_with_every_tag_left_to_the_teacher(ner, tmp_path):
+    from autocompress.data import UNLABELED
+    from autocompress.task import unlabeled_texts
+
+    (tmp_path / "more.txt").write_text("Anna met Rome\n\nomar  went to new york\n", encoding="utf-8")
+    options = TaskOptions(model=ner / "model", data=ner / "data.conll", unlabeled=tmp_path / "more.txt")
+    task = load_task(LocalTask(options), unlabeled_texts(options))
+    unlabeled = task.data.unlabeled
+    assert isinstance(unlabeled, TaggedDataset)
+    assert unlabeled.words == [["Anna", "met", "Rome"], ["omar", "went", "to", "new", "york"]]
+    assert unlabeled.labels == [[UNLABELED] * 3, [UNLABELED] * 5]
+    encoded = encode(ner_tokenizer(), unlabeled, 32)
+    assert encoded.labels[0].tolist()[:5] == [IGNORED, UNLABELED, UNLABELED, UNLABELED, IGNORED]
+    # Recovery trains on them too (the teacher their only label), not on the tagged sentences alone.
+    context = _context(task.teacher, task.tokenizer, task.data)
+    settings = distill.RecoverySettings(learning_rate=1e-3, epochs=1.0, batch_size=8, unlabeled=True)
+    assert len(distill.training_set(context, settings)) == len(task.data.train) + 2
+    student = copy.deepcopy(task.teacher)
+    with thread_count(1):
+        distill.train_student(student, context, settings)
+    assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
 # -- encoding and losses ----------------------------------------------------------------------
@@ -273,6 +295,12 @@ def test_distillation_of_tokens_averages_over_labelled_tokens_only():
     changed = student.clone()
     changed[~kept] = 100.0
     assert float(loss(changed, teacher, labels, 2.0, 0.3)) == pytest.approx(float(expected))
+    # A word nobody tagged (an --unlabeled sentence's) counts with the soft-label loss alone.
+    from autocompress.data import UNLABELED
+
+    unlabeled = torch.tensor([[IGNORED, 2, IGNORED], [IGNORED, UNLABELED, 4]])
+    mixed = torch.stack([0.7 * soft[0] + 0.3 * hard[0], soft[1], 0.7 * soft[2] + 0.3 * hard[2]]).mean()
+    assert float(loss(student, teacher, unlabeled, 2.0, 0.3)) == pytest.approx(float(mixed))
 
 
 def _context(model, tokenizer, data):
