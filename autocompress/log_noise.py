@@ -8,6 +8,9 @@ so every other line of those libraries (and every warning) still reaches the ter
 - ``LOSS_TYPE_NONE``: tracing a Hugging Face model reads every attribute of every submodule; for a
   submodule without a task head (``BertModel``) transformers then logs "`loss_type=None` was set in
   the config but it is unrecognized": no loss is computed there at all.
+- ``NEW_HEAD_LOAD_REPORT``: loading a base model with a task head to fine-tune the teacher from it,
+  transformers logs a "LOAD REPORT" table listing the head's weights as MISSING ("newly initialized"):
+  the head fine-tuning is about to train (weights of the wrong shape raise an error instead).
 - ``TORCHAO_CUDA_EXTENSIONS`` and ``TORCHAO_ENUM_CONSTANT`` (dropped for good, from ``import
   autocompress`` on): importing torchao (transformers imports it on its own whenever it is installed,
   at some model load we do not choose) logs "Failed to load .../_C_mxfp8...so" for each of its
@@ -24,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 #: (logger name, message start) pairs.
 TORCHVISION_MISSING = ("torch.onnx._internal.exporter._registration", "torchvision is not installed. Skipping ")
 LOSS_TYPE_NONE = ("transformers.modeling_utils", "`loss_type=None` was set in the config but it is unrecognized")
+NEW_HEAD_LOAD_REPORT = ("transformers.modeling_utils", "\x1b[1m")  # the report starts with its bold class name
 TORCHAO_CUDA_EXTENSIONS = ("torchao", "Failed to load ")
 TORCHAO_ENUM_CONSTANT = ("torch.utils._pytree", "<enum '")
 

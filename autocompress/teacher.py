@@ -100,6 +100,7 @@ def cached_teacher(
     import transformers
     from transformers import AutoTokenizer
 
+    from autocompress.log_noise import NEW_HEAD_LOAD_REPORT, dropped
     from autocompress.task import transformers_progress
     from autocompress.training import accuracy, encode, fine_tune
 
@@ -110,7 +111,7 @@ def cached_teacher(
         raise InputError(f"--model {base_model_dir}: no usable tokenizer in the base model "
                          f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
                          ) from None
-    with transformers_progress(progress):
+    with transformers_progress(progress), dropped(NEW_HEAD_LOAD_REPORT):
         model = getattr(transformers, head_class(data)).from_pretrained(
             base_model_dir, local_files_only=True, num_labels=data.num_labels, use_safetensors=use_safetensors,
             trust_remote_code=trust_remote_code, **({"problem_type": "regression"} if data.regression else {}),

@@ -91,3 +91,24 @@ def test_int4_quantization_logs_no_torchao_import_lines():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
     assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr, result.stderr
     assert "torchao says something else" in result.stderr  # the logger's other records still pass
+
+
+def test_fine_tuning_a_teacher_from_a_base_model_logs_no_load_report_about_its_new_head(tmp_path):
+    import transformers
+
+    from autocompress.data import TaskData, TextDataset
+    from autocompress.teacher import TeacherRecipe, cached_teacher
+    from autocompress.testing import synthetic_sentiment, tiny_model, tiny_tokenizer
+
+    tiny_model("bert", seed=3).bert.save_pretrained(tmp_path / "base", safe_serialization=True)
+    tiny_tokenizer(tmp_path / "base")
+    texts, labels = synthetic_sentiment(12, seed=1)
+    split = TextDataset(texts, [int(label == "pos") for label in labels])
+    data = TaskData(split, split, split, ["neg", "pos"])
+    with collected("transformers.modeling_utils") as seen:
+        cached_teacher(tmp_path / "base", data, tmp_path / "cache", TeacherRecipe(epochs=0.1), progress=False)
+    assert not [m for m in seen if "LOAD REPORT" in m]
+    # Loading the same base with a head anywhere else still reports the new weights.
+    with collected("transformers.modeling_utils") as seen:
+        transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    assert any("LOAD REPORT" in m and "classifier.weight" in m for m in seen)
