@@ -139,7 +139,7 @@ class Technique(ABC):
     references: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: Fields that matter only for some values of another field: field -> {other field: the values under
     #: which it is used}. Such a field is drawn by the search and may be fixed by a plan only when it
-    #: is used; otherwise it keeps its ``Config`` default (plan descriptions still list it). The other
+    #: is used; otherwise it keeps its ``Config`` default (plan descriptions leave it out). The other
     #: fields must be unconditional.
     #: E.g. quantization's ``group_size`` is used only when ``dtype`` is int4. Added in plugin API 1.8.
     conditions: ClassVar[Mapping[str, Mapping[str, tuple[Any, ...]]]] = {}
@@ -294,9 +294,17 @@ class PlanStep:
     technique: type[Technique]
     config: Any
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """The config's fields this step does not use (``Technique.conditions``: quantization's int4 group
+        size when the dtype is int8)."""
+        values = dataclasses.asdict(self.config)
+        return tuple(name for name in values if self.technique.uses_field(name, values) is False)
+
     def describe(self) -> str:
-        values = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.config).items())
-        return f"{self.technique.name}({values})"
+        """``name(field=value, ...)``, the unused fields left out: ``quantization(dtype=int8, embeddings=False)``."""
+        unused = self.unused_fields()
+        shown = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.config).items() if k not in unused)
+        return f"{self.technique.name}({shown})"
 
 
 @dataclass(frozen=True)
@@ -332,9 +340,11 @@ class Plan:
         return " -> ".join(s.describe() for s in self.steps) or "no compression"
 
     def to_manifest(self, stage: Stage | None = None) -> list[dict[str, Any]]:
-        """The steps (of one stage, or all) as JSON-ready dicts: technique, version, config."""
+        """The steps (of one stage, or all) as JSON-ready dicts: technique, version, config (and ``unused``:
+        the config's fields the step does not use, when it has any, which descriptions leave out)."""
         return [
-            {"technique": s.technique.name, "version": s.technique.version, "config": dataclasses.asdict(s.config)}
+            {"technique": s.technique.name, "version": s.technique.version, "config": dataclasses.asdict(s.config),
+             **({"unused": list(s.unused_fields())} if s.unused_fields() else {})}
             for s in self.steps
             if stage is None or s.technique.stage == stage
         ]

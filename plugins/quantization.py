@@ -166,7 +166,7 @@ class Quantization(Technique):
                   "int4 weight-only only": {"dtype": "int4", "group_size": 32}}
     # Each of the other fields means something for one dtype only: the search draws it only then.
     conditions = {"embeddings": {"dtype": ("int8",)}, "fallback_layers": {"dtype": ("int8-static",)},
-                  "group_size": {"dtype": ("int4",)}}
+                  "calibration_size": {"dtype": ("int8-static",)}, "group_size": {"dtype": ("int4",)}}
 
     def apply(self, model, config: QuantizationConfig, context: ApplyContext):
         if config.dtype == "bf16":

@@ -435,3 +435,15 @@ def test_the_manifest_names_the_model_class_it_is_rebuilt_as():
     for bad in ("os.system", "NoSuchModelClass", "PretrainedConfig"):
         with pytest.raises(InputError, match=f"model class '{bad}'"):
             model_class({"model_class": bad}, "d")
+
+
+def test_a_plan_description_leaves_out_the_fields_its_config_does_not_use():
+    from autocompress.plugins.quantization import Quantization, QuantizationConfig
+    from autocompress.technique import PlanStep
+
+    assert PlanStep(Quantization, QuantizationConfig(dtype="int8")).describe() == \
+        "quantization(dtype=int8, embeddings=False)"
+    assert PlanStep(Quantization, QuantizationConfig(dtype="int4", group_size=64)).describe() == \
+        "quantization(dtype=int4, group_size=64)"
+    assert PlanStep(Quantization, QuantizationConfig(dtype="int8-static")).describe() == \
+        "quantization(dtype=int8-static, fallback_layers=0, calibration_size=128)"

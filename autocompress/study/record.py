@@ -125,13 +125,16 @@ class StepRecord:
     technique: str
     version: str
     config: Mapping[str, Any]
+    #: Fields of ``config`` the step does not use (``Plan.to_manifest``), left out of its description.
+    unused: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_manifest(cls, entry: Mapping[str, Any]) -> StepRecord:
-        return cls(str(entry["technique"]), str(entry.get("version", "")), dict(entry.get("config") or {}))
+        return cls(str(entry["technique"]), str(entry.get("version", "")), dict(entry.get("config") or {}),
+                   tuple(str(name) for name in entry.get("unused") or ()))
 
     def describe(self) -> str:
-        values = ", ".join(f"{name}={value}" for name, value in self.config.items())
+        values = ", ".join(f"{name}={value}" for name, value in self.config.items() if name not in self.unused)
         return f"{self.technique}({values})"
 
 
