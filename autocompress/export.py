@@ -17,7 +17,6 @@ folder with huggingface_hub's ``upload_folder``, or with ``dry_run`` only says w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -248,7 +247,7 @@ def model_card(run: RunData, row: Any, plain_loadable: bool, front: dict[str, An
     base = run.baseline
     record = run.trials[int(row["number"])]
     plan = trial_plan(record)
-    manifest_plan = json.dumps([dataclasses.asdict(step) for step in record.steps or ()])
+    manifest_plan = json.dumps([step.as_manifest() for step in record.steps or ()])
     info = run.record.get("task_info") or {}
     training = info.get("teacher_training")
     if plain_loadable:

@@ -137,6 +137,11 @@ class StepRecord:
         values = ", ".join(f"{name}={value}" for name, value in self.config.items() if name not in self.unused)
         return f"{self.technique}({values})"
 
+    def as_manifest(self) -> dict[str, Any]:
+        """The step as ``Plan.to_manifest`` writes it (JSON-ready)."""
+        return {"technique": self.technique, "version": self.version, "config": dict(self.config),
+                **({"unused": list(self.unused)} if self.unused else {})}
+
 
 def describe_plan(steps: Sequence[StepRecord]) -> str:
     """``a(x=1) -> b(y=2)``: the plan in one line, for trials.csv and messages."""

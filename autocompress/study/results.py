@@ -97,7 +97,7 @@ def nearest_candidates(records: Sequence[TrialRecord], limits: Limits, baseline:
 
 
 def _steps(record: TrialRecord) -> list[dict[str, Any]]:
-    return [asdict(step) for step in record.steps or ()]
+    return [step.as_manifest() for step in record.steps or ()]
 
 
 def front_entry(record: TrialRecord) -> dict[str, Any]:
