@@ -23,6 +23,7 @@ A file's sentences are split at random with a seed: 80% train, 10% validation, 1
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,35 +185,31 @@ def is_tagged_data(path: str | Path, tokens_key: str = TOKENS_KEY) -> bool:
     if suffix in TAGGED_ONLY_SUFFIXES:
         return True
     if suffix in JSONL_SUFFIXES and path.is_file():
-        records = json_records(path, _text(path))
-        return bool(records) and isinstance(records[0][1].get(tokens_key), list)
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            first = next((line for line in handle if line.strip()), "")
+        try:
+            record = json.loads(first)
+        except ValueError:
+            return False  # not JSON lines: the reader says where
+        return isinstance(record, dict) and isinstance(record.get(tokens_key), list)
     return False
 
 
-def data_tags(path: str | Path, tokens_key: str = TOKENS_KEY, tags_key: str = TAGS_KEY) -> list[str]:
-    """The BIO tags a token classifier fine-tuned on ``path`` gets, in id order: ``O``, then ``B-`` and
-    ``I-`` of each entity type the data names (sorted); a DataError naming the place of the first tag
-    that is not BIO."""
-    path = Path(path)
-    if path.is_dir():
-        from autocompress.hf_data import dataset_splits, read_saved_dataset
-
-        splits = dataset_splits(read_saved_dataset(path), str(path))
-        if tags_key == TAGS_KEY and TAGS_KEY not in splits["train"].column_names:
-            tags_key = DATASETS_TAGS_KEY
-        sentences = [(f"{path}: split '{name}'", sentence) for name, split in splits.items()
-                     for sentence in _dataset_sentences(split, f"{path}: split '{name}'", tokens_key, tags_key)]
-    else:
-        sentences = [(str(path), sentence) for sentence in read_tagged(path, tokens_key, tags_key)]
+def data_tags(groups: Sequence[tuple[str, Sequence[_Sentence]]], source: str) -> list[str]:
+    """The BIO tags a token classifier fine-tuned on these sentences gets, in id order: ``O``, then ``B-``
+    and ``I-`` of each entity type they name (sorted). ``groups``: (where they come from, for messages;
+    the sentences), all from ``source``. A DataError names the place of the first tag that is not BIO, or
+    says every tag is O."""
     kinds = set()
-    for source, sentence in sentences:
-        for tag, place in zip(sentence.tags, sentence.places, strict=True):
-            if not is_bio_tag(tag):
-                raise DataError(f"{source}: {place}: tag {tag!r} is not in the BIO scheme; {_scheme_hint(tag)}")
-            if tag != "O":
-                kinds.add(tag.partition("-")[2])
+    for source, sentences in groups:
+        for sentence in sentences:
+            for tag, place in zip(sentence.tags, sentence.places, strict=True):
+                if not is_bio_tag(tag):
+                    raise DataError(f"{source}: {place}: tag {tag!r} is not in the BIO scheme; {_scheme_hint(tag)}")
+                if tag != "O":
+                    kinds.add(tag.partition("-")[2])
     if not kinds:
-        raise DataError(f"{path}: every tag is O; a token classifier needs tagged entities (B-TYPE, I-TYPE) to learn")
+        raise DataError(f"{source}: every tag is O; a token classifier needs tagged entities (B-TYPE, I-TYPE) to learn")
     return ["O", *(f"{prefix}-{kind}" for kind in sorted(kinds) for prefix in ("B", "I"))]
 
 
@@ -248,15 +245,17 @@ def tag_indices(sentences: Sequence[_Sentence], tag_names: Sequence[str], source
     return result
 
 
-def load_tagged_data(path: str | Path, tag_names: Sequence[str], seed: int = 0,
+def load_tagged_data(path: str | Path, tag_names: Sequence[str] | None, seed: int = 0,
                      tokens_key: str = TOKENS_KEY, tags_key: str = TAGS_KEY,
                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TaskData:
     """A token-classification file read, its tags checked against ``tag_names`` (the model's labels in
-    id order) and its sentences split at random with ``seed`` (train / validation / test); a saved
-    ``datasets`` directory keeps its own splits."""
+    id order; None: a new model's, ``data_tags`` of these sentences) and its sentences split at random
+    with ``seed`` (train / validation / test); a saved ``datasets`` directory keeps its own splits."""
     if Path(path).is_dir():
         return _load_saved(Path(path), tag_names, seed, tokens_key, tags_key)
     sentences = read_tagged(path, tokens_key, tags_key)
+    if tag_names is None:
+        tag_names = data_tags([(str(path), sentences)], str(path))
     tags = tag_indices(sentences, tag_names, str(path))
     if len(sentences) < 3:
         raise DataError(f"{path}: {len(sentences)} sentence(s); at least 3 are needed (one per train/validation/"
@@ -295,16 +294,19 @@ def _dataset_sentences(split, where: str, tokens_key: str, tags_key: str) -> lis
     return sentences
 
 
-def _load_saved(path: Path, tag_names: Sequence[str], seed: int, tokens_key: str, tags_key: str) -> TaskData:
+def _load_saved(path: Path, tag_names: Sequence[str] | None, seed: int, tokens_key: str, tags_key: str
+                ) -> TaskData:
     from autocompress.hf_data import dataset_splits, read_saved_dataset
 
     splits = dataset_splits(read_saved_dataset(path), str(path))
     if tags_key == TAGS_KEY and TAGS_KEY not in splits["train"].column_names:
         tags_key = DATASETS_TAGS_KEY
+    read = {f"{path}: split '{name}'": (name, _dataset_sentences(split, f"{path}: split '{name}'", tokens_key,
+                                                                  tags_key)) for name, split in splits.items()}
+    if tag_names is None:
+        tag_names = data_tags([(where, sentences) for where, (_, sentences) in read.items()], str(path))
     parts = {}
-    for name, split in splits.items():
-        where = f"{path}: split '{name}'"
-        sentences = _dataset_sentences(split, where, tokens_key, tags_key)
+    for where, (name, sentences) in read.items():
         parts[name] = TaggedDataset.of([s.words for s in sentences], tag_indices(sentences, tag_names, where))
     rng = np.random.default_rng(seed)
     for missing in ("validation", "test"):

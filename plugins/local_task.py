@@ -43,7 +43,6 @@ from autocompress.token_data import (
     TAGS_KEY,
     TOKENS_KEY,
     check_model_tags,
-    data_tags,
     is_tagged_data,
     load_tagged_data,
 )
@@ -204,11 +203,12 @@ class LocalTask(TaskProvider):
             self._validated = (model, "token", self._token_data())
             return
         base = not is_classifier(config) and not is_causal_lm(config)
-        tokens_key, tags_key = self._tagged_keys()
+        tokens_key, _ = self._tagged_keys()
         if base and is_tagged_data(o.data, tokens_key):  # a token classifier is fine-tuned from the base model
             check_base_model(config, model.directory / "config.json", head="token")
-            self._tags = data_tags(o.data, tokens_key, tags_key)
-            self._validated = (model, False, self._token_data())
+            data = self._token_data()  # no tags yet: the data's own become the new model's
+            self._tags = data.label_names
+            self._validated = (model, False, data)
             return
         if Path(o.data).suffix.lower() in TAGGED_ONLY_SUFFIXES:
             raise InputError(f"--data {o.data} holds tagged words (token classification), which needs a token "
@@ -253,9 +253,10 @@ class LocalTask(TaskProvider):
         self._validated = (model, "causal" if is_causal_lm(config) else is_classifier(config), data)
 
     def _token_data(self) -> TaskData:
-        """The tagged sentences of a token-classification task, checked against the model's tags."""
+        """The tagged sentences of a token-classification task, checked against the model's tags (or, from
+        a base model, giving the tags: ``self._tags`` None)."""
         o = self.options
-        self.quality_metric()  # a metric other than entity F1 is refused first
+        token_metric(o.metric, self._tags or ())  # a metric other than entity F1 is refused first
         if o.text_pair_column is not None:
             raise InputError(f"--text-pair-column {o.text_pair_column}: not supported for token classification "
                              f"(--data {o.data} holds tagged sentences)")

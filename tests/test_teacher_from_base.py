@@ -165,7 +165,7 @@ def test_a_base_model_and_scores_with_a_regression_metric_get_a_fine_tuned_regre
 def test_tagged_data_for_a_base_model_must_tag_entities_in_bio(base_encoder, tmp_path):
     from autocompress.errors import DataError
     from autocompress.plugins.local_task import LocalTask
-    from autocompress.token_data import data_tags
+    from autocompress.token_data import load_tagged_data
 
     (tmp_path / "none.conll").write_text("the O\ncity O\n\nwent O\n")
     with pytest.raises(DataError, match="every tag is O; a token classifier needs tagged entities"):
@@ -173,5 +173,5 @@ def test_tagged_data_for_a_base_model_must_tag_entities_in_bio(base_encoder, tmp
     (tmp_path / "bioes.conll").write_text("anna B-PER\nsmith E-PER\n")
     with pytest.raises(DataError, match=r"bioes.conll: line 2: tag 'E-PER' is not in the BIO scheme; 'E-' belongs"):
         LocalTask(TaskOptions(model=base_encoder, data=tmp_path / "bioes.conll")).validate()
-    (tmp_path / "only-b.conll").write_text("rome B-LOC\n\nanna B-PER\n")
-    assert data_tags(tmp_path / "only-b.conll") == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    (tmp_path / "only-b.conll").write_text("rome B-LOC\n\nanna B-PER\n\nthe O\n")
+    assert load_tagged_data(tmp_path / "only-b.conll", None).label_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
