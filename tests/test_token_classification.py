@@ -405,6 +405,14 @@ def _independent_f1(model, tokenizer, split) -> float:
     return entity_f1(predicted, truth)
 
 
+def _small_data_space(path):
+    """A search space for recovery on about 128 training sentences: more passes at a higher rate."""
+    path.write_text("distillation:\n  epochs: {type: float, low: 1.0, high: 4.0, step: 1.0}\n"
+                    "  learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+                    "  batch_size: {type: categorical, choices: [16]}\n")
+    return path
+
+
 @pytest.mark.slow
 def test_a_roberta_layout_tagger_searches_with_every_technique_and_reloads_in_a_fresh_process(tmp_path):
     """A user's own RoBERTa-layout token classifier with a WordPiece vocabulary: support is decided from
@@ -419,10 +427,7 @@ def test_a_roberta_layout_tagger_searches_with_every_technique_and_reloads_in_a_
                      "  ffn_pruning: {keep_fraction: 0.5}\n  head_pruning: {fraction: 0.5}\n"
                      "  distillation: {epochs: 4.0, learning_rate: 2.0e-3, batch_size: 16}\n"
                      "  quantization: {dtype: int8}\n")
-    space = tmp_path / "space.yaml"  # 128 training sentences: recovery needs more passes at a higher rate
-    space.write_text("distillation:\n  epochs: {type: float, low: 1.0, high: 4.0, step: 1.0}\n"
-                     "  learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
-                     "  batch_size: {type: categorical, choices: [16]}\n")
+    space = _small_data_space(tmp_path / "space.yaml")
     out = tmp_path / "run"
     with thread_count(1):
         code = main(["search", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data.conll"), "--out",
@@ -455,10 +460,7 @@ def test_a_token_classification_search_runs_every_technique_and_its_best_model_r
                      "  head_pruning: {fraction: 0.5}\n"
                      "  distillation: {epochs: 4.0, learning_rate: 2.0e-3, batch_size: 16}\n"
                      "  quantization: {dtype: int8}\n")
-    space = tmp_path / "space.yaml"  # 128 training sentences: recovery needs more passes at a higher rate
-    space.write_text("distillation:\n  epochs: {type: float, low: 1.0, high: 4.0, step: 1.0}\n"
-                     "  learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
-                     "  batch_size: {type: categorical, choices: [16]}\n")
+    space = _small_data_space(tmp_path / "space.yaml")
     out = tmp_path / "run"
     with thread_count(1):
         code = main(["search", "--model", str(ner / "model"), "--data", str(ner / "data.conll"), "--out", str(out),
