@@ -7,6 +7,7 @@ a hard cap on the address space, so an allocation over it fails at once.
 
 from __future__ import annotations
 
+import gc
 import resource
 import signal
 import threading
@@ -64,6 +65,9 @@ def memory_limit(megabytes: float | None, poll_s: float = MEMORY_POLL_S) -> Iter
     import psutil
 
     process = psutil.Process()
+    # Garbage left by earlier work (reference cycles holding tensors) is collected now, not during the
+    # trial: collected then, it would lower the resident size and hide the trial's own growth.
+    gc.collect()
     start = process.memory_info().rss
     cap = megabytes * 2**20
     grown: list[float] = []
